@@ -1,0 +1,199 @@
+"""Read a rendered split into memory, checking it on the way, and derive the class weights.
+
+A split is a directory with ``rgb/rgb_NNNNN.png`` (8-bit RGB) and ``mask/mask_NNNNN.png``
+(8-bit single channel: 0 regolith, 1 rock, 2 sky, 255 ignore), paired by index and read in
+index order. Each split is decoded once into uint8 tensors; no PNG is decoded per step.
+Everything that can be wrong with a split is found here, before any training starts, and
+reported as a ``DataError`` that names the file and what was expected.
+
+    python -m regolith.data SPLIT [--frames N]   # check a split and print its class shares
+"""
+
+import argparse
+import hashlib
+import io
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from regolith import CLASSES, IGNORE_INDEX
+
+# SegformerImageProcessor's defaults (ImageNet statistics), which nvidia/mit-b0 was trained with.
+PREPROCESSING = {"rescale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+VALID_LABELS = (*range(len(CLASSES)), IGNORE_INDEX)
+
+
+class DataError(ValueError):
+    """A split on disk is not what training expects; the message names the file and the fault."""
+
+
+@dataclass
+class Split:
+    path: Path
+    names: list  # frame stems in index order, e.g. "00042"
+    images: torch.Tensor  # N x 3 x H x W, uint8
+    masks: torch.Tensor  # N x H x W, uint8
+    digest: str  # sha256 over the names and bytes of every file used, first 16 hex digits
+    pixel_counts: list  # labelled pixels per class, 255 excluded
+
+    @property
+    def frames(self) -> int:
+        return len(self.names)
+
+    @property
+    def image_size(self) -> tuple:
+        return tuple(self.images.shape[-2:])
+
+
+def pair_frames(split_dir: Path) -> list:
+    """(index, rgb path, mask path) in index order; refuses unpaired or misnamed files."""
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise DataError(f"split {split_dir}: no such directory")
+    found = {}
+    for sub, prefix in (("rgb", "rgb"), ("mask", "mask")):
+        folder = split_dir / sub
+        if not folder.is_dir():
+            raise DataError(f"split {split_dir}: missing {sub}/ directory (expected {sub}/{prefix}_NNNNN.png)")
+        pattern = re.compile(rf"{prefix}_(\d+)\.png")
+        found[sub] = {}
+        for path in folder.iterdir():
+            if path.suffix.lower() != ".png":
+                continue  # stray notes or thumbnails are not frames
+            match = pattern.fullmatch(path.name)
+            if not match:
+                raise DataError(f"{path}: unexpected file name (expected {prefix}_NNNNN.png)")
+            index = int(match.group(1))
+            if index in found[sub]:
+                raise DataError(f"{path}: index {index} also used by {found[sub][index].name}")
+            found[sub][index] = path
+    rgb, mask = found["rgb"], found["mask"]
+    if not rgb and not mask:
+        raise DataError(f"split {split_dir}: empty (no rgb/rgb_NNNNN.png or mask/mask_NNNNN.png files)")
+    unpaired = sorted(set(rgb) ^ set(mask))
+    if unpaired:
+        shown = [str(rgb.get(i) or mask.get(i)) for i in unpaired[:5]]
+        raise DataError(
+            f"split {split_dir}: {len(unpaired)} frame(s) without a partner "
+            f"(every rgb/rgb_N.png needs mask/mask_N.png): {', '.join(shown)}"
+            + (" ..." if len(unpaired) > 5 else ""))
+    return [(i, rgb[i], mask[i]) for i in sorted(rgb)]
+
+
+def _decode(path: Path, modes: tuple, expected: str):
+    """Read one PNG; returns (raw bytes, pixels as a numpy array)."""
+    try:
+        raw = path.read_bytes()
+        with Image.open(io.BytesIO(raw)) as image:
+            image.load()
+            if image.format != "PNG":
+                raise DataError(f"{path}: not a PNG file (found {image.format})")
+            if image.mode not in modes:
+                raise DataError(f"{path}: expected {expected}, found PIL mode {image.mode}")
+            # A palette mask stores the class id as the palette index; keep the indices.
+            return raw, np.asarray(image)
+    except DataError:
+        raise
+    except Exception as error:  # PIL raises many types for damaged files
+        raise DataError(f"{path}: unreadable PNG ({error})") from error
+
+
+def _read_frame(rgb_path: Path, mask_path: Path):
+    rgb_raw, rgb = _decode(rgb_path, ("RGB",), "an 8-bit RGB image")
+    mask_raw, mask = _decode(mask_path, ("L", "P"), "an 8-bit single-channel mask")
+    if rgb.shape[:2] != mask.shape:
+        raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but "
+                        f"{rgb_path.name} is {rgb.shape[1]}x{rgb.shape[0]} (width x height)")
+    labels = np.unique(mask)
+    bad = [int(v) for v in labels if v not in VALID_LABELS]
+    if bad:
+        raise DataError(f"{mask_path}: mask values {bad[:8]} outside {{0, 1, 2, 255}} "
+                        f"(0 regolith, 1 rock, 2 sky, 255 ignore)")
+    digest = hashlib.sha256()
+    for path, raw in ((rgb_path, rgb_raw), (mask_path, mask_raw)):
+        digest.update(f"{path.parent.name}/{path.name}\0{len(raw)}\0".encode())
+        digest.update(raw)
+    return rgb, mask, digest.digest()
+
+
+def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
+    """Decode the first ``frames`` frames (all when 0) of a split into uint8 tensors, checked."""
+    split_dir = Path(split_dir)
+    pairs = pair_frames(split_dir)
+    if frames < 0:
+        raise DataError(f"frames={frames}: expected 0 (all) or a positive count")
+    if frames > len(pairs):
+        raise DataError(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
+    pairs = pairs[:frames or len(pairs)]
+    # PIL's PNG decoder and sha256 release the GIL, so threads decode in parallel.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(lambda p: _read_frame(p[1], p[2]), pairs))
+    height, width = decoded[0][1].shape
+    images = np.empty((len(pairs), height, width, 3), dtype=np.uint8)
+    masks = np.empty((len(pairs), height, width), dtype=np.uint8)
+    split_digest = hashlib.sha256()
+    for n, ((_, rgb_path, _), (rgb, mask, frame_digest)) in enumerate(zip(pairs, decoded)):
+        if mask.shape != (height, width):
+            raise DataError(f"{rgb_path}: frame is {mask.shape[1]}x{mask.shape[0]} but the split's first "
+                            f"frame {pairs[0][1].name} is {width}x{height}; a split must have one frame size")
+        images[n], masks[n] = rgb, mask
+        split_digest.update(frame_digest)
+    masks_t = torch.from_numpy(masks)
+    counts = torch.bincount(masks_t.reshape(-1).long(), minlength=256)[: len(CLASSES)].tolist()
+    split = Split(
+        path=split_dir,
+        names=[rgb_path.stem.split("_", 1)[1] for _, rgb_path, _ in pairs],
+        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        masks=masks_t,
+        digest=split_digest.hexdigest()[:16],
+        pixel_counts=counts,
+    )
+    absent = [name for name, count in zip(CLASSES, counts) if count == 0]
+    if absent:
+        raise DataError(f"split {split_dir}: class {', '.join(absent)} has zero pixels in the {split.frames} "
+                        f"frames used; IoU and class weights need every class present")
+    return split
+
+
+def pixel_shares(pixel_counts) -> list:
+    """Each class's share of the labelled (non-ignored) pixels."""
+    total = sum(pixel_counts)
+    return [count / total for count in pixel_counts]
+
+
+def class_weights(pixel_counts) -> list:
+    """Inverse pixel frequency, normalized to sum to the number of classes (the reference recipe)."""
+    inverse = [1 / share for share in pixel_shares(pixel_counts)]
+    return [len(inverse) * w / sum(inverse) for w in inverse]
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float32 model input, on whatever device ``images`` is on."""
+    mean = torch.tensor(PREPROCESSING["mean"], device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(PREPROCESSING["std"], device=images.device).view(1, 3, 1, 1)
+    return (images.float() * PREPROCESSING["rescale"] - mean) / std
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("split")
+    parser.add_argument("--frames", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        split = load_split(args.split, args.frames)
+    except DataError as error:
+        raise SystemExit(f"error: {error}")
+    print(f"{split.path}: {split.frames} frames of {split.image_size[1]}x{split.image_size[0]}, "
+          f"digest {split.digest}")
+    for name, share, weight in zip(CLASSES, pixel_shares(split.pixel_counts), class_weights(split.pixel_counts)):
+        print(f"  {name:9s} pixel share {share:.4f}  class weight {weight:.4f}")
+
+
+if __name__ == "__main__":
+    main()

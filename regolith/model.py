@@ -1,0 +1,103 @@
+"""SegFormer with a fresh 3-class head, the encoder check, and the ``best.pt`` checkpoint format.
+
+The encoder comes from ``pretrained``: a hub id such as ``nvidia/mit-b0`` or a local
+directory in the hub's layout (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
+The hub's mit-b0 stores the legacy weight names (``segformer.encoder.block.…``), which
+transformers 5 renames on load; if a rename ever misses, the encoder would silently start
+random and every result would be wrong, so ``load_pretrained`` refuses any checkpoint that
+does not supply every encoder weight.
+"""
+
+import json
+
+import torch
+import transformers
+from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+from regolith import CLASSES
+
+ID2LABEL = dict(enumerate(CLASSES))
+LABEL2ID = {name: i for i, name in ID2LABEL.items()}
+ENCODER_PREFIX = "segformer."
+
+
+class EncoderLoadError(RuntimeError):
+    """The pretrained checkpoint did not supply every encoder weight."""
+
+
+def random_init(config: SegformerConfig | None = None) -> SegformerForSemanticSegmentation:
+    """SegFormer with every weight random; the default config is the B0 size."""
+    config = config or SegformerConfig()
+    config.num_labels, config.id2label, config.label2id = len(CLASSES), ID2LABEL, LABEL2ID
+    return SegformerForSemanticSegmentation(config)
+
+
+def load_pretrained(pretrained: str) -> tuple:
+    """Encoder from ``pretrained``, fresh 3-class head; returns (model, the encoder tensors loaded).
+
+    Refuses, naming them, any encoder weight the checkpoint lacked or had in another shape.
+    """
+    # transformers' own load report lists the fresh head as MISSING, which reads like a fault;
+    # the check below is the one that matters, so its report is kept quiet.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, info = SegformerForSemanticSegmentation.from_pretrained(
+            pretrained, num_labels=len(CLASSES), id2label=ID2LABEL, label2id=LABEL2ID,
+            ignore_mismatched_sizes=True, output_loading_info=True)
+    except OSError as error:
+        raise EncoderLoadError(
+            f"pretrained={pretrained!r}: could not load it ({error}). Give a hub id that is reachable or "
+            f"cached, a local directory with config.json and model weights, or 'none' for random init"
+        ) from error
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = sorted(k for k in info["missing_keys"] if k.startswith(ENCODER_PREFIX))
+    mismatched = sorted(k for k, *_ in info["mismatched_keys"] if k.startswith(ENCODER_PREFIX))
+    if missing or mismatched:
+        names = [f"{k} (missing)" for k in missing] + [f"{k} (shape differs)" for k in mismatched]
+        raise EncoderLoadError(
+            f"pretrained={pretrained!r}: {len(names)} encoder weight(s) did not load from the checkpoint, "
+            f"so the encoder would start partly random: " + ", ".join(names[:10])
+            + (" ..." if len(names) > 10 else ""))
+    encoder_keys = [k for k in model.state_dict() if k.startswith(ENCODER_PREFIX)]
+    return model, len(encoder_keys)
+
+
+def pretrained_id(pretrained: str, model) -> str:
+    """What the encoder really came from: the hub id at its commit, a directory, or random init."""
+    if pretrained.lower() == "none":
+        return "none (random init)"
+    commit = getattr(model.config, "_commit_hash", None)
+    return f"{pretrained}@{commit}" if commit else pretrained
+
+
+def checkpoint(model, epoch: int, metrics: dict, args: dict, preprocessing: dict) -> dict:
+    """The ``best.pt`` payload: tensors and plain Python values only, so ``weights_only=True`` loads it."""
+    return {
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        # A JSON round trip keeps only plain types (the safe unpickler refuses anything else).
+        "config": json.loads(model.config.to_json_string()),
+        "classes": list(CLASSES),
+        "epoch": epoch,
+        "metrics": dict(metrics),
+        "args": dict(args),
+        "preprocessing": dict(preprocessing),
+    }
+
+
+def load_checkpoint(path) -> dict:
+    """Read ``best.pt`` with the safe unpickler: a file that would run code is refused, never executed."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path}: not a regolith checkpoint that loads with weights_only=True "
+                         f"(refused, nothing in it was executed): {error}") from error
+
+
+def model_from_checkpoint(payload: dict) -> SegformerForSemanticSegmentation:
+    """Rebuild the model a checkpoint was saved from, in eval mode."""
+    config = SegformerConfig.from_dict(payload["config"])
+    model = SegformerForSemanticSegmentation(config)
+    model.load_state_dict(payload["model"])
+    return model.eval()

@@ -1,0 +1,108 @@
+"""Shared test fixtures: tiny SegFormer encoders in the hub's own file layout, small splits, a temp store.
+
+The hub is not reachable from tests (HF_HUB_OFFLINE=1). Instead a tiny MiT encoder is saved
+exactly as ``nvidia/mit-b0`` is on the hub: a ``SegformerForImageClassification`` checkpoint
+whose tensors carry the legacy names (``segformer.encoder.block.…``) that transformers 5
+renames on load, so the tests go through the same loading path as the real encoder.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import SegformerConfig, SegformerForImageClassification
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# transformers 5's current SegFormer names -> the hub's legacy names (the inverse of its load-time mapping).
+TO_LEGACY = [
+    (r"segformer\.stages\.(\d+)\.patch_embeddings\.", r"segformer.encoder.patch_embeddings.\1."),
+    (r"segformer\.stages\.(\d+)\.blocks\.", r"segformer.encoder.block.\1."),
+    (r"segformer\.stages\.(\d+)\.layer_norm\.", r"segformer.encoder.layer_norm.\1."),
+    (r"attention\.q_proj", "attention.self.query"),
+    (r"attention\.k_proj", "attention.self.key"),
+    (r"attention\.v_proj", "attention.self.value"),
+    (r"attention\.sequence_reduction\.sequence_reduction", "attention.self.sr"),
+    (r"attention\.sequence_reduction\.layer_norm", "attention.self.layer_norm"),
+    (r"attention\.o_proj", "attention.output.dense"),
+    (r"mlp\.fc1", "mlp.dense1"),
+    (r"mlp\.fc2", "mlp.dense2"),
+    (r"layernorm_before", "layer_norm_1"),
+    (r"layernorm_after", "layer_norm_2"),
+]
+
+
+def legacy_name(key: str) -> str:
+    for pattern, replacement in TO_LEGACY:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def tiny_config() -> SegformerConfig:
+    return SegformerConfig(hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 2, 2], depths=[1, 1, 1, 1],
+                           decoder_hidden_size=16, num_labels=10)
+
+
+def save_legacy_encoder(directory: Path, drop: tuple = (), seed: int = 123) -> dict:
+    """Write a tiny ImageNet-style MiT checkpoint in the hub layout; returns its legacy state dict."""
+    torch.manual_seed(seed)
+    classifier = SegformerForImageClassification(tiny_config())
+    state = {legacy_name(k): v.contiguous() for k, v in classifier.state_dict().items()}
+    for key in drop:
+        state.pop(key)
+    directory.mkdir(parents=True, exist_ok=True)
+    classifier.config.architectures = ["SegformerForImageClassification"]
+    classifier.config.save_pretrained(directory)
+    save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return state
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("encoders") / "tiny-mit"
+    save_legacy_encoder(directory)
+    return directory
+
+
+def write_frame(split: Path, index: int, rgb: np.ndarray, mask: np.ndarray):
+    (split / "rgb").mkdir(parents=True, exist_ok=True)
+    (split / "mask").mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb.astype(np.uint8), "RGB").save(split / "rgb" / f"rgb_{index:05d}.png")
+    Image.fromarray(mask.astype(np.uint8), "L").save(split / "mask" / f"mask_{index:05d}.png")
+
+
+def simple_frame(rng, size=32):
+    """Sky on top, regolith below, one bright square rock; some 255 at the horizon."""
+    mask = np.zeros((size, size), np.uint8)
+    horizon = int(rng.integers(size // 4, size // 2))
+    mask[:horizon] = 2
+    mask[horizon] = 255
+    y, x = rng.integers(horizon + 2, size - 6), rng.integers(0, size - 6)
+    mask[y:y + 5, x:x + 5] = 1
+    rgb = np.stack([np.choose(mask.clip(0, 3), [90, 200, 10, 0])] * 3, -1) + rng.integers(0, 20, (size, size, 1))
+    return rgb, mask
+
+
+def make_split(split: Path, frames: int = 6, size: int = 32, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(frames):
+        write_frame(split, i, *simple_frame(rng, size))
+    return split
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A real SQLite tracking store with its artifacts in the temp dir, for this test only."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns and our outputs/ land here
+    return uri
