@@ -11,10 +11,11 @@ does not supply every encoder weight.
 import json
 
 import torch
+import torch.nn.functional as F
 import transformers
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from regolith import CLASSES
+from regolith import CLASSES, data
 
 ID2LABEL = dict(enumerate(CLASSES))
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
@@ -62,6 +63,16 @@ def load_pretrained(pretrained: str) -> tuple:
             + (" ..." if len(names) > 10 else ""))
     encoder_keys = [k for k in model.state_dict() if k.startswith(ENCODER_PREFIX)]
     return model, len(encoder_keys)
+
+
+def logits_at_mask_size(model, images: torch.Tensor) -> torch.Tensor:
+    """Class logits for uint8 images, upsampled bilinearly to the image size.
+
+    SegFormer predicts at 1/4 resolution; its own loss upsamples the same way before comparing
+    with the mask, and validation and the fresh inference pass both go through here.
+    """
+    logits = model(pixel_values=data.normalize(images)).logits
+    return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def pretrained_id(pretrained: str, model) -> str:

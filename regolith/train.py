@@ -49,13 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hub id or local directory of the encoder; 'none' means random init")
     parser.add_argument("--dr", default="auto", choices=["true", "false", "auto"],
                         help="whether the split is domain-randomized (auto: from its name)")
+    parser.add_argument("--register", default="true", choices=["true", "false"],
+                        help="register best.pt in the Model Registry as regolith-segformer@<variant>")
     parser.add_argument("--run-name", default=None, help="MLflow run name (default: the variant, e.g. dr_750)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment name when run directly")
     return parser
 
 
 # The MLproject parameters: what mlflow run logs itself, and what a direct run logs the same way.
-RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "pretrained", "dr")
+RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "pretrained", "dr",
+              "register")
 
 
 def as_given(parser: argparse.ArgumentParser, argv) -> dict:
@@ -106,12 +109,6 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def logits_at_mask_size(model, images: torch.Tensor) -> torch.Tensor:
-    """SegFormer predicts at 1/4 resolution; upsample bilinearly to the mask size, as its own loss does."""
-    logits = model(pixel_values=data.normalize(images)).logits
-    return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-
-
 def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, progress=None):
     """One pass over the training frames in ``order``; returns (mean batch loss, the next step)."""
     model.train()
@@ -123,7 +120,7 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
         lr = get_lr(step, total_steps, args.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = F.cross_entropy(logits_at_mask_size(model, images), masks, weight=class_weights,
+        loss = F.cross_entropy(segformer.logits_at_mask_size(model, images), masks, weight=class_weights,
                                ignore_index=IGNORE_INDEX)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss is {loss.item()} at step {step + 1}")
@@ -147,7 +144,7 @@ def evaluate(model, split, class_weights, batch: int, device) -> dict:
     for start in range(0, split.frames, batch):
         images = split.images[start:start + batch].to(device)
         masks = split.masks[start:start + batch].to(device).long()
-        logits = logits_at_mask_size(model, images)
+        logits = segformer.logits_at_mask_size(model, images)
         # Summed, then divided by the summed weights once: the split's weighted mean, not a mean of means.
         loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
         labelled = masks[masks != IGNORE_INDEX]
