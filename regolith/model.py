@@ -9,10 +9,12 @@ does not supply every encoder weight.
 """
 
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import transformers
+from huggingface_hub import try_to_load_from_cache
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
 from regolith import CLASSES, data
@@ -79,8 +81,11 @@ def pretrained_id(pretrained: str, model) -> str:
     """What the encoder really came from: the hub id at its commit, a directory, or random init."""
     if pretrained.lower() == "none":
         return "none (random init)"
-    commit = getattr(model.config, "_commit_hash", None)
-    return f"{pretrained}@{commit}" if commit else pretrained
+    if Path(pretrained).is_dir():
+        return str(Path(pretrained).resolve())
+    # A hub id resolves to a snapshot folder named by its commit; the id alone could change under us.
+    cached = try_to_load_from_cache(pretrained, "config.json")
+    return f"{pretrained}@{Path(cached).parent.name}" if isinstance(cached, str) else pretrained
 
 
 def checkpoint(model, epoch: int, metrics: dict, args: dict, preprocessing: dict) -> dict:

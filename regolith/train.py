@@ -180,10 +180,9 @@ def train(args, given: dict, run_id: str):
     check_args(args)
     split_dir = Path(args.split).resolve()
     val_dir = resolve_val_split(args.val_split, split_dir)
-    dr = resolve_dr(args.dr, split_dir)
-
     train_split = data.load_split(split_dir, args.frames)
     val_split = data.load_split(val_dir)
+    dr = resolve_dr(args.dr, split_dir)
     variant = f"{'dr' if dr else 'nodr'}_{train_split.frames}"
     weights = data.class_weights(train_split.pixel_counts)
     shares = data.pixel_shares(train_split.pixel_counts)
@@ -222,7 +221,8 @@ def train(args, given: dict, run_id: str):
     total_steps = args.epochs * steps_per_epoch
     order_rng = torch.Generator().manual_seed(args.seed)  # data order, independent of the model's RNG use
 
-    out_dir = Path("outputs") / run_id
+    # Local working copies, one folder per run id so no two runs ever share files.
+    out_dir = Path(os.environ.get("REGOLITH_OUTPUT_DIR", "outputs")) / run_id
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, history_path = out_dir / "best.pt", out_dir / "metrics.jsonl"
     best, best_epoch, step, epoch = None, 0, 0, 0
@@ -262,6 +262,9 @@ def train(args, given: dict, run_id: str):
                        "best/epoch": best_epoch, "stopped_epoch": epoch})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     track.log_artifacts([out_dir / "summary.json"])
+    if args.register == "true":
+        version = track.register_model(run_id, variant)
+        print(f"registered {version} as models:/{track.MODEL_NAME}@{variant}")
     print(f"best rock-IoU {best['iou_rock']:.4f} at epoch {best_epoch} (miou {best['miou']:.4f}); "
           f"run {run_id}, artifacts best.pt, metrics.jsonl, summary.json")
     return summary
@@ -276,7 +279,8 @@ def main(argv=None):
             train(args, given, run_id)
     except (data.DataError, segformer.EncoderLoadError, track.ParamConflict, UsageError) as error:
         # The run is already marked FAILED with the error as a tag; say what is wrong, no traceback.
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ renames on load, so the tests go through the same loading path as the real encod
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from transformers import SegformerConfig, SegformerForImageClassification
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# `mlflow run` starts `python -m regolith...` through the shell: both must be this interpreter's.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,11 +101,44 @@ def make_split(split: Path, frames: int = 6, size: int = 32, seed: int = 0) -> P
     return split
 
 
+def _forget_experiment():
+    # mlflow.set_experiment remembers the experiment in-process and in MLFLOW_EXPERIMENT_ID (for
+    # subprocesses); neither may leak into the next test's store.
+    import mlflow.tracking.fluent
+    mlflow.tracking.fluent._active_experiment_id = None
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID"):
+        os.environ.pop(name, None)
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> str:
     """A real SQLite tracking store with its artifacts in the temp dir, for this test only."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _forget_experiment()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
-    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns and our outputs/ land here
-    return uri
+    monkeypatch.setenv("REGOLITH_OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root ./mlruns lands here
+    yield uri
+    _forget_experiment()
+
+
+def save_hub_cache(cache: Path, repo_id: str = "regolith-test/tiny-mit") -> tuple:
+    """Place the tiny encoder in a huggingface_hub cache, as a download of ``repo_id`` would leave it.
+
+    With HF_HUB_CACHE pointing here and HF_HUB_OFFLINE=1, ``from_pretrained(repo_id)`` resolves
+    the hub id exactly as it does for ``nvidia/mit-b0`` on a box that has it cached.
+    """
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    save_legacy_encoder(repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return repo_id, commit
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory) -> tuple:
+    """(cache dir, repo id, commit) of a tiny encoder cached under a hub id."""
+    cache = tmp_path_factory.mktemp("hf-cache")
+    repo_id, commit = save_hub_cache(cache)
+    return cache, repo_id, commit

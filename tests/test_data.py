@@ -1,0 +1,129 @@
+"""Reading splits: order, frames, digest, class weights, and a clear refusal for each kind of bad input."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_split, simple_frame, write_frame
+from regolith import data
+
+
+def test_class_weights_from_hand_made_masks(tmp_path):
+    # 3 frames of 4x5 = 60 pixels: 40 regolith, 6 rock, 10 sky, 4 ignored.
+    masks = [np.zeros((4, 5), np.uint8) for _ in range(3)]
+    masks[0][0, :] = 2
+    masks[1][0, :] = 2
+    masks[0][1, :2] = 1
+    masks[2][3, :4] = 1
+    masks[2][0, :4] = 255
+    for i, mask in enumerate(masks):
+        write_frame(tmp_path, i, np.full((4, 5, 3), 100), mask)
+    split = data.load_split(tmp_path)
+    assert split.pixel_counts == [40, 6, 10]
+    shares = data.pixel_shares(split.pixel_counts)
+    assert shares == [40 / 56, 6 / 56, 10 / 56]
+    weights = data.class_weights(split.pixel_counts)
+    inverse = [56 / 40, 56 / 6, 56 / 10]
+    expected = [3 * w / sum(inverse) for w in inverse]
+    assert weights == pytest.approx(expected, rel=1e-12)
+    assert math.isclose(sum(weights), 3.0)
+    assert weights[1] > weights[2] > weights[0]  # the rarer the class, the heavier
+
+
+def test_frames_are_read_in_index_order_and_frames_cuts_the_first_n(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in (10, 2, 1000, 7):  # written out of order, with a 5+ digit index among them
+        rgb, mask = simple_frame(rng)
+        rgb[0, 0] = i % 256  # tag each frame so order can be checked
+        write_frame(tmp_path, i, rgb, mask)
+    split = data.load_split(tmp_path)
+    assert split.names == ["00002", "00007", "00010", "01000"]
+    assert split.images[:, 0, 0, 0].tolist() == [2, 7, 10, 1000 % 256]
+    first_two = data.load_split(tmp_path, frames=2)
+    assert first_two.names == ["00002", "00007"] and first_two.frames == 2
+    assert first_two.digest != split.digest
+    assert split.images.shape == (4, 3, 32, 32) and split.masks.shape == (4, 32, 32)
+
+
+def test_digest_covers_names_and_bytes(tmp_path):
+    a = make_split(tmp_path / "a", frames=3)
+    b = make_split(tmp_path / "b", frames=3)
+    assert data.load_split(a).digest == data.load_split(b).digest  # same content, other folder
+    image = np.array(Image.open(b / "rgb" / "rgb_00001.png"))
+    image[5, 5] ^= 1
+    Image.fromarray(image).save(b / "rgb" / "rgb_00001.png")
+    assert data.load_split(a).digest != data.load_split(b).digest
+
+
+def test_normalize_uses_imagenet_statistics():
+    images = np.zeros((1, 3, 2, 2), np.uint8)
+    images[0, 1] = 255
+    out = data.normalize(__import__("torch").from_numpy(images))
+    assert out[0, 0, 0, 0].item() == pytest.approx(-0.485 / 0.229)
+    assert out[0, 1, 0, 0].item() == pytest.approx((1 - 0.456) / 0.224)
+
+
+# Each bad split is built from a good one; the error must name the offending file or value.
+def _missing(split):
+    return split / "nowhere", "no such directory"
+
+
+def _empty(split):
+    for path in list(split.glob("*/*.png")):
+        path.unlink()
+    return split, "empty"
+
+
+def _unpaired(split):
+    (split / "mask" / "mask_00003.png").unlink()
+    return split, "rgb_00003.png"
+
+
+def _unreadable(split):
+    (split / "rgb" / "rgb_00002.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    return split, "rgb_00002.png: unreadable PNG"
+
+
+def _bad_label(split):
+    mask = np.array(Image.open(split / "mask" / "mask_00001.png"))
+    mask[0, 0] = 7
+    Image.fromarray(mask).save(split / "mask" / "mask_00001.png")
+    return split, "mask_00001.png: mask values [7]"
+
+
+def _size_mismatch(split):
+    Image.new("L", (16, 32)).save(split / "mask" / "mask_00004.png")
+    return split, "mask_00004.png: mask is 16x32"
+
+
+def _no_rock(split):
+    for path in split.glob("mask/*.png"):
+        mask = np.array(Image.open(path))
+        mask[mask == 1] = 0
+        Image.fromarray(mask).save(path)
+    return split, "class rock has zero pixels"
+
+
+def _rgb_mask(split):
+    Image.new("RGB", (32, 32)).save(split / "mask" / "mask_00000.png")
+    return split, "mask_00000.png: expected an 8-bit single-channel mask, found PIL mode RGB"
+
+
+BAD_SPLITS = {"missing": _missing, "empty": _empty, "unpaired": _unpaired, "unreadable": _unreadable,
+              "bad_label": _bad_label, "size_mismatch": _size_mismatch, "no_rock": _no_rock,
+              "rgb_mask": _rgb_mask}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPLITS))
+def test_bad_split_is_refused_naming_the_fault(tmp_path, case):
+    split, expected = BAD_SPLITS[case](make_split(tmp_path / "train_dr", frames=6))
+    with pytest.raises(data.DataError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        data.load_split(split)
+
+
+def test_frames_larger_than_split_is_refused(tmp_path):
+    split = make_split(tmp_path / "train_dr", frames=4)
+    with pytest.raises(data.DataError, match="frames=5 is larger than split .* which has 4 frames"):
+        data.load_split(split, frames=5)

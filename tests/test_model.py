@@ -1,0 +1,67 @@
+"""Encoder loading from the hub's legacy layout, the refusal of partial encoders, and best.pt."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, legacy_name, save_legacy_encoder
+from regolith import data, model as segformer
+
+
+def test_legacy_encoder_loads_every_weight_and_gets_a_fresh_head(tiny_encoder):
+    torch.manual_seed(0)
+    net, encoder_tensors = segformer.load_pretrained(str(tiny_encoder))
+    legacy = load_file(str(tiny_encoder / "model.safetensors"))
+    state = net.state_dict()
+    encoder = [k for k in state if k.startswith("segformer.")]
+    assert encoder_tensors == len(encoder) > 0
+    for key in encoder:  # every encoder tensor equals the checkpoint's, under its legacy name
+        assert torch.equal(state[key], legacy[legacy_name(key)]), key
+    assert net.config.id2label == {0: "regolith", 1: "rock", 2: "sky"}
+    assert state["decode_head.classifier.weight"].shape[0] == 3
+    assert not any(k.startswith("decode_head") for k in legacy)  # the head cannot have come from it
+
+
+def test_encoder_missing_weights_is_refused_with_their_names(tmp_path):
+    dropped = ("segformer.encoder.block.1.0.attention.self.query.weight", "segformer.encoder.layer_norm.3.bias")
+    save_legacy_encoder(tmp_path / "partial", drop=dropped)
+    with pytest.raises(segformer.EncoderLoadError) as error:
+        segformer.load_pretrained(str(tmp_path / "partial"))
+    message = str(error.value)
+    assert "2 encoder weight(s) did not load" in message
+    assert "segformer.stages.1.blocks.0.attention.q_proj.weight (missing)" in message
+    assert "segformer.stages.3.layer_norm.bias (missing)" in message
+
+
+def test_unreachable_hub_id_is_a_clear_error():
+    with pytest.raises(segformer.EncoderLoadError, match="pretrained='no-such-org/no-such-model'"):
+        segformer.load_pretrained("no-such-org/no-such-model")
+
+
+def test_hub_id_resolves_from_the_cache_like_nvidia_mit_b0(hub_cache):
+    cache, repo_id, commit = hub_cache
+    code = ("from regolith.model import load_pretrained, pretrained_id\n"
+            f"net, n = load_pretrained({repo_id!r})\n"
+            f"print(n, pretrained_id({repo_id!r}, net))\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[1] == f"{repo_id}@{commit}"
+
+
+def test_checkpoint_loads_with_weights_only_and_predicts_the_same(tiny_encoder, tmp_path):
+    torch.manual_seed(0)
+    net, _ = segformer.load_pretrained(str(tiny_encoder))
+    net.eval()
+    path = tmp_path / "best.pt"
+    torch.save(segformer.checkpoint(net, 3, {"iou_rock": 0.5}, {"lr": 6e-5}, data.PREPROCESSING), path)
+    payload = segformer.load_checkpoint(path)  # weights_only=True inside
+    assert payload["classes"] == ["regolith", "rock", "sky"] and payload["epoch"] == 3
+    assert payload["preprocessing"] == data.PREPROCESSING
+    rebuilt = segformer.model_from_checkpoint(payload)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(segformer.logits_at_mask_size(net, images), segformer.logits_at_mask_size(rebuilt, images))

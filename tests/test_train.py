@@ -1,0 +1,196 @@
+"""The tracked training run: the real `mlflow run` CLI into a temp SQLite store, read back with MlflowClient."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import REPO, make_split
+from regolith import data, model as segformer, train
+
+EPOCH_METRICS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr",
+                 "time/epoch_s"]
+BEST_METRICS = ["best/iou_rock", "best/iou_regolith", "best/iou_sky", "best/miou", "best/epoch", "stopped_epoch"]
+
+
+@pytest.fixture
+def datasets(tmp_path) -> Path:
+    root = tmp_path / "datasets"
+    make_split(root / "train_dr", frames=10, seed=0)
+    make_split(root / "train_nodr", frames=6, seed=1)
+    make_split(root / "test_photoreal", frames=4, seed=2)
+    return root
+
+
+def only_run(client, status=None):
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return runs[0]
+
+
+def test_lr_schedule_is_cosine_from_peak_to_floor():
+    lrs = [train.get_lr(step, 100, 6e-5) for step in range(101)]
+    assert lrs[0] == pytest.approx(6e-5) and lrs[-1] == pytest.approx(1e-7)
+    assert lrs[50] == pytest.approx(1e-7 + 0.5 * (6e-5 - 1e-7))
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("name,dr,expected", [
+    ("train_dr", "auto", True), ("train_nodr", "auto", False), ("train_dr_750", "auto", True),
+    ("dr1500", "auto", True), ("nodr-750", "auto", False), ("hydrangea", "false", False), ("x", "true", True)])
+def test_dr_from_the_split_name(name, dr, expected):
+    assert train.resolve_dr(dr, Path(name)) is expected
+
+
+def test_dr_auto_asks_for_the_parameter_when_the_name_does_not_say():
+    with pytest.raises(train.UsageError, match="pass -P dr=true or -P dr=false"):
+        train.resolve_dr("auto", Path("hydrangea"))
+
+
+def test_mlflow_run_records_everything(store, datasets, hub_cache, tmp_path):
+    """`mlflow run . --env-manager local` end to end, with the encoder resolved from a hub id."""
+    cache, repo_id, commit = hub_cache
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    cmd = ["mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "e2e",
+           "-P", f"split={datasets / 'train_dr'}", "-P", f"pretrained={repo_id}", "-P", "epochs=2",
+           "-P", "frames=8", "-P", "batch=4", "-P", "register=false"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "epoch   2/2" in done.stdout  # the per-epoch line
+
+    client = MlflowClient()
+    run = only_run(client)
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "dr_8"  # shows as its variant, not a generated name
+
+    params = run.data.params
+    assert params["split"] == str(datasets / "train_dr") and params["val_split"] == "''"
+    assert params["lr"] == "6e-5" and params["epochs"] == "2" and params["frames"] == "8"
+    assert params["pretrained"] == repo_id and params["pretrained_id"] == f"{repo_id}@{commit}"
+    assert params["image_size"] == "32x32"
+    assert params["version.torch"] == torch.__version__ and "version.transformers" in params
+    weights = [float(params[f"class_weight.{c}"]) for c in ("regolith", "rock", "sky")]
+    shares = [float(params[f"pixel_share.{c}"]) for c in ("regolith", "rock", "sky")]
+    assert sum(weights) == pytest.approx(3, abs=1e-5) and sum(shares) == pytest.approx(1, abs=1e-5)
+    assert weights[1] > 10 * weights[0]  # rock is rare, so it weighs far more
+
+    tags = run.data.tags
+    train_split = data.load_split(datasets / "train_dr", frames=8)
+    assert tags["regolith.dr"] == "true" and tags["regolith.variant"] == "dr_8"
+    assert tags["regolith.split"] == "train_dr" and tags["regolith.frames"] == "8"
+    assert tags["regolith.dataset_digest"] == train_split.digest
+    assert tags["regolith.val_split"] == str(datasets / "test_photoreal")
+
+    inputs = {d.dataset.name: (d.dataset.digest, [t.value for t in d.tags]) for d in run.inputs.dataset_inputs}
+    assert inputs["train_dr"] == (train_split.digest, ["training"])
+    assert inputs["test_photoreal"] == (data.load_split(datasets / "test_photoreal").digest, ["validation"])
+
+    for key in EPOCH_METRICS:
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2], key
+    for key in BEST_METRICS:
+        assert key in run.data.metrics, key
+    rock_history = [m.value for m in client.get_metric_history(run_id, "val/iou_rock")]
+    assert run.data.metrics["best/iou_rock"] == max(rock_history)
+    assert run.data.metrics["best/epoch"] == rock_history.index(max(rock_history)) + 1
+
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"best.pt", "metrics.jsonl", "summary.json"}
+    local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=str(tmp_path / "download")))
+    lines = [json.loads(line) for line in (local / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    summary = json.loads((local / "summary.json").read_text())
+    assert summary["frames"] == 8 and summary["dataset_digest"] == train_split.digest
+    assert summary["best"]["iou_rock"] == run.data.metrics["best/iou_rock"]
+
+    # A fresh validation pass from the stored checkpoint gives the training-time rock-IoU.
+    payload = torch.load(local / "best.pt", weights_only=True)
+    assert set(payload) >= {"model", "config", "classes", "epoch", "metrics", "args", "preprocessing"}
+    net = segformer.model_from_checkpoint(payload)
+    class_weights = torch.tensor([float(params[f"class_weight.{c}"]) for c in ("regolith", "rock", "sky")])
+    again = train.evaluate(net, data.load_split(datasets / "test_photoreal"), class_weights, 4, torch.device("cpu"))
+    assert again["iou_rock"] == pytest.approx(run.data.metrics["best/iou_rock"], abs=1e-9)
+
+
+def test_mlflow_run_keeps_a_name_the_user_gave(store, datasets, tiny_encoder):
+    cmd = ["mlflow", "run", str(REPO), "--env-manager", "local", "--run-name", "my-own-name-1",
+           "-P", f"split={datasets / 'train_nodr'}", "-P", f"pretrained={tiny_encoder}", "-P", "epochs=1",
+           "-P", "register=false"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = only_run(MlflowClient())
+    assert run.info.run_name == "my-own-name-1" and run.data.tags["regolith.variant"] == "nodr_6"
+
+
+def run_direct(argv):
+    """`python -m regolith.train ...` in this process; returns the exit code."""
+    try:
+        train.main(argv)
+    except SystemExit as exit:
+        return exit.code
+    return 0
+
+
+def test_direct_runs_log_params_like_mlflow_run_and_are_deterministic(store, datasets, tiny_encoder):
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", str(tiny_encoder), "--epochs", "3",
+            "--batch", "4", "--patience", "1", "--lr", "6e-4", "--register", "false", "--experiment", "direct"]
+    assert run_direct(argv) == 0
+    assert run_direct(argv) == 0
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("direct").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    first, second = (r.info.run_id for r in runs)
+    assert runs[0].data.params["lr"] == "6e-4" and runs[0].data.params["val_split"] == "''"
+    for key in EPOCH_METRICS[:-1]:  # everything but wall time is identical on CPU
+        a = [(m.step, m.value) for m in client.get_metric_history(first, key)]
+        b = [(m.step, m.value) for m in client.get_metric_history(second, key)]
+        assert a == b, key
+    # Early stopping: best is the earliest maximum, and the run stops `patience` epochs after it.
+    metrics = runs[0].data.metrics
+    rock = [m.value for m in client.get_metric_history(first, "val/iou_rock")]
+    assert metrics["best/epoch"] == rock.index(max(rock)) + 1
+    assert metrics["stopped_epoch"] == len(rock) == min(3, metrics["best/epoch"] + 1)
+
+
+def test_bad_input_via_mlflow_run_ends_failed(store, datasets):
+    (datasets / "train_dr" / "mask" / "mask_00004.png").unlink()
+    cmd = ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"split={datasets / 'train_dr'}",
+           "-P", "pretrained=none", "-P", "register=false"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "error: split" in done.stderr and "rgb_00004.png" in done.stderr
+    assert "Traceback" not in done.stderr.split("error: split")[0]
+    run = only_run(MlflowClient())
+    assert run.info.status == "FAILED" and "rgb_00004.png" in run.data.tags["regolith.error"]
+
+
+def _bad(datasets, case):
+    """Spoil a copy of the data for one case; returns (extra argv, text the error must contain)."""
+    from test_data import BAD_SPLITS
+    if case == "frames_too_large":
+        return ["--frames", "11"], "frames=11 is larger than split"
+    if case == "no_val_split":
+        import shutil
+        shutil.rmtree(datasets / "test_photoreal")
+        return [], "test_photoreal: no such directory"
+    split, expected = BAD_SPLITS[case](datasets / "train_dr")
+    return (["--split", str(split)] if split != datasets / "train_dr" else []), expected
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "unpaired", "unreadable", "bad_label", "size_mismatch",
+                                  "no_rock", "frames_too_large", "no_val_split"])
+def test_bad_input_fails_the_run_before_training(store, datasets, case, capsys):
+    extra, expected = _bad(datasets, case)
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", "none", "--register", "false", *extra]
+    assert run_direct(argv) not in (0, None)
+    assert expected in capsys.readouterr().err
+    run = only_run(MlflowClient())
+    assert run.info.status == "FAILED"
+    assert expected in run.data.tags["regolith.error"]
+    assert "val/iou_rock" not in run.data.metrics  # nothing was trained
