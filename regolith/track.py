@@ -9,43 +9,83 @@ exactly what is recorded. The tracking store is whatever MLflow resolves
 import os
 import re
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
+import requests
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
 
 
-class ParamConflict(ValueError):
+class TrackingError(ValueError):
+    """The tracking store cannot be used as asked; the message says why and what to do."""
+
+
+class ParamConflict(TrackingError):
     """The run already records a parameter with a different value than this invocation."""
 
 
-@contextmanager
-def run(run_name: str | None = None, experiment: str | None = None):
-    """Attach to the run ``mlflow run`` created (``MLFLOW_RUN_ID``), or start one; yields its id.
+class Interrupted(BaseException):
+    """A stop request (SIGTERM); like KeyboardInterrupt, it is not an error of the program."""
 
-    The run always ends in a true state: FINISHED, FAILED on an exception (with the error
-    in the ``regolith.error`` tag), or KILLED on Ctrl-C, so nothing is left RUNNING.
+
+def check_reachable(timeout: float = 10):
+    """Fail fast when a tracking server is down, before any data is decoded or any run is touched.
+
+    MLflow's own client would retry for about four minutes first; any HTTP answer counts as up.
     """
-    if os.environ.get("MLFLOW_RUN_ID"):
-        # mlflow run already chose the experiment and the name; --run-name still renames.
-        active = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as error:
+        raise TrackingError(f"tracking server {uri} is not reachable ({type(error).__name__}); start it, or point "
+                            f"MLFLOW_TRACKING_URI at one that is up") from error
+
+
+@contextmanager
+def run(run_name: str | None = None, experiment: str | None = None, resume: str | None = None):
+    """Attach to the run ``mlflow run`` created (``MLFLOW_RUN_ID``), resume one, or start one.
+
+    Yields (run id, whether it resumes). A run that already has epochs logged is resumed, never
+    trained again from scratch: with ``--resume RUN_ID``, or ``mlflow run --run-id RUN_ID``. The
+    run always ends in a true state: FINISHED, FAILED on an exception (with the error in the
+    ``regolith.error`` tag), or KILLED on Ctrl-C or SIGTERM, so nothing is left RUNNING.
+    """
+    client = MlflowClient()
+    run_id = resume or os.environ.get("MLFLOW_RUN_ID")
+    if resume and os.environ.get("MLFLOW_RUN_ID", resume) != resume:
+        raise TrackingError(f"--resume {resume} but MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']}; give one run")
+    resuming = False
+    if run_id:
+        try:
+            existing = client.get_run(run_id)
+        except MlflowException as error:
+            raise TrackingError(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
+        resuming = bool(resume) or "val/iou_rock" in existing.data.metrics
+        if resuming and existing.info.status == "FINISHED":
+            raise TrackingError(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
+        active = mlflow.start_run(run_id=run_id)
         if run_name:
-            MlflowClient().update_run(active.info.run_id, name=run_name)
+            client.update_run(run_id, name=run_name)
     else:
         if experiment:
             mlflow.set_experiment(experiment)
         active = mlflow.start_run(run_name=run_name or None)
     run_id = active.info.run_id
     try:
-        yield run_id
-    except KeyboardInterrupt:
-        _end(run_id, "KILLED", "interrupted (KeyboardInterrupt)")
+        yield run_id, resuming
+    except (KeyboardInterrupt, Interrupted) as stop:
+        _end(run_id, "KILLED", f"interrupted ({stop or type(stop).__name__})")
         raise
     except BaseException as error:
         _end(run_id, "FAILED", f"{type(error).__name__}: {error}")
@@ -54,9 +94,12 @@ def run(run_name: str | None = None, experiment: str | None = None):
 
 
 def _end(run_id: str, status: str, error: str | None = None):
-    if error:
-        mlflow.set_tag("regolith.error", error[:4000])
-    mlflow.end_run(status)
+    try:
+        if error:
+            mlflow.set_tag("regolith.error", error[:4000])
+        mlflow.end_run(status)
+    except Exception as failure:  # the store itself may be what failed; the original error matters more
+        warn(f"could not mark run {run_id} {status} in the tracking store: {failure}")
 
 
 def log_params(params: dict):
@@ -112,11 +155,308 @@ def log_metrics(metrics: dict, step: int | None = None):
     mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
 
 
-def log_artifacts(paths):
+def log_artifacts(paths, best_effort: bool = False):
+    """Upload local files to the active run; best effort while another error is already on its way."""
     for path in paths:
-        if Path(path).exists():
+        if not Path(path).exists():
+            continue
+        try:
             mlflow.log_artifact(str(path))
+        except Exception as error:
+            if not best_effort:
+                raise
+            warn(f"could not upload {path} ({error}); it stays on disk")
+
+
+def logged_steps(key: str) -> list:
+    """The steps of ``key`` the active run already has in the store."""
+    return [m.step for m in MlflowClient().get_metric_history(mlflow.active_run().info.run_id, key)]
+
+
+@contextmanager
+def _http_retries(retries: int | None):
+    """Fewer HTTP retries for one call: a per-epoch log must not stall training for minutes."""
+    if retries is None:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(retries), MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def send_epochs(rows: list, patient: bool = False) -> list:
+    """Log per-epoch rows (step = ``row["epoch"]``) in order; returns the rows the store did not take.
+
+    While the tracking server is away, training goes on and the rows wait here (and in the
+    run's state.pt and metrics.jsonl); they are sent, in order and once each, when it is back.
+    ``patient`` (the end of the run) waits through MLflow's full retry schedule and then fails.
+    """
+    for i, row in enumerate(rows):
+        try:
+            with _http_retries(None if patient else 1):
+                log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+        except Exception as error:
+            waiting = [r["epoch"] for r in rows[i:]]
+            if patient:
+                raise TrackingError(f"the tracking store did not take the metrics of epoch(s) {waiting} ({error}); "
+                                    f"they are in the run's metrics.jsonl, and --resume replays them") from error
+            warn(f"tracking store unreachable ({type(error).__name__}); metrics of epoch(s) {waiting} kept, "
+                 f"sent when it is back")
+            return rows[i:]
+    return []
 
 
 def warn(message: str):
     print(f"warning: {message}", file=sys.stderr)
+
+
+# --- Finding a run, the Model Registry, and logging to a finished run (evaluate, pull) ---
+
+MODEL_NAME = "regolith-segformer"
+CHECKPOINT = "best.pt"
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class RunNotFound(LookupError):
+    """A run reference names no run, or several, or a run without ``best.pt``; the message says which."""
+
+
+def register_model(run_id: str, alias: str, name: str = MODEL_NAME) -> str:
+    """Register the run's ``best.pt`` as a new version of ``name`` and point ``@alias`` at it; returns the version URI.
+
+    best.pt is a plain artifact, not an MLflow Model flavour, so the version's source is the run's
+    artifact directory: MLflow downloads nothing from a single-file source, while
+    ``models:/<name>@<alias>/best.pt`` resolves to the checkpoint. An alias moves to the newest
+    registered run of its variant.
+    """
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name, description="SegFormer-B0 regolith/rock/sky checkpoints (best.pt); "
+                                                          "one alias per variant, e.g. @dr_750")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    source = client.get_run(run_id).info.artifact_uri
+    version = client.create_model_version(name, source, run_id=run_id,
+                                          tags={"regolith.variant": alias, "regolith.checkpoint": CHECKPOINT})
+    client.set_registered_model_alias(name, alias, version.version)
+    uri = f"models:/{name}/{version.version}"
+    client.set_tag(run_id, "regolith.model_version", uri)
+    return uri
+
+
+def find_run(ref: str, experiment: str = "") -> dict:
+    """The run ``ref`` names, as plain values: a run id, a run name in the experiment, or a models:/ URI.
+
+    The experiment is ``experiment`` if given, else the one MLflow itself would use
+    (MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID, which ``mlflow run`` sets), else Default.
+    ``checkpoint_uri`` is where best.pt is fetched from; for a models:/ URI it is pinned to the
+    version the alias pointed at when it was resolved.
+    """
+    client = MlflowClient()
+    ref = ref.strip()
+    if ref.startswith("models:/"):
+        run, version = _run_from_model_uri(client, ref)
+        model_version = f"models:/{version.name}/{version.version}"
+        checkpoint_uri = f"{model_version}/{CHECKPOINT}"
+    else:
+        run = _run_by_id(client, ref) or _run_by_name(client, ref, experiment)
+        model_version = run.data.tags.get("regolith.model_version")
+        checkpoint_uri = f"runs:/{run.info.run_id}/{CHECKPOINT}"
+    if run.info.lifecycle_stage == "deleted":
+        raise RunNotFound(f"{ref}: run {run.info.run_id} is deleted; restore it first (mlflow runs restore)")
+    return {"ref": ref, "run_id": run.info.run_id, "run_name": run.info.run_name,
+            "experiment_id": run.info.experiment_id, "status": run.info.status,
+            "tags": dict(run.data.tags), "params": dict(run.data.params), "metrics": dict(run.data.metrics),
+            "model_version": model_version, "checkpoint_uri": checkpoint_uri}
+
+
+def _run_by_id(client: MlflowClient, ref: str):
+    if not RUN_ID.fullmatch(ref):
+        return None
+    try:
+        return client.get_run(ref)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None  # then it may still be a run name
+        raise
+
+
+def _experiment(client: MlflowClient, name: str):
+    if name or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        name = name or os.environ["MLFLOW_EXPERIMENT_NAME"]
+        found = client.get_experiment_by_name(name)
+    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        name = os.environ["MLFLOW_EXPERIMENT_ID"]
+        found = client.get_experiment(name)
+    else:
+        name, found = "Default", client.get_experiment_by_name("Default")
+    if found is None:
+        raise RunNotFound(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
+    return found
+
+
+def _runs_named(client: MlflowClient, name: str, experiment_ids: list) -> list:
+    quote = "'" if "'" not in name else '"'
+    runs = client.search_runs(experiment_ids, f"attributes.run_name = {quote}{name}{quote}",
+                              order_by=["attributes.start_time DESC"], max_results=100)
+    # Under `mlflow run -e evaluate` the verb's own run is in the store too; it is never the one meant.
+    return [run for run in runs if run.info.run_id != os.environ.get("MLFLOW_RUN_ID")]
+
+
+def _run_by_name(client: MlflowClient, name: str, experiment: str):
+    found = _experiment(client, experiment)
+    runs = _runs_named(client, name, [found.experiment_id])
+    if len(runs) == 1:
+        return runs[0]
+    where = f"experiment {found.name!r} of the tracking store {mlflow.get_tracking_uri()}"
+    if len(runs) > 1:
+        listed = "; ".join(
+            f"{run.info.run_id} (seed {run.data.tags.get('regolith.seed', '?')}, {run.info.status}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(run.info.start_time / 1000))} UTC, best/iou_rock "
+            f"{run.data.metrics.get('best/iou_rock', float('nan')):.4f})" for run in runs[:10])
+        raise RunNotFound(f"run name {name!r} is ambiguous in {where}: {len(runs)} runs have it: {listed}"
+                          f"{' ...' if len(runs) > 10 else ''}. Pass the run id instead")
+    others = [e for e in client.search_experiments() if e.experiment_id != found.experiment_id]
+    elsewhere = sorted({e.name for e in others for _ in _runs_named(client, name, [e.experiment_id])[:1]})
+    hint = f"; runs with that name exist in experiment(s) {', '.join(map(repr, elsewhere))} (pass --experiment)" \
+        if elsewhere else ""
+    raise RunNotFound(f"{name!r}: no run with that id or name in {where}; expected a run id, a run name, "
+                      f"or models:/{MODEL_NAME}@<variant>{hint}")
+
+
+def _run_from_model_uri(client: MlflowClient, ref: str):
+    match = MODEL_URI.fullmatch(ref.rstrip("/"))
+    if not match:
+        raise RunNotFound(f"{ref}: expected models:/<name>@<alias> or models:/<name>/<version>, "
+                          f"e.g. models:/{MODEL_NAME}@dr_750")
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(match["name"], match["alias"])
+        else:
+            version = client.get_model_version(match["name"], match["version"])
+    except MlflowException as error:
+        raise RunNotFound(f"{ref}: no such registered model version in the registry "
+                          f"{mlflow.get_registry_uri()} ({error.message})") from error
+    if not version.run_id:
+        raise RunNotFound(f"{ref}: version {version.version} of {version.name} records no source run")
+    return client.get_run(version.run_id), version
+
+
+def download_checkpoint(run: dict, dst_dir: Path) -> Path:
+    """Copy the run's best.pt from the artifact store (never a local leftover) into ``dst_dir``."""
+    names = [info.path for info in MlflowClient().list_artifacts(run["run_id"])]
+    if CHECKPOINT not in names:
+        raise RunNotFound(f"run {run['run_id']} ({run['run_name']}, {run['status']}) has no {CHECKPOINT} artifact "
+                          f"(it has: {', '.join(names) or 'no artifacts'}); expected a training run that "
+                          f"finished at least one epoch")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
+
+
+def artifact_dirs(run_id: str, path: str) -> list:
+    """Names of the folders directly under ``path`` in the run's artifacts."""
+    return [Path(info.path).name for info in MlflowClient().list_artifacts(run_id, path) if info.is_dir]
+
+
+def log_to_run(run_id: str, metrics: dict, tags: dict, step: int = 0):
+    """Add metrics and tags to an existing run without reopening it, so its status and end time stay as they were."""
+    now = int(time.time() * 1000)
+    MlflowClient().log_batch(run_id, metrics=[Metric(key, float(value), now, step) for key, value in metrics.items()],
+                             tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+
+def log_artifacts_to_run(run_id: str, local_dir: Path, artifact_path: str):
+    MlflowClient().log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def label_launcher_run(kind: str, source: dict, tags: dict | None = None):
+    """Under ``mlflow run -e <verb>``, name and tag the run MLflow opened for the verb.
+
+    Otherwise it would sit in the experiment as an unnamed run that looks like a failed
+    training run; ``regolith.kind`` tells it apart and ``regolith.source_run`` points home.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id or run_id == source["run_id"]:
+        return
+    client = MlflowClient()
+    client.update_run(run_id, name=f"{kind}-{source['run_name']}")
+    client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in
+                                   {"regolith.kind": kind, "regolith.source_run": source["run_id"],
+                                    **(tags or {})}.items()])
+
+
+# --- Reading an experiment back into a plain table (compare) ---
+
+class ExperimentNotFound(LookupError):
+    """The experiment named is not in the tracking store; the message lists the ones that are."""
+
+
+def attached_experiment() -> str | None:
+    """Under ``mlflow run``, the name of the experiment the run MLflow opened (``MLFLOW_RUN_ID``) is in."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return None
+    client = MlflowClient()
+    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+
+
+def default_experiment(name: str = "") -> str:
+    """``name``, else the experiment a training run started here would go to.
+
+    That is the ``mlflow run``'s own, else MLFLOW_EXPERIMENT_NAME, else MLFLOW_EXPERIMENT_ID,
+    else MLflow's "Default" (the order ``mlflow.start_run`` resolves them in).
+    """
+    if name:
+        return name
+    attached = attached_experiment()
+    if attached:
+        return attached
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return os.environ["MLFLOW_EXPERIMENT_NAME"]
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
+        try:
+            return MlflowClient().get_experiment(experiment_id).name
+        except MlflowException as error:
+            raise ExperimentNotFound(f"MLFLOW_EXPERIMENT_ID={experiment_id}: no such experiment in the tracking "
+                                     f"store {mlflow.get_tracking_uri()}") from error
+    return "Default"
+
+
+def read_runs(experiment: str) -> list:
+    """Every run of ``experiment`` (deleted ones aside) as a plain row; the caller decides which count.
+
+    A row: run_id, run_name, status, start_time (ms), the run's ``regolith.*`` tags and its
+    latest metric values. Read page by page through the client, so a tracking server answers
+    the same as a local store.
+    """
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ExperimentNotFound(f"experiment {experiment!r}: no such experiment in the tracking store "
+                                 f"{mlflow.get_tracking_uri()}; it has: {', '.join(map(repr, names)) or 'none'}")
+    rows, page_token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], max_results=1000, page_token=page_token)
+        rows += [{"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+                  "start_time": run.info.start_time,
+                  "tags": {k: v for k, v in run.data.tags.items() if k.startswith("regolith.")},
+                  "metrics": dict(run.data.metrics)} for run in page]
+        page_token = page.token
+        if not page_token:
+            return rows
+
+
+def read_metric_history(run_id: str, key: str) -> list:
+    """(step, value) pairs of one metric of a run, by step; a step logged twice keeps its last value."""
+    history = sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    return sorted({m.step: m.value for m in history}.items())

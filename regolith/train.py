@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,13 @@ MIN_LR = 1e-7
 
 class UsageError(ValueError):
     """A parameter value that cannot work; the message names it and what was expected."""
+
+
+class ResumeError(UsageError):
+    """A run cannot be resumed: its state is missing, corrupt, or from other parameters or data."""
+
+
+STATE_FILE = "state.pt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="register best.pt in the Model Registry as regolith-segformer@<variant>")
     parser.add_argument("--run-name", default=None, help="MLflow run name (default: the variant, e.g. dr_750)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment name when run directly")
+    parser.add_argument("--resume", default=None, metavar="RUN_ID",
+                        help="continue this run from its last finished epoch")
     return parser
 
 
@@ -109,8 +119,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, progress=None):
-    """One pass over the training frames in ``order``; returns (mean batch loss, the next step)."""
+def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, epoch, progress=None):
+    """One pass over the training frames in ``order``; returns (mean batch loss, the next step).
+
+    Losses stay on the device until the epoch ends (no host sync per step); a NaN or inf loss
+    is then reported with its epoch and step, before anything of that epoch is kept.
+    """
     model.train()
     losses = []
     for start in range(0, len(order), args.batch):
@@ -122,8 +136,6 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
             group["lr"] = lr
         loss = F.cross_entropy(segformer.logits_at_mask_size(model, images), masks, weight=class_weights,
                                ignore_index=IGNORE_INDEX)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {loss.item()} at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -131,7 +143,13 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
         step += 1
         if progress is not None:
             progress.update(len(index))
-    return torch.stack(losses).mean().item(), step
+    losses = torch.stack(losses)
+    finite = torch.isfinite(losses)
+    if not finite.all():
+        first = int((~finite).nonzero()[0])
+        raise FloatingPointError(f"training loss is {losses[first].item()} in epoch {epoch} at step "
+                                 f"{step - len(losses) + first + 1} (batch {first + 1} of the epoch)")
+    return losses.mean().item(), step
 
 
 @torch.no_grad()
@@ -174,10 +192,58 @@ def epoch_line(epoch, epochs, row, best):
             + ("  *best" if best else ""))
 
 
-def train(args, given: dict, run_id: str):
+def output_dir(run_id: str) -> Path:
+    """Local working files of one run: best.pt, state.pt, metrics.jsonl, summary.json.
+
+    One folder per run id, so no two runs ever share files; ``REGOLITH_OUTPUT_DIR`` moves the root.
+    """
+    return Path(os.environ.get("REGOLITH_OUTPUT_DIR", "outputs")) / run_id
+
+
+def resume_key(args) -> dict:
+    """The arguments a resumed run must share with its start: everything that changes the computation."""
+    return {key: getattr(args, key) for key in RUN_PARAMS if key != "register"}
+
+
+def save_state(path: Path, net, optimizer, order_rng, progress: dict, args):
+    """Everything needed to continue after the last finished epoch, written atomically.
+
+    The learning rate is a pure function of the step, so the step is the whole schedule state;
+    the RNG states make the resumed run draw the same data order and dropout as an unbroken one.
+    """
+    rng = {"torch": torch.get_rng_state(), "order": order_rng.get_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    save_atomic({"model": net.state_dict(), "config": json.loads(net.config.to_json_string()),
+                 "optimizer": optimizer.state_dict(), "rng": rng, "args": resume_key(args), **progress}, path)
+
+
+def load_state(path: Path, run_id: str, args) -> dict:
+    """The resumable state of ``run_id``; refuses, never silently restarting, when it is missing or wrong."""
+    if not path.exists():
+        raise ResumeError(f"run {run_id}: no resumable state at {path} (it is written after every finished epoch); "
+                          f"refusing to start from scratch inside the old run. Start a new run instead")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        epoch, history = int(state["epoch"]), list(state["history"])
+    except Exception as error:
+        raise ResumeError(f"run {run_id}: resumable state {path} is corrupt ({error}); refusing to resume. "
+                          f"Start a new run instead") from error
+    if state["args"] != resume_key(args):
+        changed = {k: (state["args"].get(k), v) for k, v in resume_key(args).items() if state["args"].get(k) != v}
+        raise ResumeError(f"run {run_id}: resume with other parameters than it started with "
+                          f"(saved, now): {changed}; resume with the same ones")
+    if len(history) != epoch:
+        raise ResumeError(f"run {run_id}: resumable state {path} is corrupt (epoch {epoch}, {len(history)} history rows)")
+    return state
+
+
+def train(args, given: dict, run_id: str, resume: bool = False):
     """The whole run inside an MLflow run: set up, then per epoch train, evaluate, log, keep the best, maybe stop."""
     track.log_params(given)
     check_args(args)
+    out_dir = output_dir(run_id)
+    state = load_state(out_dir / STATE_FILE, run_id, args) if resume else None
     split_dir = Path(args.split).resolve()
     val_dir = resolve_val_split(args.val_split, split_dir)
     train_split = data.load_split(split_dir, args.frames)
@@ -186,17 +252,24 @@ def train(args, given: dict, run_id: str):
     variant = f"{'dr' if dr else 'nodr'}_{train_split.frames}"
     weights = data.class_weights(train_split.pixel_counts)
     shares = data.pixel_shares(train_split.pixel_counts)
+    if state and (state["dataset_digest"], state["val_digest"]) != (train_split.digest, val_split.digest):
+        raise ResumeError(f"run {run_id}: the frames changed since it started (digest {state['dataset_digest']} "
+                          f"then, {train_split.digest} now); resume needs the same data")
     track.name_run(variant)
     track.set_tags({"regolith.kind": "train", "regolith.dr": str(dr).lower(), "regolith.variant": variant,
                     "regolith.split": split_dir.name, "regolith.dataset_digest": train_split.digest,
                     "regolith.frames": train_split.frames, "regolith.val_split": str(val_dir),
                     "regolith.val_digest": val_split.digest, "regolith.seed": args.seed})
-    track.log_dataset(split_dir, train_split.digest, "training")
-    track.log_dataset(val_dir, val_split.digest, "validation")
+    if not resume:
+        track.log_dataset(split_dir, train_split.digest, "training")
+        track.log_dataset(val_dir, val_split.digest, "validation")
 
     device = pick_device()
     torch.manual_seed(args.seed)  # the fresh head's (or the whole random model's) initialization
-    if args.pretrained.lower() == "none":
+    if state:
+        net = segformer.model_from_checkpoint(state)  # the architecture and weights of the last epoch
+        print(f"resuming run {run_id} after epoch {state['epoch']} from {out_dir / STATE_FILE}")
+    elif args.pretrained.lower() == "none":
         print("pretrained=none: every weight starts random (no ImageNet encoder); record it as such")
         net = segformer.random_init()
     else:
@@ -206,11 +279,12 @@ def train(args, given: dict, run_id: str):
     height, width = train_split.image_size
     track.log_params({
         "image_size": f"{height}x{width}", "val_image_size": "x".join(map(str, val_split.image_size)),
-        "pretrained_id": segformer.pretrained_id(args.pretrained, net), "device": device.type,
+        "pretrained_id": state["pretrained_id"] if state else segformer.pretrained_id(args.pretrained, net),
         **library_versions(),
         **{f"class_weight.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
         **{f"pixel_share.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)},
     })
+    track.set_tags({"regolith.device": device.type})
     print(f"{variant}: {train_split.frames} training frames from {split_dir} ({train_split.digest}), "
           f"{val_split.frames} validation frames from {val_dir} ({val_split.digest}), on {device.type}")
     print("class weights " + "  ".join(f"{n} {w:.3f} (share {s:.3f})" for n, w, s in zip(CLASSES, weights, shares)))
@@ -220,39 +294,56 @@ def train(args, given: dict, run_id: str):
     steps_per_epoch = math.ceil(train_split.frames / args.batch)
     total_steps = args.epochs * steps_per_epoch
     order_rng = torch.Generator().manual_seed(args.seed)  # data order, independent of the model's RNG use
+    progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "epochs_without_gain": 0, "history": [],
+                "dataset_digest": train_split.digest, "val_digest": val_split.digest,
+                "pretrained_id": segformer.pretrained_id(args.pretrained, net) if not state else state["pretrained_id"]}
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        order_rng.set_state(state["rng"]["order"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        progress = {key: state[key] for key in progress}
 
-    # Local working copies, one folder per run id so no two runs ever share files.
-    out_dir = Path(os.environ.get("REGOLITH_OUTPUT_DIR", "outputs")) / run_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    best_path, history_path = out_dir / "best.pt", out_dir / "metrics.jsonl"
-    best, best_epoch, step, epoch = None, 0, 0, 0
+    best_path, state_path, history_path = out_dir / "best.pt", out_dir / STATE_FILE, out_dir / "metrics.jsonl"
+    # Epochs whose metrics have not reached the store yet: after a crash between saving the state and
+    # logging, or while the tracking server is away. They are sent in epoch order, never twice.
+    unsent = [row for row in progress["history"] if row["epoch"] not in set(track.logged_steps("val/iou_rock"))]
+    unsent = track.send_epochs(unsent)
     try:
-        for epoch in range(1, args.epochs + 1):
+        while progress["epoch"] < args.epochs and progress["epochs_without_gain"] < args.patience:
+            epoch = progress["epoch"] + 1
             started = time.perf_counter()
             order = torch.randperm(train_split.frames, generator=order_rng)
             with tqdm(total=train_split.frames, desc=f"epoch {epoch}", unit="img", leave=False,
-                      file=sys.stderr, disable=None) as progress:
-                train_loss, step = train_epoch(net, train_split, class_weights, optimizer, step, total_steps,
-                                               args, order, device, progress)
+                      file=sys.stderr, disable=None) as bar:
+                train_loss, step = train_epoch(net, train_split, class_weights, optimizer, progress["step"],
+                                               total_steps, args, order, device, epoch, bar)
             val = evaluate(net, val_split, class_weights, args.batch, device)
-            row = {"train/loss": train_loss, "val/loss": val["loss"],
+            row = {"epoch": epoch, "train/loss": train_loss, "val/loss": val["loss"],
                    **{f"val/iou_{name}": val[f"iou_{name}"] for name in CLASSES}, "val/miou": val["miou"],
                    "lr": get_lr(step - 1, total_steps, args.lr), "time/epoch_s": time.perf_counter() - started}
-            track.log_metrics(row, step=epoch)
-            with history_path.open("a") as history:
-                history.write(json.dumps({"epoch": epoch, **row}) + "\n")
+            best = progress["best"]
             improved = best is None or val["iou_rock"] > best["iou_rock"]  # strict: the earliest wins ties
-            print(epoch_line(epoch, args.epochs, row, improved), flush=True)
             if improved:
-                best, best_epoch = val, epoch
                 save_atomic(segformer.checkpoint(net, epoch, val, vars(args), data.PREPROCESSING), best_path)
-            elif epoch - best_epoch >= args.patience:
-                print(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {best_epoch}")
-                break
+            progress.update(epoch=epoch, step=step, history=progress["history"] + [row],
+                            best=val if improved else best, best_epoch=epoch if improved else progress["best_epoch"],
+                            epochs_without_gain=0 if improved else progress["epochs_without_gain"] + 1)
+            # State first, then the store: a crash in between is repaired by replaying the state's history.
+            save_state(state_path, net, optimizer, order_rng, progress, args)
+            write_history(history_path, progress["history"])
+            print(epoch_line(epoch, args.epochs, row, improved), flush=True)
+            unsent = track.send_epochs(unsent + [row])
+        if progress["epochs_without_gain"] >= args.patience:
+            print(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {progress['best_epoch']}")
     finally:
         # Whatever happened, keep what was earned: the best checkpoint and the per-epoch history.
-        track.log_artifacts([best_path, history_path])
+        track.log_artifacts([best_path, history_path], best_effort=True)
+    track.send_epochs(unsent, patient=True)
 
+    best, best_epoch, epoch = progress["best"], progress["best_epoch"], progress["epoch"]
     summary = {"variant": variant, "best_epoch": best_epoch, "stopped_epoch": epoch,
                "best": {k: best[k] for k in ("iou_regolith", "iou_rock", "iou_sky", "miou")},
                "class_weights": dict(zip(CLASSES, weights)), "pixel_shares": dict(zip(CLASSES, shares)),
@@ -270,17 +361,36 @@ def train(args, given: dict, run_id: str):
     return summary
 
 
+def write_history(path: Path, history: list):
+    """metrics.jsonl, one line per epoch, rewritten whole from the state so it never holds an epoch twice."""
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in history))
+    os.replace(partial, path)
+
+
+def _terminate(signum, frame):
+    raise track.Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = as_given(parser, argv)
+    # SIGTERM (a preempted job, `docker stop`) ends the run as KILLED, like Ctrl-C, keeping the last epoch.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        with track.run(args.run_name, args.experiment) as run_id:
-            train(args, given, run_id)
-    except (data.DataError, segformer.EncoderLoadError, track.ParamConflict, UsageError) as error:
+        track.check_reachable()
+        with track.run(args.run_name, args.experiment, resume=args.resume) as (run_id, resume):
+            train(args, given, run_id, resume)
+    except (data.DataError, segformer.EncoderLoadError, track.TrackingError, UsageError) as error:
         # The run is already marked FAILED with the error as a tag; say what is wrong, no traceback.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except track.Interrupted as stop:
+        print(f"{stop}: run ended as KILLED; resume it with --resume <run id>", file=sys.stderr)
+        sys.exit(143)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
