@@ -168,11 +168,6 @@ def log_artifacts(paths, best_effort: bool = False):
             warn(f"could not upload {path} ({error}); it stays on disk")
 
 
-def logged_steps(key: str) -> list:
-    """The steps of ``key`` the active run already has in the store."""
-    return [m.step for m in MlflowClient().get_metric_history(mlflow.active_run().info.run_id, key)]
-
-
 @contextmanager
 def _http_retries(retries: int | None):
     """Fewer HTTP retries for one call: a per-epoch log must not stall training for minutes."""
@@ -191,26 +186,30 @@ def _http_retries(retries: int | None):
                 os.environ[key] = value
 
 
-def send_epochs(rows: list, patient: bool = False) -> list:
-    """Log per-epoch rows (step = ``row["epoch"]``) in order; returns the rows the store did not take.
+def send_epochs(history: list, patient: bool = False):
+    """Log the per-epoch rows of ``history`` (step = ``row["epoch"]``) that the store does not have yet.
 
-    While the tracking server is away, training goes on and the rows wait here (and in the
-    run's state.pt and metrics.jsonl); they are sent, in order and once each, when it is back.
-    ``patient`` (the end of the run) waits through MLflow's full retry schedule and then fails.
+    Called after every epoch: while the tracking server is away, training goes on and the rows
+    wait in the run's state.pt and metrics.jsonl; when it is back they are sent, in order and
+    once each. ``patient`` (the end of the run) waits through MLflow's full retry schedule,
+    then fails naming the epochs that could not be sent.
     """
-    for i, row in enumerate(rows):
-        try:
-            with _http_retries(None if patient else 1):
-                log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-        except Exception as error:
-            waiting = [r["epoch"] for r in rows[i:]]
-            if patient:
-                raise TrackingError(f"the tracking store did not take the metrics of epoch(s) {waiting} ({error}); "
-                                    f"they are in the run's metrics.jsonl, and --resume replays them") from error
-            warn(f"tracking store unreachable ({type(error).__name__}); metrics of epoch(s) {waiting} kept, "
-                 f"sent when it is back")
-            return rows[i:]
-    return []
+    sent = set()
+    try:
+        with _http_retries(None if patient else 1):
+            run_id = mlflow.active_run().info.run_id
+            sent = {m.step for m in MlflowClient().get_metric_history(run_id, "val/iou_rock")}
+            for row in history:
+                if row["epoch"] not in sent:
+                    log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+                    sent.add(row["epoch"])
+    except Exception as error:
+        waiting = [row["epoch"] for row in history if row["epoch"] not in sent]
+        if patient:
+            raise TrackingError(f"the tracking store did not take the metrics of epoch(s) {waiting} ({error}); "
+                                f"they are in the run's metrics.jsonl, and --resume replays them") from error
+        warn(f"tracking store unreachable ({type(error).__name__}); metrics of epoch(s) {waiting} are kept "
+             f"and sent when it is back")
 
 
 def warn(message: str):
@@ -256,8 +255,8 @@ def register_model(run_id: str, alias: str, name: str = MODEL_NAME) -> str:
 def find_run(ref: str, experiment: str = "") -> dict:
     """The run ``ref`` names, as plain values: a run id, a run name in the experiment, or a models:/ URI.
 
-    The experiment is ``experiment`` if given, else the one MLflow itself would use
-    (MLFLOW_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_ID, which ``mlflow run`` sets), else Default.
+    A name is looked up in ``experiment`` if given, else where a training run started here would
+    go (``default_experiment``: the ``mlflow run``'s own, MLFLOW_EXPERIMENT_NAME / _ID, else Default).
     ``checkpoint_uri`` is where best.pt is fetched from; for a models:/ URI it is pinned to the
     version the alias pointed at when it was resolved.
     """
@@ -291,14 +290,12 @@ def _run_by_id(client: MlflowClient, ref: str):
 
 
 def _experiment(client: MlflowClient, name: str):
-    if name or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
-        name = name or os.environ["MLFLOW_EXPERIMENT_NAME"]
-        found = client.get_experiment_by_name(name)
-    elif os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        name = os.environ["MLFLOW_EXPERIMENT_ID"]
-        found = client.get_experiment(name)
-    else:
-        name, found = "Default", client.get_experiment_by_name("Default")
+    """``name``, else the experiment a training run started here would go to (as compare resolves it)."""
+    try:
+        name = default_experiment(name)
+    except ExperimentNotFound as error:
+        raise RunNotFound(str(error)) from error
+    found = client.get_experiment_by_name(name)
     if found is None:
         raise RunNotFound(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
     return found
@@ -434,8 +431,8 @@ def default_experiment(name: str = "") -> str:
 def read_runs(experiment: str) -> list:
     """Every run of ``experiment`` (deleted ones aside) as a plain row; the caller decides which count.
 
-    A row: run_id, run_name, status, start_time (ms), the run's ``regolith.*`` tags and its
-    latest metric values. Read page by page through the client, so a tracking server answers
+    A row: run_id, run_name, status, start_time (ms), the run's ``regolith.*`` tags, its params
+    and its latest metric values. Read page by page through the client, so a tracking server answers
     the same as a local store.
     """
     client = MlflowClient()
@@ -450,7 +447,7 @@ def read_runs(experiment: str) -> list:
         rows += [{"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
                   "start_time": run.info.start_time,
                   "tags": {k: v for k, v in run.data.tags.items() if k.startswith("regolith.")},
-                  "metrics": dict(run.data.metrics)} for run in page]
+                  "params": dict(run.data.params), "metrics": dict(run.data.metrics)} for run in page]
         page_token = page.token
         if not page_token:
             return rows

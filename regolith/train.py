@@ -307,10 +307,8 @@ def train(args, given: dict, run_id: str, resume: bool = False):
 
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, state_path, history_path = out_dir / "best.pt", out_dir / STATE_FILE, out_dir / "metrics.jsonl"
-    # Epochs whose metrics have not reached the store yet: after a crash between saving the state and
-    # logging, or while the tracking server is away. They are sent in epoch order, never twice.
-    unsent = [row for row in progress["history"] if row["epoch"] not in set(track.logged_steps("val/iou_rock"))]
-    unsent = track.send_epochs(unsent)
+    # A resumed run may hold epochs the store never got (a crash between saving and sending).
+    track.send_epochs(progress["history"])
     try:
         while progress["epoch"] < args.epochs and progress["epochs_without_gain"] < args.patience:
             epoch = progress["epoch"] + 1
@@ -335,13 +333,15 @@ def train(args, given: dict, run_id: str, resume: bool = False):
             save_state(state_path, net, optimizer, order_rng, progress, args)
             write_history(history_path, progress["history"])
             print(epoch_line(epoch, args.epochs, row, improved), flush=True)
-            unsent = track.send_epochs(unsent + [row])
+            track.send_epochs(progress["history"])
         if progress["epochs_without_gain"] >= args.patience:
             print(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {progress['best_epoch']}")
     finally:
-        # Whatever happened, keep what was earned: the best checkpoint and the per-epoch history.
+        # Whatever happened, keep what was earned: every finished epoch's metrics (a stop can land
+        # between saving an epoch and sending it), the best checkpoint and the per-epoch history.
+        track.send_epochs(progress["history"])
         track.log_artifacts([best_path, history_path], best_effort=True)
-    track.send_epochs(unsent, patient=True)
+    track.send_epochs(progress["history"], patient=True)
 
     best, best_epoch, epoch = progress["best"], progress["best_epoch"], progress["epoch"]
     summary = {"variant": variant, "best_epoch": best_epoch, "stopped_epoch": epoch,
@@ -382,7 +382,7 @@ def main(argv=None):
         track.check_reachable()
         with track.run(args.run_name, args.experiment, resume=args.resume) as (run_id, resume):
             train(args, given, run_id, resume)
-    except (data.DataError, segformer.EncoderLoadError, track.TrackingError, UsageError) as error:
+    except (data.DataError, segformer.EncoderLoadError, track.TrackingError, UsageError, FloatingPointError) as error:
         # The run is already marked FAILED with the error as a tag; say what is wrong, no traceback.
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

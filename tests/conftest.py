@@ -142,3 +142,46 @@ def hub_cache(tmp_path_factory) -> tuple:
     cache = tmp_path_factory.mktemp("hf-cache")
     repo_id, commit = save_hub_cache(cache)
     return cache, repo_id, commit
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(backend_uri: str, artifacts: Path, port: int, log: Path):
+    """A real `mlflow server` on loopback (SQLite backend, proxied artifacts); returns it once healthy."""
+    import subprocess
+    import time
+    import urllib.request
+    out = log.open("a")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend_uri, "--serve-artifacts", "--artifacts-destination", str(artifacts),
+         "--workers", "1"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return server
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop_server(server)
+            pytest.fail(f"mlflow server did not come up: {log.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def stop_server(server):
+    import signal
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except Exception:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
