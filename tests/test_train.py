@@ -146,6 +146,10 @@ def test_direct_runs_log_params_like_mlflow_run_and_are_deterministic(store, dat
     runs = client.search_runs([client.get_experiment_by_name("direct").experiment_id])
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
     first, second = (r.info.run_id for r in runs)
+    # The second run of the same variant has artifacts of its own; the first's are untouched.
+    assert runs[0].info.artifact_uri != runs[1].info.artifact_uri
+    for run in runs:
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"best.pt", "summary.json"}
     assert runs[0].data.params["lr"] == "6e-4" and runs[0].data.params["val_split"] == "''"
     for key in EPOCH_METRICS[:-1]:  # everything but wall time is identical on CPU
         a = [(m.step, m.value) for m in client.get_metric_history(first, key)]
