@@ -2,7 +2,8 @@
 
 A split is a directory with ``rgb/rgb_NNNNN.png`` (8-bit RGB) and ``mask/mask_NNNNN.png``
 (8-bit single channel: 0 regolith, 1 rock, 2 sky, 255 ignore), paired by index and read in
-index order. Each split is decoded once into uint8 tensors; no PNG is decoded per step.
+index order. Each split is decoded once into uint8 tensors (and cached on disk under its
+digest, see ``cache_dir``); no PNG is decoded per step.
 Everything that can be wrong with a split is found here, before any training starts, and
 reported as a ``DataError`` that names the file and what was expected.
 
@@ -11,7 +12,7 @@ reported as a ``DataError`` that names the file and what was expected.
 
 import argparse
 import hashlib
-import io
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,44 +87,88 @@ def pair_frames(split_dir: Path) -> list:
     return [(i, rgb[i], mask[i]) for i in sorted(rgb)]
 
 
-def _decode(path: Path, modes: tuple, expected: str):
-    """Read one PNG; returns (raw bytes, pixels as a numpy array)."""
+def _decode(path: Path, modes: tuple, expected: str) -> np.ndarray:
+    """Read one PNG into a numpy array, refusing anything but the expected modes."""
     try:
-        raw = path.read_bytes()
-        with Image.open(io.BytesIO(raw)) as image:
+        with Image.open(path) as image:
             image.load()
             if image.format != "PNG":
                 raise DataError(f"{path}: not a PNG file (found {image.format})")
             if image.mode not in modes:
                 raise DataError(f"{path}: expected {expected}, found PIL mode {image.mode}")
             # A palette mask stores the class id as the palette index; keep the indices.
-            return raw, np.asarray(image)
+            return np.asarray(image)
     except DataError:
         raise
     except Exception as error:  # PIL raises many types for damaged files
         raise DataError(f"{path}: unreadable PNG ({error})") from error
 
 
-def _read_frame(rgb_path: Path, mask_path: Path):
-    rgb_raw, rgb = _decode(rgb_path, ("RGB",), "an 8-bit RGB image")
-    mask_raw, mask = _decode(mask_path, ("L", "P"), "an 8-bit single-channel mask")
+def _frame_digest(rgb_path: Path, mask_path: Path) -> bytes:
+    """sha256 of one frame's file names and bytes (reading only, no decoding)."""
+    digest = hashlib.sha256()
+    for path in (rgb_path, mask_path):
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise DataError(f"{path}: unreadable ({error})") from error
+        digest.update(f"{path.parent.name}/{path.name}\0{len(raw)}\0".encode())
+        digest.update(raw)
+    return digest.digest()
+
+
+def _decode_frame(rgb_path: Path, mask_path: Path):
+    rgb = _decode(rgb_path, ("RGB",), "an 8-bit RGB image")
+    mask = _decode(mask_path, ("L", "P"), "an 8-bit single-channel mask")
     if rgb.shape[:2] != mask.shape:
         raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but "
                         f"{rgb_path.name} is {rgb.shape[1]}x{rgb.shape[0]} (width x height)")
-    labels = np.unique(mask)
-    bad = [int(v) for v in labels if v not in VALID_LABELS]
+    bad = [int(v) for v in np.unique(mask) if v not in VALID_LABELS]
     if bad:
         raise DataError(f"{mask_path}: mask values {bad[:8]} outside {{0, 1, 2, 255}} "
                         f"(0 regolith, 1 rock, 2 sky, 255 ignore)")
-    digest = hashlib.sha256()
-    for path, raw in ((rgb_path, rgb_raw), (mask_path, mask_raw)):
-        digest.update(f"{path.parent.name}/{path.name}\0{len(raw)}\0".encode())
-        digest.update(raw)
-    return rgb, mask, digest.digest()
+    return rgb, mask
+
+
+def cache_dir() -> Path | None:
+    """Where decoded splits are kept, keyed by digest: ``REGOLITH_CACHE_DIR`` (``off`` disables it)."""
+    configured = os.environ.get("REGOLITH_CACHE_DIR", str(Path.home() / ".cache" / "regolith" / "splits"))
+    return None if configured.lower() in ("", "off", "0") else Path(configured)
+
+
+def _read_cache(digest: str, frames: int):
+    path = cache_dir() / f"{digest}.npz" if cache_dir() else None
+    if path is None or not path.exists():
+        return None
+    try:
+        with np.load(path) as cached:
+            images, masks = cached["images"], cached["masks"]
+        if len(images) == len(masks) == frames:
+            return images, masks
+    except Exception:
+        pass  # a torn or foreign cache file is only a miss: decode again and rewrite it
+    return None
+
+
+def _write_cache(digest: str, images: np.ndarray, masks: np.ndarray):
+    folder = cache_dir()
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f"{digest}.{os.getpid()}.partial.npz"
+        np.savez(partial, images=images, masks=masks)
+        os.replace(partial, folder / f"{digest}.npz")
+    except OSError as error:  # a full or read-only disk costs the next run a decode, nothing more
+        print(f"warning: could not cache split {digest} in {folder}: {error}")
 
 
 def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
-    """Decode the first ``frames`` frames (all when 0) of a split into uint8 tensors, checked."""
+    """Decode the first ``frames`` frames (all when 0) of a split into uint8 tensors, checked.
+
+    The digest (names and bytes of every file used) is computed first; a split decoded before
+    is then read from the disk cache under that digest, so a second run skips PNG decoding.
+    """
     split_dir = Path(split_dir)
     pairs = pair_frames(split_dir)
     if frames < 0:
@@ -131,27 +176,33 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     if frames > len(pairs):
         raise DataError(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
     pairs = pairs[:frames or len(pairs)]
-    # PIL's PNG decoder and sha256 release the GIL, so threads decode in parallel.
+    # PIL's PNG decoder, file reads and sha256 release the GIL, so threads work in parallel.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        decoded = list(pool.map(lambda p: _read_frame(p[1], p[2]), pairs))
-    height, width = decoded[0][1].shape
-    images = np.empty((len(pairs), height, width, 3), dtype=np.uint8)
-    masks = np.empty((len(pairs), height, width), dtype=np.uint8)
-    split_digest = hashlib.sha256()
-    for n, ((_, rgb_path, _), (rgb, mask, frame_digest)) in enumerate(zip(pairs, decoded)):
-        if mask.shape != (height, width):
-            raise DataError(f"{rgb_path}: frame is {mask.shape[1]}x{mask.shape[0]} but the split's first "
-                            f"frame {pairs[0][1].name} is {width}x{height}; a split must have one frame size")
-        images[n], masks[n] = rgb, mask
-        split_digest.update(frame_digest)
+        split_digest = hashlib.sha256(b"".join(pool.map(lambda p: _frame_digest(p[1], p[2]), pairs)))
+        digest = split_digest.hexdigest()[:16]
+        cached = _read_cache(digest, len(pairs))
+        if cached:
+            images, masks = cached
+        else:
+            decoded = list(pool.map(lambda p: _decode_frame(p[1], p[2]), pairs))
+    if not cached:
+        height, width = decoded[0][1].shape
+        images = np.empty((len(pairs), 3, height, width), dtype=np.uint8)
+        masks = np.empty((len(pairs), height, width), dtype=np.uint8)
+        for n, ((_, rgb_path, _), (rgb, mask)) in enumerate(zip(pairs, decoded)):
+            if mask.shape != (height, width):
+                raise DataError(f"{rgb_path}: frame is {mask.shape[1]}x{mask.shape[0]} but the split's first "
+                                f"frame {pairs[0][1].name} is {width}x{height}; a split must have one frame size")
+            images[n], masks[n] = rgb.transpose(2, 0, 1), mask
+        _write_cache(digest, images, masks)
     masks_t = torch.from_numpy(masks)
     counts = torch.bincount(masks_t.reshape(-1).long(), minlength=256)[: len(CLASSES)].tolist()
     split = Split(
         path=split_dir,
         names=[rgb_path.stem.split("_", 1)[1] for _, rgb_path, _ in pairs],
-        images=torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        images=torch.from_numpy(images),
         masks=masks_t,
-        digest=split_digest.hexdigest()[:16],
+        digest=digest,
         pixel_counts=counts,
     )
     absent = [name for name, count in zip(CLASSES, counts) if count == 0]

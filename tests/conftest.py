@@ -20,6 +20,8 @@ from transformers import SegformerConfig, SegformerForImageClassification
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Decoded splits are cached by digest; tests keep theirs out of the home directory.
+os.environ.setdefault("REGOLITH_CACHE_DIR", os.path.join(__import__("tempfile").mkdtemp(prefix="regolith-cache-")))
 # `mlflow run` starts `python -m regolith...` through the shell: both must be this interpreter's.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
