@@ -73,8 +73,12 @@ def logits_at_mask_size(model, images: torch.Tensor) -> torch.Tensor:
     SegFormer predicts at 1/4 resolution; its own loss upsamples the same way before comparing
     with the mask, and validation and the fresh inference pass both go through here.
     """
-    logits = model(pixel_values=data.normalize(images)).logits
-    return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    pixels = data.normalize(images)
+    if images.is_cuda:
+        pixels = pixels.contiguous(memory_format=torch.channels_last)  # matches the model's layout there
+    logits = model(pixel_values=pixels).logits
+    # Upsampled in fp32 even under bf16 autocast: the argmax and the loss see full-precision logits.
+    return F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def pretrained_id(pretrained: str, model) -> str:

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hub id or local directory of the encoder; 'none' means random init")
     parser.add_argument("--dr", default="auto", choices=["true", "false", "auto"],
                         help="whether the split is domain-randomized (auto: from its name)")
+    parser.add_argument("--compile", default="auto", choices=["true", "false", "auto"],
+                        help="torch.compile the model (auto: on for CUDA)")
     parser.add_argument("--register", default="true", choices=["true", "false"],
                         help="register best.pt in the Model Registry as regolith-segformer@<variant>")
     parser.add_argument("--run-name", default=None, help="MLflow run name (default: the variant, e.g. dr_750)")
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The MLproject parameters: what mlflow run logs itself, and what a direct run logs the same way.
 RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "pretrained", "dr",
-              "register")
+              "compile", "register")
 
 
 def as_given(parser: argparse.ArgumentParser, argv) -> dict:
@@ -119,7 +121,44 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, epoch, progress=None):
+def device_name(device: torch.device) -> str:
+    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
+
+
+def prepare(net, device: torch.device, compile_model: bool):
+    """The module the loop calls: channels_last on CUDA, and torch.compile'd when asked.
+
+    ``net`` itself stays uncompiled, so checkpoints keep the plain state-dict names.
+    """
+    if device.type == "cuda":
+        net.to(memory_format=torch.channels_last)
+    return torch.compile(net) if compile_model else net
+
+
+def keep_on(split, device: torch.device, budget: float = 0.5):
+    """Move a decoded split to the GPU when it fits in ``budget`` of free memory: no copy per step then."""
+    if device.type != "cuda":
+        return
+    size = split.images.nbytes + split.masks.nbytes
+    if size < budget * torch.cuda.mem_get_info(device)[0]:
+        split.images, split.masks = split.images.to(device), split.masks.to(device)
+    else:
+        split.images, split.masks = split.images.pin_memory(), split.masks.pin_memory()
+
+
+def batches(order: torch.Tensor, batch: int, drop_last: bool) -> list:
+    """Index tensors of each step; ``drop_last`` keeps shapes static for torch.compile."""
+    stop = len(order) - len(order) % batch if drop_last and len(order) >= batch else len(order)
+    return [order[start:start + batch] for start in range(0, stop, batch)]
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (the GB10 and H100 run bf16 matmuls at full rate); fp32 on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, epoch,
+                progress=None, static=False):
     """One pass over the training frames in ``order``; returns (mean batch loss, the next step).
 
     Losses stay on the device until the epoch ends (no host sync per step); a NaN or inf loss
@@ -127,15 +166,15 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
     """
     model.train()
     losses = []
-    for start in range(0, len(order), args.batch):
-        index = order[start:start + args.batch]
+    for index in batches(order.to(split.images.device), args.batch, drop_last=static):
         images = split.images[index].to(device, non_blocking=True)
         masks = split.masks[index].to(device, non_blocking=True).long()
         lr = get_lr(step, total_steps, args.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = F.cross_entropy(segformer.logits_at_mask_size(model, images), masks, weight=class_weights,
-                               ignore_index=IGNORE_INDEX)
+        with autocast(device):
+            logits = segformer.logits_at_mask_size(model, images)
+        loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -153,20 +192,31 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
 
 
 @torch.no_grad()
-def evaluate(model, split, class_weights, batch: int, device) -> dict:
-    """Weighted loss and global per-class IoU over every pixel of ``split`` (255 ignored)."""
+def evaluate(model, split, class_weights, batch: int, device, static=False) -> dict:
+    """Weighted loss and global per-class IoU over every pixel of ``split`` (255 ignored).
+
+    Everything accumulates on the device; the only host sync is the final ``.item()``. With
+    ``static``, the last batch is padded with ignored pixels so every batch has one shape.
+    """
     model.eval()
     confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     weight_sum = torch.zeros((), dtype=torch.float64, device=device)
+    # Weight per label value, 0 for the ignore label: the summed weights without boolean indexing.
+    label_weight = torch.zeros(256, dtype=torch.float64, device=device)
+    label_weight[:len(CLASSES)] = class_weights.double()
     for start in range(0, split.frames, batch):
-        images = split.images[start:start + batch].to(device)
-        masks = split.masks[start:start + batch].to(device).long()
-        logits = segformer.logits_at_mask_size(model, images)
+        images = split.images[start:start + batch].to(device, non_blocking=True)
+        masks = split.masks[start:start + batch].to(device, non_blocking=True).long()
+        if static and len(images) < batch:
+            pad = batch - len(images)
+            images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
+            masks = torch.cat([masks, masks.new_full((pad, *masks.shape[1:]), IGNORE_INDEX)])
+        with autocast(device):
+            logits = segformer.logits_at_mask_size(model, images)
         # Summed, then divided by the summed weights once: the split's weighted mean, not a mean of means.
         loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
-        labelled = masks[masks != IGNORE_INDEX]
-        weight_sum += class_weights[labelled].sum()
+        weight_sum += label_weight[masks].sum()
         confusion += metrics.confusion_matrix(logits.argmax(1), masks)
     return {"loss": (loss_sum / weight_sum).item(), **metrics.iou_summary(confusion.cpu())}
 
@@ -275,28 +325,35 @@ def train(args, given: dict, run_id: str, resume: bool = False):
     else:
         net, encoder_tensors = segformer.load_pretrained(args.pretrained)
         print(f"encoder: all {encoder_tensors} encoder tensors loaded from {args.pretrained}; fresh 3-class head")
+    source = state["pretrained_id"] if state else segformer.pretrained_id(args.pretrained, net)
     net.to(device)
+    static = args.compile == "true" or (args.compile == "auto" and device.type == "cuda")
+    forward = prepare(net, device, static)
     height, width = train_split.image_size
     track.log_params({
         "image_size": f"{height}x{width}", "val_image_size": "x".join(map(str, val_split.image_size)),
-        "pretrained_id": state["pretrained_id"] if state else segformer.pretrained_id(args.pretrained, net),
+        "pretrained_id": source,
         **library_versions(),
         **{f"class_weight.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
         **{f"pixel_share.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)},
     })
-    track.set_tags({"regolith.device": device.type})
+    track.set_tags({"regolith.device": device_name(device), "regolith.compiled": str(static).lower(),
+                    "regolith.attn_implementation": net.config._attn_implementation or "eager"})
+    for split in (train_split, val_split):
+        keep_on(split, device)
     print(f"{variant}: {train_split.frames} training frames from {split_dir} ({train_split.digest}), "
           f"{val_split.frames} validation frames from {val_dir} ({val_split.digest}), on {device.type}")
     print("class weights " + "  ".join(f"{n} {w:.3f} (share {s:.3f})" for n, w, s in zip(CLASSES, weights, shares)))
 
     class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
-    steps_per_epoch = math.ceil(train_split.frames / args.batch)
+    # Fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only).
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, fused=device.type == "cuda")
+    steps_per_epoch = len(batches(torch.arange(train_split.frames), args.batch, drop_last=static))
     total_steps = args.epochs * steps_per_epoch
     order_rng = torch.Generator().manual_seed(args.seed)  # data order, independent of the model's RNG use
     progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "epochs_without_gain": 0, "history": [],
                 "dataset_digest": train_split.digest, "val_digest": val_split.digest,
-                "pretrained_id": segformer.pretrained_id(args.pretrained, net) if not state else state["pretrained_id"]}
+                "pretrained_id": source}
     if state:
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -316,9 +373,9 @@ def train(args, given: dict, run_id: str, resume: bool = False):
             order = torch.randperm(train_split.frames, generator=order_rng)
             with tqdm(total=train_split.frames, desc=f"epoch {epoch}", unit="img", leave=False,
                       file=sys.stderr, disable=None) as bar:
-                train_loss, step = train_epoch(net, train_split, class_weights, optimizer, progress["step"],
-                                               total_steps, args, order, device, epoch, bar)
-            val = evaluate(net, val_split, class_weights, args.batch, device)
+                train_loss, step = train_epoch(forward, train_split, class_weights, optimizer, progress["step"],
+                                               total_steps, args, order, device, epoch, bar, static)
+            val = evaluate(forward, val_split, class_weights, args.batch, device, static)
             row = {"epoch": epoch, "train/loss": train_loss, "val/loss": val["loss"],
                    **{f"val/iou_{name}": val[f"iou_{name}"] for name in CLASSES}, "val/miou": val["miou"],
                    "lr": get_lr(step - 1, total_steps, args.lr), "time/epoch_s": time.perf_counter() - started}
