@@ -37,6 +37,16 @@ class Interrupted(BaseException):
     """A stop request (SIGTERM); like KeyboardInterrupt, it is not an error of the program."""
 
 
+class _Silent:
+    """The tracker of torchrun ranks other than 0: every logging call does nothing (rank 0 logs once)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+silent = _Silent()
+
+
 def check_reachable(timeout: float = 10):
     """Fail fast when a tracking server is down, before any data is decoded or any run is touched.
 

@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, track
@@ -118,21 +120,28 @@ def get_lr(step: int, total_steps: int, peak_lr: float) -> float:
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun rank
 
 
 def device_name(device: torch.device) -> str:
     return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
 
 
-def prepare(net, device: torch.device, compile_model: bool):
-    """The module the loop calls: channels_last on CUDA, and torch.compile'd when asked.
+def prepare(net, device: torch.device, compile_model: bool, world: int = 1):
+    """The module the loop calls: channels_last on CUDA, DDP under torchrun, torch.compile'd when asked.
 
-    ``net`` itself stays uncompiled, so checkpoints keep the plain state-dict names.
+    ``net`` itself stays unwrapped, so checkpoints keep the plain state-dict names.
     """
+    module = net
     if device.type == "cuda":
         net.to(memory_format=torch.channels_last)
-    return torch.compile(net) if compile_model else net
+    if world > 1:
+        if device.type == "cuda":  # one set of batch statistics over the global batch, as in one process
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        module = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    return torch.compile(module) if compile_model else module
 
 
 def keep_on(split, device: torch.device, budget: float = 0.5):
@@ -158,15 +167,20 @@ def autocast(device: torch.device):
 
 
 def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, epoch,
-                progress=None, static=False):
+                progress=None, drop_last=False, rank=0, world=1):
     """One pass over the training frames in ``order``; returns (mean batch loss, the next step).
 
     Losses stay on the device until the epoch ends (no host sync per step); a NaN or inf loss
-    is then reported with its epoch and step, before anything of that epoch is kept.
+    is then reported with its epoch and step, before anything of that epoch is kept. Under
+    torchrun each rank takes its share of every global batch of ``args.batch`` frames, and the
+    loss is normalized by the whole batch's summed class weights, so DDP's gradient average
+    equals the gradient of the single-process loss.
     """
     model.train()
     losses = []
-    for index in batches(order.to(split.images.device), args.batch, drop_last=static):
+    label_weight = weight_per_label(class_weights)
+    for index in batches(order.to(split.images.device), args.batch, drop_last):
+        index = index.chunk(world)[rank] if world > 1 else index
         images = split.images[index].to(device, non_blocking=True)
         masks = split.masks[index].to(device, non_blocking=True).long()
         lr = get_lr(step, total_steps, args.lr)
@@ -174,14 +188,23 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
             group["lr"] = lr
         with autocast(device):
             logits = segformer.logits_at_mask_size(model, images)
-        loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX)
+        if world == 1:
+            loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX)
+            batch_loss = loss.detach()
+        else:
+            weight_sum = label_weight[masks].sum().float()
+            dist.all_reduce(weight_sum)
+            loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX,
+                                   reduction="sum") * world / weight_sum
+            batch_loss = loss.detach() / world
+            dist.all_reduce(batch_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.detach())
+        losses.append(batch_loss)
         step += 1
         if progress is not None:
-            progress.update(len(index))
+            progress.update(len(index) * world)
     losses = torch.stack(losses)
     finite = torch.isfinite(losses)
     if not finite.all():
@@ -191,23 +214,31 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
     return losses.mean().item(), step
 
 
+def weight_per_label(class_weights: torch.Tensor) -> torch.Tensor:
+    """Class weight per label value, 0 for the ignore label: summed weights without boolean indexing."""
+    label_weight = torch.zeros(256, dtype=torch.float64, device=class_weights.device)
+    label_weight[:len(CLASSES)] = class_weights.double()
+    return label_weight
+
+
 @torch.no_grad()
-def evaluate(model, split, class_weights, batch: int, device, static=False) -> dict:
+def evaluate(model, split, class_weights, batch: int, device, static=False, rank=0, world=1) -> dict:
     """Weighted loss and global per-class IoU over every pixel of ``split`` (255 ignored).
 
     Everything accumulates on the device; the only host sync is the final ``.item()``. With
     ``static``, the last batch is padded with ignored pixels so every batch has one shape.
+    Under torchrun each rank evaluates a contiguous share and the sums are all-reduced.
     """
     model.eval()
     confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     weight_sum = torch.zeros((), dtype=torch.float64, device=device)
-    # Weight per label value, 0 for the ignore label: the summed weights without boolean indexing.
-    label_weight = torch.zeros(256, dtype=torch.float64, device=device)
-    label_weight[:len(CLASSES)] = class_weights.double()
-    for start in range(0, split.frames, batch):
-        images = split.images[start:start + batch].to(device, non_blocking=True)
-        masks = split.masks[start:start + batch].to(device, non_blocking=True).long()
+    label_weight = weight_per_label(class_weights)
+    per_rank = -(-split.frames // world)  # contiguous shares, so batches are slices
+    first, last = min(rank * per_rank, split.frames), min((rank + 1) * per_rank, split.frames)
+    for start in range(first, last, batch):
+        images = split.images[start:min(start + batch, last)].to(device, non_blocking=True)
+        masks = split.masks[start:min(start + batch, last)].to(device, non_blocking=True).long()
         if static and len(images) < batch:
             pad = batch - len(images)
             images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
@@ -218,6 +249,9 @@ def evaluate(model, split, class_weights, batch: int, device, static=False) -> d
         loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
         weight_sum += label_weight[masks].sum()
         confusion += metrics.confusion_matrix(logits.argmax(1), masks)
+    if world > 1:
+        for total in (confusion, loss_sum, weight_sum):
+            dist.all_reduce(total)
     return {"loss": (loss_sum / weight_sum).item(), **metrics.iou_summary(confusion.cpu())}
 
 
@@ -288,9 +322,15 @@ def load_state(path: Path, run_id: str, args) -> dict:
     return state
 
 
-def train(args, given: dict, run_id: str, resume: bool = False):
-    """The whole run inside an MLflow run: set up, then per epoch train, evaluate, log, keep the best, maybe stop."""
-    track.log_params(given)
+def train(args, given: dict, run_id: str, resume: bool = False, rank: int = 0, world: int = 1):
+    """The whole run inside an MLflow run: set up, then per epoch train, evaluate, log, keep the best, maybe stop.
+
+    Under torchrun every rank trains on its share of each global batch; only rank 0 logs,
+    prints and writes files, so the run is recorded once.
+    """
+    log = track if rank == 0 else track.silent
+    say = print if rank == 0 else (lambda *_, **__: None)
+    log.log_params(given)
     check_args(args)
     out_dir = output_dir(run_id)
     state = load_state(out_dir / STATE_FILE, run_id, args) if resume else None
@@ -305,50 +345,54 @@ def train(args, given: dict, run_id: str, resume: bool = False):
     if state and (state["dataset_digest"], state["val_digest"]) != (train_split.digest, val_split.digest):
         raise ResumeError(f"run {run_id}: the frames changed since it started (digest {state['dataset_digest']} "
                           f"then, {train_split.digest} now); resume needs the same data")
-    track.name_run(variant)
-    track.set_tags({"regolith.kind": "train", "regolith.dr": str(dr).lower(), "regolith.variant": variant,
+    log.name_run(variant)
+    log.set_tags({"regolith.kind": "train", "regolith.dr": str(dr).lower(), "regolith.variant": variant,
                     "regolith.split": split_dir.name, "regolith.dataset_digest": train_split.digest,
                     "regolith.frames": train_split.frames, "regolith.val_split": str(val_dir),
                     "regolith.val_digest": val_split.digest, "regolith.seed": args.seed})
     if not resume:
-        track.log_dataset(split_dir, train_split.digest, "training")
-        track.log_dataset(val_dir, val_split.digest, "validation")
+        log.log_dataset(split_dir, train_split.digest, "training")
+        log.log_dataset(val_dir, val_split.digest, "validation")
 
     device = pick_device()
+    if world > 1 and (args.batch % world or args.batch < world):
+        raise UsageError(f"batch={args.batch}: under torchrun the global batch must split evenly over {world} ranks")
     torch.manual_seed(args.seed)  # the fresh head's (or the whole random model's) initialization
     if state:
         net = segformer.model_from_checkpoint(state)  # the architecture and weights of the last epoch
-        print(f"resuming run {run_id} after epoch {state['epoch']} from {out_dir / STATE_FILE}")
+        say(f"resuming run {run_id} after epoch {state['epoch']} from {out_dir / STATE_FILE}")
     elif args.pretrained.lower() == "none":
-        print("pretrained=none: every weight starts random (no ImageNet encoder); record it as such")
+        say("pretrained=none: every weight starts random (no ImageNet encoder); record it as such")
         net = segformer.random_init()
     else:
         net, encoder_tensors = segformer.load_pretrained(args.pretrained)
-        print(f"encoder: all {encoder_tensors} encoder tensors loaded from {args.pretrained}; fresh 3-class head")
+        say(f"encoder: all {encoder_tensors} encoder tensors loaded from {args.pretrained}; fresh 3-class head")
     source = state["pretrained_id"] if state else segformer.pretrained_id(args.pretrained, net)
     net.to(device)
     static = args.compile == "true" or (args.compile == "auto" and device.type == "cuda")
-    forward = prepare(net, device, static)
+    forward = prepare(net, device, static, world)
     height, width = train_split.image_size
-    track.log_params({
+    log.log_params({
         "image_size": f"{height}x{width}", "val_image_size": "x".join(map(str, val_split.image_size)),
         "pretrained_id": source,
         **library_versions(),
         **{f"class_weight.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
         **{f"pixel_share.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)},
     })
-    track.set_tags({"regolith.device": device_name(device), "regolith.compiled": str(static).lower(),
+    log.set_tags({"regolith.device": device_name(device), "regolith.compiled": str(static).lower(),
                     "regolith.attn_implementation": net.config._attn_implementation or "eager"})
     for split in (train_split, val_split):
         keep_on(split, device)
-    print(f"{variant}: {train_split.frames} training frames from {split_dir} ({train_split.digest}), "
+    say(f"{variant}: {train_split.frames} training frames from {split_dir} ({train_split.digest}), "
           f"{val_split.frames} validation frames from {val_dir} ({val_split.digest}), on {device.type}")
-    print("class weights " + "  ".join(f"{n} {w:.3f} (share {s:.3f})" for n, w, s in zip(CLASSES, weights, shares)))
+    say("class weights " + "  ".join(f"{n} {w:.3f} (share {s:.3f})" for n, w, s in zip(CLASSES, weights, shares)))
 
     class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     # Fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only).
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, fused=device.type == "cuda")
-    steps_per_epoch = len(batches(torch.arange(train_split.frames), args.batch, drop_last=static))
+    # Ranks need equal shares of every batch, so the ragged last batch is dropped under torchrun too.
+    drop_last = static or world > 1
+    steps_per_epoch = len(batches(torch.arange(train_split.frames), args.batch, drop_last))
     total_steps = args.epochs * steps_per_epoch
     order_rng = torch.Generator().manual_seed(args.seed)  # data order, independent of the model's RNG use
     progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "epochs_without_gain": 0, "history": [],
@@ -365,40 +409,41 @@ def train(args, given: dict, run_id: str, resume: bool = False):
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path, state_path, history_path = out_dir / "best.pt", out_dir / STATE_FILE, out_dir / "metrics.jsonl"
     # A resumed run may hold epochs the store never got (a crash between saving and sending).
-    track.send_epochs(progress["history"])
+    log.send_epochs(progress["history"])
     try:
         while progress["epoch"] < args.epochs and progress["epochs_without_gain"] < args.patience:
             epoch = progress["epoch"] + 1
             started = time.perf_counter()
             order = torch.randperm(train_split.frames, generator=order_rng)
             with tqdm(total=train_split.frames, desc=f"epoch {epoch}", unit="img", leave=False,
-                      file=sys.stderr, disable=None) as bar:
+                      file=sys.stderr, disable=None if rank == 0 else True) as bar:
                 train_loss, step = train_epoch(forward, train_split, class_weights, optimizer, progress["step"],
-                                               total_steps, args, order, device, epoch, bar, static)
-            val = evaluate(forward, val_split, class_weights, args.batch, device, static)
+                                               total_steps, args, order, device, epoch, bar, drop_last, rank, world)
+            val = evaluate(forward, val_split, class_weights, args.batch, device, static, rank, world)
             row = {"epoch": epoch, "train/loss": train_loss, "val/loss": val["loss"],
                    **{f"val/iou_{name}": val[f"iou_{name}"] for name in CLASSES}, "val/miou": val["miou"],
                    "lr": get_lr(step - 1, total_steps, args.lr), "time/epoch_s": time.perf_counter() - started}
             best = progress["best"]
             improved = best is None or val["iou_rock"] > best["iou_rock"]  # strict: the earliest wins ties
-            if improved:
+            if improved and rank == 0:
                 save_atomic(segformer.checkpoint(net, epoch, val, vars(args), data.PREPROCESSING), best_path)
             progress.update(epoch=epoch, step=step, history=progress["history"] + [row],
                             best=val if improved else best, best_epoch=epoch if improved else progress["best_epoch"],
                             epochs_without_gain=0 if improved else progress["epochs_without_gain"] + 1)
             # State first, then the store: a crash in between is repaired by replaying the state's history.
-            save_state(state_path, net, optimizer, order_rng, progress, args)
-            write_history(history_path, progress["history"])
-            print(epoch_line(epoch, args.epochs, row, improved), flush=True)
-            track.send_epochs(progress["history"])
+            if rank == 0:
+                save_state(state_path, net, optimizer, order_rng, progress, args)
+                write_history(history_path, progress["history"])
+            say(epoch_line(epoch, args.epochs, row, improved), flush=True)
+            log.send_epochs(progress["history"])
         if progress["epochs_without_gain"] >= args.patience:
-            print(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {progress['best_epoch']}")
+            say(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {progress['best_epoch']}")
     finally:
         # Whatever happened, keep what was earned: every finished epoch's metrics (a stop can land
         # between saving an epoch and sending it), the best checkpoint and the per-epoch history.
-        track.send_epochs(progress["history"])
-        track.log_artifacts([best_path, history_path], best_effort=True)
-    track.send_epochs(progress["history"], patient=True)
+        log.send_epochs(progress["history"])
+        log.log_artifacts([best_path, history_path], best_effort=True)
+    log.send_epochs(progress["history"], patient=True)
 
     best, best_epoch, epoch = progress["best"], progress["best_epoch"], progress["epoch"]
     summary = {"variant": variant, "best_epoch": best_epoch, "stopped_epoch": epoch,
@@ -406,14 +451,15 @@ def train(args, given: dict, run_id: str, resume: bool = False):
                "class_weights": dict(zip(CLASSES, weights)), "pixel_shares": dict(zip(CLASSES, shares)),
                "frames": train_split.frames, "dataset_digest": train_split.digest,
                "val_frames": val_split.frames, "val_digest": val_split.digest}
-    track.log_metrics({**{f"best/{k}": v for k, v in summary["best"].items()},
+    log.log_metrics({**{f"best/{k}": v for k, v in summary["best"].items()},
                        "best/epoch": best_epoch, "stopped_epoch": epoch})
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    track.log_artifacts([out_dir / "summary.json"])
-    if args.register == "true":
-        version = track.register_model(run_id, variant)
-        print(f"registered {version} as models:/{track.MODEL_NAME}@{variant}")
-    print(f"best rock-IoU {best['iou_rock']:.4f} at epoch {best_epoch} (miou {best['miou']:.4f}); "
+    if rank == 0:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.log_artifacts([out_dir / "summary.json"])
+    if args.register == "true" and rank == 0:
+        version = log.register_model(run_id, variant)
+        say(f"registered {version} as models:/{track.MODEL_NAME}@{variant}")
+    say(f"best rock-IoU {best['iou_rock']:.4f} at epoch {best_epoch} (miou {best['miou']:.4f}); "
           f"run {run_id}, artifacts best.pt, metrics.jsonl, summary.json")
     return summary
 
@@ -429,16 +475,39 @@ def _terminate(signum, frame):
     raise track.Interrupted(f"stopped by signal {signal.Signals(signum).name}")
 
 
+def distributed() -> tuple:
+    """(rank, world size): under torchrun, join the process group (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ.get("RANK", "0")), world
+
+
+def share(value, world: int):
+    """Rank 0's ``value`` on every rank."""
+    if world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     given = as_given(parser, argv)
+    rank, world = distributed()
     # SIGTERM (a preempted job, `docker stop`) ends the run as KILLED, like Ctrl-C, keeping the last epoch.
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        track.check_reachable()
-        with track.run(args.run_name, args.experiment, resume=args.resume) as (run_id, resume):
-            train(args, given, run_id, resume)
+        if rank == 0:
+            track.check_reachable()
+            with track.run(args.run_name, args.experiment, resume=args.resume) as (run_id, resume):
+                share((run_id, resume), world)
+                train(args, given, run_id, resume, rank, world)
+        else:
+            run_id, resume = share(None, world)
+            train(args, given, run_id, resume, rank, world)
     except (data.DataError, segformer.EncoderLoadError, track.TrackingError, UsageError, FloatingPointError) as error:
         # The run is already marked FAILED with the error as a tag; say what is wrong, no traceback.
         print(f"error: {error}", file=sys.stderr)
@@ -448,6 +517,8 @@ def main(argv=None):
         sys.exit(143)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
