@@ -1,0 +1,358 @@
+"""Verify a run's best checkpoint by a fresh inference pass, and record what it finds on that run.
+
+    mlflow run . --env-manager local -e evaluate -P run=dr_750     # a run name, a run id, or a models:/ URI
+    python -m regolith.evaluate --run models:/regolith-segformer@dr_750 [--split DIR] [--experiment NAME]
+
+``best.pt`` is downloaded from the artifact store (never a copy the run left on disk) and loaded
+with the safe unpickler. The split, by default the run's validation split (tag
+``regolith.val_split``), is scored frame by frame: one confusion matrix per frame, summed into
+global per-class IoU with regolith.metrics, as validation does (same upsampling, batch size and
+precision: fp32 on CPU, bf16 autocast on CUDA), but in code that shares no state with the
+training loop. The results go back to the source run: metrics ``verify/iou_*`` and
+``verify/miou``, tags ``verify/split`` and ``verify/check``, and a fresh artifact folder
+``verify/<UTC time>/`` per evaluation (so a re-run never replaces an earlier one) holding
+``frames.csv`` (per-frame IoU, worst rock-IoU first), ``confusion_per_frame.json``,
+``overlays.png`` (best, median and worst frames) and ``summary.json``.
+
+Exit status: 0 when the fresh rock-IoU on the run's own validation split agrees with the
+training-time ``best/iou_rock`` within 1e-3 (or another split was only reported), 1 when it
+does not, 2 on an error (unknown run, no best.pt, a refused checkpoint, a bad split).
+"""
+
+import argparse
+import csv
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
+from matplotlib.patches import Patch
+
+from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, track
+from regolith.train import autocast  # validation's precision: bf16 autocast on CUDA, fp32 on CPU
+
+# The reference study's own check: 0.8520 fresh against 0.8521 at training time.
+TOLERANCE = 1e-3
+ROCK = CLASSES.index("rock")
+
+# Okabe-Ito hues (distinguishable with the common colour-vision deficiencies); rock is the loud one.
+CLASS_COLOURS = {"regolith": (204, 180, 134), "rock": (213, 94, 0), "sky": (0, 114, 178)}
+IGNORE_COLOUR = (255, 255, 255)
+ERROR_COLOURS = {"rock found": (0, 158, 115), "rock missed": (240, 228, 66), "false rock": (204, 121, 167)}
+
+
+class EvaluateError(ValueError):
+    """A split or a run that cannot be evaluated as asked; the message says which and why."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags are the kebab-case twins of the MLproject ``evaluate`` parameters, with the same defaults."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True,
+                        help="run id, run name in the experiment, or models:/regolith-segformer@<variant>")
+    parser.add_argument("--split", default="", help="split directory; '' means the run's validation split")
+    parser.add_argument("--experiment", default="", help="experiment to look a run name up in; '' means the "
+                                                          "active one (MLFLOW_EXPERIMENT_NAME, else Default)")
+    return parser
+
+
+@torch.no_grad()
+def frame_confusions(model, split: data.Split, batch: int, device) -> torch.Tensor:
+    """One confusion matrix per frame (N x C x C, rows true class), logits upsampled as in validation."""
+    model.eval()
+    confusions = torch.zeros(split.frames, len(CLASSES), len(CLASSES), dtype=torch.long)
+    for start in range(0, split.frames, batch):
+        images = split.images[start:start + batch].to(device)
+        with autocast(device):
+            predictions = segformer.logits_at_mask_size(model, images).argmax(1).cpu()
+        for offset, prediction in enumerate(predictions):
+            confusions[start + offset] = metrics.confusion_matrix(prediction, split.masks[start + offset])
+    return confusions
+
+
+@torch.no_grad()
+def predict(model, images: torch.Tensor, device) -> torch.Tensor:
+    """Class map per image (N x H x W), for the few frames drawn on the overlay sheet."""
+    model.eval()
+    with autocast(device):
+        return segformer.logits_at_mask_size(model, images.to(device)).argmax(1).cpu()
+
+
+def frame_table(names: list, confusions: torch.Tensor) -> list:
+    """Per-frame rows in frame order: IoU per class (NaN where a class is absent from both) and rock pixels."""
+    rows = []
+    for name, confusion in zip(names, confusions):
+        iou = metrics.iou_per_class(confusion).tolist()
+        rows.append({"frame": name, **{f"iou_{c}": value for c, value in zip(CLASSES, iou)},
+                     "rock_pixels": int(confusion[ROCK].sum()), "rock_pixels_predicted": int(confusion[:, ROCK].sum()),
+                     "labelled_pixels": int(confusion.sum())})
+    return rows
+
+
+def worst_first(rows: list) -> list:
+    """Rows sorted by rock-IoU ascending; frames with no rock in label or prediction (NaN) go last."""
+    return sorted(rows, key=lambda row: (math.isnan(row["iou_rock"]), row["iou_rock"]))
+
+
+def pick_frames(rows: list, per_group: int = 2) -> list:
+    """(label, row index) for the worst, median and best frames by rock-IoU, each frame once."""
+    # NaN first filtered out: it compares false with everything and would scramble the sort.
+    order = sorted((i for i, row in enumerate(rows) if not math.isnan(row["iou_rock"])),
+                   key=lambda i: rows[i]["iou_rock"])
+    if not order:  # no frame has rock at all: show the first few rather than nothing
+        return [("no rock", i) for i in range(min(len(rows), 3 * per_group))]
+    middle = max(0, len(order) // 2 - per_group // 2)
+    groups = [("worst", order[:per_group]), ("median", order[middle:middle + per_group]),
+              ("best", order[::-1][:per_group])]
+    picked, seen = [], set()
+    for label, indices in groups:
+        for i in indices:
+            if i not in seen:
+                seen.add(i)
+                picked.append((label, i))
+    return picked
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """H x W class ids -> H x W x 3 uint8 in the class colours; ignored pixels white."""
+    out = np.empty((*labels.shape, 3), np.uint8)
+    out[:] = IGNORE_COLOUR
+    for index, name in enumerate(CLASSES):
+        out[labels == index] = CLASS_COLOURS[name]
+    return out
+
+
+def rock_errors(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """The image dimmed to grey, with rock hits, misses and false alarms painted over it."""
+    grey = (image.mean(-1, keepdims=True) * 0.5).astype(np.uint8).repeat(3, -1)
+    labelled = truth != IGNORE_INDEX
+    is_rock, said_rock = (truth == ROCK) & labelled, (prediction == ROCK) & labelled
+    for name, where in (("rock found", is_rock & said_rock), ("rock missed", is_rock & ~said_rock),
+                        ("false rock", ~is_rock & said_rock)):
+        grey[where] = ERROR_COLOURS[name]
+    return grey
+
+
+def overlay_sheet(panels: list, title: str, path: Path):
+    """A grid, one row per frame: image, ground truth, prediction, rock errors; a legend on top.
+
+    ``panels`` holds (row label, image H x W x 3 uint8, truth H x W, prediction H x W).
+    """
+    height, width = panels[0][2].shape
+    panel_w = 3.6
+    panel_h = panel_w * height / width
+    top, left = 1.4, 1.7  # inches for the title, note and legend, and for the row labels
+    fig_w, fig_h = left + 4 * panel_w + 0.2, top + len(panels) * (panel_h + 0.1) + 0.1
+    fig = Figure(figsize=(fig_w, fig_h))
+    axes = fig.subplots(len(panels), 4, squeeze=False)
+    fig.subplots_adjust(left=left / fig_w, right=1 - 0.2 / fig_w, top=1 - top / fig_h, bottom=0.1 / fig_h,
+                        wspace=0.03, hspace=0.06)
+    for row, (label, image, truth, prediction) in enumerate(panels):
+        pictures = (image, colorize(truth), colorize(prediction), rock_errors(image, truth, prediction))
+        for column, picture in enumerate(pictures):
+            ax = axes[row, column]
+            ax.imshow(picture, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(("image", "ground truth", "prediction", "rock errors")[column], fontsize=12)
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
+    classes = [Patch(facecolor=np.array(CLASS_COLOURS[name]) / 255, edgecolor="black", label=name)
+               for name in CLASSES]
+    classes.append(Patch(facecolor="white", edgecolor="black", label=f"ignored ({IGNORE_INDEX})"))
+    errors = [Patch(facecolor=np.array(colour) / 255, edgecolor="black", label=name)
+              for name, colour in ERROR_COLOURS.items()]
+    fig.legend(handles=classes + errors, loc="upper center", ncol=7, frameon=False, fontsize=10,
+               bbox_to_anchor=(0.5, 1 - 0.68 / fig_h))
+    fig.suptitle(title, fontsize=12, y=1 - 0.08 / fig_h, va="top")
+    fig.text(0.5, 1 - 0.38 / fig_h, "rows: the worst, median and best frames by rock-IoU; rock errors are drawn "
+             "over the dimmed image", ha="center", va="top", fontsize=10, color="0.3")
+    fig.savefig(path, dpi=110)
+
+
+def write_frames_csv(rows: list, path: Path):
+    columns = ["frame", *(f"iou_{c}" for c in CLASSES), "rock_pixels", "rock_pixels_predicted", "labelled_pixels"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in worst_first(rows):
+            writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def write_confusions(names: list, confusions: torch.Tensor, path: Path):
+    path.write_text(json.dumps({
+        "classes": list(CLASSES),
+        "layout": f"confusion[frame][true class][predicted class], pixel counts, label {IGNORE_INDEX} excluded",
+        "frames": names, "confusion": confusions.tolist()}) + "\n")
+
+
+def same_split(split: data.Split, tags: dict) -> tuple:
+    """(whether ``split`` is the one the run validated on, why), by content digest where the run recorded it."""
+    val_path, val_digest = tags.get("regolith.val_split"), tags.get("regolith.val_digest")
+    same_path = val_path is not None and Path(val_path).resolve() == split.path.resolve()
+    if val_digest:
+        if split.digest == val_digest:
+            return True, "the run's validation split"
+        if same_path:
+            return False, (f"the run's validation split path, but its frames changed since training (digest "
+                           f"{split.digest}, the run validated on {val_digest}); not compared")
+        return False, (f"not the run's validation split (digest {split.digest}, the run's is {val_digest}); "
+                       f"reported only")
+    if same_path:
+        return True, "the run's validation split (by path; the run recorded no digest)"
+    return False, "not the run's validation split; reported only"
+
+
+def training_numbers(run: dict, payload: dict) -> tuple:
+    """The training-time validation IoU: the run's best/* metrics, else the checkpoint's own record."""
+    keys = [f"iou_{c}" for c in CLASSES] + ["miou"]
+    if all(f"best/{k}" in run["metrics"] for k in keys):
+        return {k: run["metrics"][f"best/{k}"] for k in keys}, "best/* metrics"
+    return {k: float(payload["metrics"][k]) for k in keys if k in payload.get("metrics", {})}, "checkpoint metrics"
+
+
+def fresh_folder(run_id: str, stamp: str = "") -> tuple:
+    """(artifact path ``verify/<UTC time>``, evaluation number): never one that exists already."""
+    existing = set(track.artifact_dirs(run_id, "verify"))
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name, n = stamp, 1
+    while name in existing:
+        n += 1
+        name = f"{stamp}-{n}"
+    return f"verify/{name}", len(existing) + 1
+
+
+def format_comparison(training: dict, fresh: dict, compared: bool, source: str) -> str:
+    head = f"{'':14s}{'training':>12s}{'fresh':>12s}" + (f"{'fresh-train':>14s}" if compared else "")
+    lines = [head + f"   (training: {source})"]
+    for key in fresh:
+        train_value = training.get(key, float("nan"))
+        line = f"{key:14s}{train_value:12.6f}{fresh[key]:12.6f}"
+        if compared:
+            line += f"{fresh[key] - train_value:+14.6f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def evaluate(args) -> dict:
+    """The whole check; returns the summary written to ``summary.json`` (``check`` says pass, fail or why not)."""
+    run = track.find_run(args.run, args.experiment)
+    track.label_launcher_run("evaluate", run)
+    with tempfile.TemporaryDirectory(prefix="regolith-evaluate-") as scratch:
+        try:
+            payload = segformer.load_checkpoint(track.download_checkpoint(run, Path(scratch)))
+        except ValueError as error:  # the safe unpickler refused it; nothing in it ran
+            raise EvaluateError(f"run {run['run_id']} ({run['run_name']}): {error}") from error
+    model = segformer.model_from_checkpoint(payload)
+
+    split_arg = args.split or run["tags"].get("regolith.val_split", "")
+    if not split_arg:
+        raise EvaluateError(f"run {run['run_id']} records no validation split (tag regolith.val_split); pass --split")
+    split_dir = Path(split_arg).resolve()
+    if not split_dir.is_dir():
+        raise EvaluateError(f"split {split_dir} (from {'--split' if args.split else 'the run tag regolith.val_split'})"
+                            f": no such directory here; pass --split with the split's location on this machine")
+    split = data.load_split(split_dir)
+    compared, relation = same_split(split, run["tags"])
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    if device.type == "cuda":  # validation's layout there (train.prepare); autocast below gives its precision
+        model.to(memory_format=torch.channels_last)
+    # Validation's batch size, so the same kernels see the same batches; on CPU the numbers then match exactly.
+    batch = int(payload.get("args", {}).get("batch", 8))
+    started = time.perf_counter()
+    confusions = frame_confusions(model, split, batch, device)
+    seconds = time.perf_counter() - started
+    fresh = metrics.iou_summary(confusions.sum(0))
+    training, source = training_numbers(run, payload)
+
+    difference = fresh["iou_rock"] - training.get("iou_rock", float("nan"))
+    if not compared:
+        check = f"not compared: {relation}"
+    elif "iou_rock" not in training:
+        check, compared = "not compared: the run has no training-time rock-IoU", False
+    else:
+        check = "pass" if abs(difference) <= TOLERANCE else "fail"
+
+    rows = frame_table(split.names, confusions)
+    folder, number = fresh_folder(run["run_id"])
+    label = f"{run['run_name']} ({run['run_id'][:8]})"
+    summary = {
+        "run_id": run["run_id"], "run_name": run["run_name"], "ref": run["ref"], "model_version": run["model_version"],
+        "checkpoint": run["checkpoint_uri"], "checkpoint_epoch": payload.get("epoch"),
+        "split": str(split_dir), "split_digest": split.digest, "frames": split.frames, "split_relation": relation,
+        "fresh": fresh, "training": training, "training_source": source,
+        "difference": {k: fresh[k] - training[k] for k in fresh if k in training} if compared else None,
+        "tolerance": TOLERANCE, "check": check, "artifacts": folder, "evaluation": number,
+        "device": device.type, "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "batch": batch, "seconds": seconds,
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with tempfile.TemporaryDirectory(prefix="regolith-verify-") as staging:
+        staging = Path(staging)
+        write_frames_csv(rows, staging / "frames.csv")
+        write_confusions(split.names, confusions, staging / "confusion_per_frame.json")
+        draw_overlays(model, split, rows, device, staging / "overlays.png",
+                      f"{label}, epoch {payload.get('epoch')}: {split_dir.name} ({split.frames} frames)  "
+                      f"rock-IoU {fresh['iou_rock']:.4f}  mIoU {fresh['miou']:.4f}  (check: {check.split(':')[0]})")
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        track.log_artifacts_to_run(run["run_id"], staging, folder)
+    track.log_to_run(run["run_id"], {f"verify/{k}": v for k, v in fresh.items()},
+                     {"verify/split": split_dir, "verify/split_digest": split.digest, "verify/check": check,
+                      "verify/artifacts": folder}, step=number)
+
+    report(summary, label, compared)
+    return summary
+
+
+def draw_overlays(model, split: data.Split, rows: list, device, path: Path, title: str):
+    """Predict the picked frames again and draw them; the sheet is the first thing a researcher opens."""
+    picks = pick_frames(rows)
+    predictions = predict(model, split.images[[i for _, i in picks]], device)
+    panels = []
+    for (group, i), prediction in zip(picks, predictions):
+        row = rows[i]
+        panels.append((f"{group}\nframe {row['frame']}\nrock-IoU {row['iou_rock']:.3f}\n{row['rock_pixels']} rock px",
+                       split.images[i].permute(1, 2, 0).numpy(), split.masks[i].numpy(), prediction.numpy()))
+    overlay_sheet(panels, title, path)
+
+
+def report(summary: dict, label: str, compared: bool):
+    print(f"{label}: checkpoint epoch {summary['checkpoint_epoch']} from {summary['checkpoint']}")
+    print(f"split {summary['split']}: {summary['frames']} frames, digest {summary['split_digest']}, "
+          f"{summary['split_relation']}; inference on {summary['device']} ({summary['precision']}, as validation) "
+          f"in {summary['seconds']:.1f}s")
+    print(format_comparison(summary["training"], summary["fresh"], compared, summary["training_source"]))
+    if compared:
+        difference = abs(summary["difference"]["iou_rock"])
+        passed = summary["check"] == "pass"
+        print(f"rock-IoU {'agrees' if passed else 'DISAGREES'}: |fresh - training| = {difference:.2e} "
+              f"({'within' if passed else 'beyond'} {TOLERANCE:g})")
+    else:
+        print(summary["check"])
+    print(f"logged verify/iou_* and verify/miou (step {summary['evaluation']}) and tags verify/split, verify/check "
+          f"to run {summary['run_id']}; artifacts in {summary['artifacts']}/: frames.csv (worst rock-IoU first), "
+          f"confusion_per_frame.json, overlays.png, summary.json")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        summary = evaluate(args)
+    except (track.RunNotFound, EvaluateError, data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if summary["check"] == "fail":
+        print(f"error: the fresh rock-IoU differs from the training-time best/iou_rock by more than {TOLERANCE:g}; "
+              f"the inference path does not reproduce validation", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Fetch a run's best checkpoint from the store into a folder that plain transformers can load.
+
+    python -m regolith.pull models:/regolith-segformer@dr_750 -o DIR     # or a run id, or a run name
+    mlflow run . --env-manager local -e pull -P run=dr_750 -P out=DIR
+
+DIR then holds
+
+    best.pt                   the checkpoint exactly as stored (load it with regolith.model.load_checkpoint)
+    config.json               \\  a save_pretrained folder:
+    model.safetensors         /   SegformerForSemanticSegmentation.from_pretrained(DIR), id2label regolith/rock/sky
+    preprocessor_config.json  the preprocessing (no resize; rescale 1/255, ImageNet mean/std):
+                              AutoImageProcessor.from_pretrained(DIR)
+    source.json               where it came from: run, model version, variant, training-time IoU
+
+The model predicts at 1/4 resolution; ``processor.post_process_semantic_segmentation(outputs,
+target_sizes=[(H, W)])`` upsamples bilinearly to the image size and takes the argmax, exactly as
+validation does. best.pt is loaded with the safe unpickler before anything is written, so a
+checkpoint that would run code is refused and never reaches DIR.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import SegformerForSemanticSegmentation, SegformerImageProcessorPil
+
+from regolith import model as segformer, track
+
+FILES = ("best.pt", "config.json", "model.safetensors", "preprocessor_config.json", "source.json")
+
+
+class PullError(ValueError):
+    """The output folder or the checkpoint cannot be used as asked; the message says which and why."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The run and ``--out`` are the MLproject ``pull`` parameters ``run`` and ``out``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="run id, run name in the experiment, or models:/regolith-segformer@<variant>")
+    parser.add_argument("-o", "--out", required=True, help="output folder; must be new or empty")
+    parser.add_argument("--experiment", default="", help="experiment to look a run name up in; '' means the "
+                                                          "active one (MLFLOW_EXPERIMENT_NAME, else Default)")
+    return parser
+
+
+def image_processor(preprocessing: dict) -> SegformerImageProcessorPil:
+    """The preprocessing training used, as a HuggingFace image processor: no resize, rescale, normalize.
+
+    The PIL backend needs no torchvision; its saved config names ``SegformerImageProcessor``, so
+    AutoImageProcessor picks whichever backend the loading machine has.
+    """
+    return SegformerImageProcessorPil(do_resize=False, do_rescale=True, rescale_factor=preprocessing["rescale"],
+                                      do_normalize=True, image_mean=list(preprocessing["mean"]),
+                                      image_std=list(preprocessing["std"]), do_reduce_labels=False)
+
+
+def save_pretrained(payload: dict, out_dir: Path):
+    """Write the checkpoint's model and preprocessing in HuggingFace's layout, then check it loads back equal."""
+    model = segformer.model_from_checkpoint(payload)
+    model.save_pretrained(out_dir)
+    image_processor(payload["preprocessing"]).save_pretrained(out_dir)
+    reloaded = SegformerForSemanticSegmentation.from_pretrained(out_dir).state_dict()
+    differ = [key for key, tensor in payload["model"].items()
+              if key not in reloaded or not torch.equal(reloaded[key], tensor)]
+    if differ:
+        raise PullError(f"{out_dir}: the saved model does not load back equal to best.pt ({len(differ)} tensors "
+                        f"differ, e.g. {differ[0]})")
+
+
+def pull(args) -> dict:
+    """Fetch, check, write; returns what ``source.json`` records."""
+    out_dir = Path(args.out).resolve()
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PullError(f"--out {out_dir}: exists and is not an empty folder; give a new or empty one")
+    run = track.find_run(args.run, args.experiment)
+    track.label_launcher_run("pull", run, {"regolith.pulled_to": out_dir})
+    with tempfile.TemporaryDirectory(prefix="regolith-pull-") as scratch:
+        checkpoint = track.download_checkpoint(run, Path(scratch))
+        try:
+            payload = segformer.load_checkpoint(checkpoint)
+        except ValueError as error:  # the safe unpickler refused it; nothing in it ran, nothing is written
+            raise PullError(f"run {run['run_id']} ({run['run_name']}): {error}") from error
+        staging = Path(scratch) / "out"
+        staging.mkdir()
+        shutil.copy2(checkpoint, staging / "best.pt")
+        save_pretrained(payload, staging)
+        source = {"run_id": run["run_id"], "run_name": run["run_name"], "ref": run["ref"],
+                  "model_version": run["model_version"], "checkpoint": run["checkpoint_uri"],
+                  "variant": run["tags"].get("regolith.variant"), "epoch": payload.get("epoch"),
+                  "classes": payload.get("classes"), "validation": payload.get("metrics"),
+                  "preprocessing": payload.get("preprocessing")}
+        (staging / "source.json").write_text(json.dumps(source, indent=2) + "\n")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in FILES:  # copyfile, not move: the new files get the user's usual permissions
+            shutil.copyfile(staging / name, out_dir / name)
+    rock = (payload.get("metrics") or {}).get("iou_rock", float("nan"))
+    print(f"{run['run_name']} ({run['run_id']}), epoch {payload.get('epoch')}, training-time rock-IoU {rock:.4f}, "
+          f"from {run['checkpoint_uri']}")
+    print(f"wrote {out_dir}: {', '.join(FILES)}")
+    print(f"load it with SegformerForSemanticSegmentation.from_pretrained({str(out_dir)!r}) and "
+          f"AutoImageProcessor.from_pretrained({str(out_dir)!r})")
+    return source
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        pull(args)
+    except (track.RunNotFound, PullError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Pulling a checkpoint out of the store: it loads with plain transformers and predicts what best.pt does."""
+
+import pickle
+import subprocess
+
+import pytest
+import torch
+from transformers import AutoImageProcessor, SegformerForSemanticSegmentation
+
+from regolith import data, model as segformer, pull
+from test_evaluate import RunsCode, copy_of_run, in_store, malicious_checkpoint, trained  # noqa: F401 (fixtures)
+
+
+def run_pull(*argv) -> int:
+    """`python -m regolith.pull ...` in this process; returns the exit code."""
+    try:
+        pull.main(list(argv))
+    except SystemExit as exit:
+        return exit.code
+    return 0
+
+
+def test_pulled_folder_loads_with_from_pretrained_and_predicts_like_best_pt(in_store, tmp_path):
+    out = tmp_path / "pulled"
+    assert run_pull(in_store["alias"], "-o", str(out)) == 0
+    assert {p.name for p in out.iterdir()} == set(pull.FILES)
+
+    model = SegformerForSemanticSegmentation.from_pretrained(out).eval()
+    processor = AutoImageProcessor.from_pretrained(out)
+    assert model.config.id2label == {0: "regolith", 1: "rock", 2: "sky"}
+
+    split = data.load_split(in_store["val_split"])
+    reference = segformer.model_from_checkpoint(segformer.load_checkpoint(out / "best.pt"))
+    with torch.no_grad():
+        expected_logits = segformer.logits_at_mask_size(reference, split.images)
+        # What a user elsewhere would write: the processor, the model, the processor's post-processing.
+        inputs = processor(images=[image.permute(1, 2, 0).numpy() for image in split.images], return_tensors="pt")
+        outputs = model(**inputs)
+    size = tuple(split.images.shape[-2:])
+    predictions = processor.post_process_semantic_segmentation(outputs, target_sizes=[size] * split.frames)
+    assert torch.allclose(inputs["pixel_values"], data.normalize(split.images), atol=1e-6)
+    upsampled = torch.nn.functional.interpolate(outputs.logits, size=size, mode="bilinear", align_corners=False)
+    assert torch.allclose(upsampled, expected_logits, atol=1e-5)
+    assert torch.equal(torch.stack(predictions), expected_logits.argmax(1))
+
+
+def test_pull_by_run_name_and_id_fetches_the_same_checkpoint(in_store, tmp_path, capsys):
+    assert run_pull(in_store["name"], "-o", str(tmp_path / "by-name")) == 0
+    assert run_pull(in_store["run_id"], "--out", str(tmp_path / "by-id")) == 0
+    assert (tmp_path / "by-name" / "best.pt").read_bytes() == (tmp_path / "by-id" / "best.pt").read_bytes()
+    assert f"dr_6 ({in_store['run_id']})" in capsys.readouterr().out
+
+
+def test_pull_and_mlflow_artifacts_download_agree(in_store, tmp_path):
+    """The two ways the README shows; the second exactly as a user types it."""
+    assert run_pull(in_store["alias"], "-o", str(tmp_path / "pulled")) == 0
+    download = ["mlflow", "artifacts", "download", "-u", f"{in_store['alias']}/best.pt", "-d", str(tmp_path / "dl")]
+    done = subprocess.run(download, env=in_store["env"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "dl" / "best.pt").read_bytes() == (tmp_path / "pulled" / "best.pt").read_bytes()
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_is_written(in_store, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    copy_of_run(in_store, "tampered-pull", malicious_checkpoint(tmp_path / "evil", marker))
+    out = tmp_path / "pulled"
+    assert run_pull("tampered-pull", "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "not a regolith checkpoint that loads with weights_only=True" in err and "Traceback" not in err
+    assert not marker.exists() and not out.exists()
+
+
+def test_a_foreign_pickle_is_refused(in_store, tmp_path, capsys):
+    # A plain pickle (not torch's zip format), as a file from elsewhere might be.
+    marker = tmp_path / "marker"
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "best.pt").write_bytes(pickle.dumps({"model": RunsCode(marker)}))
+    copy_of_run(in_store, "foreign", tmp_path / "foreign" / "best.pt")
+    assert run_pull("foreign", "-o", str(tmp_path / "out")) == 2
+    assert "weights_only=True" in capsys.readouterr().err and not marker.exists()
+
+
+def test_a_non_empty_output_folder_is_refused(in_store, tmp_path, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert run_pull(in_store["alias"], "-o", str(tmp_path / "busy")) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("ref,expected", [("dr_9999", "no run with that id or name"),
+                                          ("models:/regolith-segformer", "expected models:/<name>@<alias>")])
+def test_unknown_references_are_clear_errors(in_store, tmp_path, ref, expected, capsys):
+    assert run_pull(ref, "-o", str(tmp_path / "out")) == 2
+    assert expected in capsys.readouterr().err
+
