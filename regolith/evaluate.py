@@ -34,7 +34,6 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 from matplotlib.patches import Patch
 
 from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, track
-from regolith.train import autocast  # validation's precision: bf16 autocast on CUDA, fp32 on CPU
 
 # The reference study's own check: 0.8520 fresh against 0.8521 at training time.
 TOLERANCE = 1e-3
@@ -68,7 +67,7 @@ def frame_confusions(model, split: data.Split, batch: int, device) -> torch.Tens
     confusions = torch.zeros(split.frames, len(CLASSES), len(CLASSES), dtype=torch.long)
     for start in range(0, split.frames, batch):
         images = split.images[start:start + batch].to(device)
-        with autocast(device):
+        with segformer.autocast(device):
             predictions = segformer.logits_at_mask_size(model, images).argmax(1).cpu()
         for offset, prediction in enumerate(predictions):
             confusions[start + offset] = metrics.confusion_matrix(prediction, split.masks[start + offset])
@@ -79,7 +78,7 @@ def frame_confusions(model, split: data.Split, batch: int, device) -> torch.Tens
 def predict(model, images: torch.Tensor, device) -> torch.Tensor:
     """Class map per image (N x H x W), for the few frames drawn on the overlay sheet."""
     model.eval()
-    with autocast(device):
+    with segformer.autocast(device):
         return segformer.logits_at_mask_size(model, images.to(device)).argmax(1).cpu()
 
 

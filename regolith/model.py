@@ -67,6 +67,14 @@ def load_pretrained(pretrained: str) -> tuple:
     return model, len(encoder_keys)
 
 
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (the GB10 and H100 run bf16 matmuls at full rate); fp32 on CPU.
+
+    Validation and the fresh inference pass both run under it, so they compute at one precision.
+    """
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def logits_at_mask_size(model, images: torch.Tensor) -> torch.Tensor:
     """Class logits for uint8 images, upsampled bilinearly to the image size.
 

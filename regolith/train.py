@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="whether the split is domain-randomized (auto: from its name)")
     parser.add_argument("--compile", default="auto", choices=["true", "false", "auto"],
                         help="torch.compile the model (auto: on for CUDA)")
+    parser.add_argument("--parent", default="", help="run id of a parent run (a sweep) to nest this run under")
     parser.add_argument("--register", default="true", choices=["true", "false"],
                         help="register best.pt in the Model Registry as regolith-segformer@<variant>")
     parser.add_argument("--run-name", default=None, help="MLflow run name (default: the variant, e.g. dr_750)")
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The MLproject parameters: what mlflow run logs itself, and what a direct run logs the same way.
 RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "pretrained", "dr",
-              "compile", "register")
+              "compile", "parent", "register")
 
 
 def as_given(parser: argparse.ArgumentParser, argv) -> dict:
@@ -161,11 +162,6 @@ def batches(order: torch.Tensor, batch: int, drop_last: bool) -> list:
     return [order[start:start + batch] for start in range(0, stop, batch)]
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (the GB10 and H100 run bf16 matmuls at full rate); fp32 on CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, epoch,
                 progress=None, drop_last=False, rank=0, world=1):
     """One pass over the training frames in ``order``; returns (mean batch loss, the next step).
@@ -186,7 +182,7 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
         lr = get_lr(step, total_steps, args.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with autocast(device):
+        with segformer.autocast(device):
             logits = segformer.logits_at_mask_size(model, images)
         if world == 1:
             loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX)
@@ -243,7 +239,7 @@ def evaluate(model, split, class_weights, batch: int, device, static=False, rank
             pad = batch - len(images)
             images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
             masks = torch.cat([masks, masks.new_full((pad, *masks.shape[1:]), IGNORE_INDEX)])
-        with autocast(device):
+        with segformer.autocast(device):
             logits = segformer.logits_at_mask_size(model, images)
         # Summed, then divided by the summed weights once: the split's weighted mean, not a mean of means.
         loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -286,7 +282,7 @@ def output_dir(run_id: str) -> Path:
 
 def resume_key(args) -> dict:
     """The arguments a resumed run must share with its start: everything that changes the computation."""
-    return {key: getattr(args, key) for key in RUN_PARAMS if key != "register"}
+    return {key: getattr(args, key) for key in RUN_PARAMS if key not in ("register", "parent")}
 
 
 def save_state(path: Path, net, optimizer, order_rng, progress: dict, args):
@@ -349,7 +345,8 @@ def train(args, given: dict, run_id: str, resume: bool = False, rank: int = 0, w
     log.set_tags({"regolith.kind": "train", "regolith.dr": str(dr).lower(), "regolith.variant": variant,
                     "regolith.split": split_dir.name, "regolith.dataset_digest": train_split.digest,
                     "regolith.frames": train_split.frames, "regolith.val_split": str(val_dir),
-                    "regolith.val_digest": val_split.digest, "regolith.seed": args.seed})
+                    "regolith.val_digest": val_split.digest, "regolith.seed": args.seed,
+                    **({"mlflow.parentRunId": args.parent} if args.parent else {})})
     if not resume:
         log.log_dataset(split_dir, train_split.digest, "training")
         log.log_dataset(val_dir, val_split.digest, "validation")
