@@ -8,9 +8,11 @@ exactly what is recorded. The tracking store is whatever MLflow resolves
 
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import mlflow
@@ -103,11 +105,31 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     _end(run_id, "FINISHED")
 
 
+@contextmanager
+def shielded():
+    """Hold SIGINT and SIGTERM while a store write or a state save is under way.
+
+    A stop request raises where it lands; inside a store transaction that could leave the
+    store half-written or locked, and the run could not then be marked KILLED. Held here, the
+    signal is delivered as soon as the write is done, at a point where stopping is safe.
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _end(run_id: str, status: str, error: str | None = None):
     try:
-        if error:
-            mlflow.set_tag("regolith.error", error[:4000])
-        mlflow.end_run(status)
+        with shielded():
+            if error:
+                mlflow.set_tag("regolith.error", error[:4000])
+            mlflow.end_run(status)
     except Exception as failure:  # the store itself may be what failed; the original error matters more
         warn(f"could not mark run {run_id} {status} in the tracking store: {failure}")
 
@@ -157,7 +179,16 @@ def log_dataset(path: Path, digest: str, context: str):
     """Record a split as an MLflow dataset input, identified by the digest of the frames used."""
     dataset = MetaDataset(source=LocalArtifactDatasetSource(str(Path(path).resolve())),
                           name=Path(path).name, digest=digest)
-    mlflow.log_input(dataset, context=context)
+    for attempt in range(3):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as error:
+            # MLflow's SQL store looks for the (experiment, name, digest) row, then inserts it: runs of
+            # one experiment that start together (sweep jobs) can both insert, and on PostgreSQL one
+            # gets a unique-key violation on "dataset_pk". The row exists by then, so a retry links it.
+            if attempt == 2 or "dataset_pk" not in str(error):
+                raise
 
 
 def log_metrics(metrics: dict, step: int | None = None):
@@ -171,7 +202,8 @@ def log_artifacts(paths, best_effort: bool = False):
         if not Path(path).exists():
             continue
         try:
-            mlflow.log_artifact(str(path))
+            with shielded():
+                mlflow.log_artifact(str(path))
         except Exception as error:
             if not best_effort:
                 raise
@@ -206,7 +238,8 @@ def send_epochs(history: list, patient: bool = False):
     """
     sent = set()
     try:
-        with _http_retries(None if patient else 1):
+        # Patient sends may wait minutes for a server; a stop must still get through then.
+        with (nullcontext() if patient else shielded()), _http_retries(None if patient else 1):
             run_id = mlflow.active_run().info.run_id
             sent = {m.step for m in MlflowClient().get_metric_history(run_id, "val/iou_rock")}
             for row in history:

@@ -429,8 +429,9 @@ def train(args, given: dict, run_id: str, resume: bool = False, rank: int = 0, w
                             epochs_without_gain=0 if improved else progress["epochs_without_gain"] + 1)
             # State first, then the store: a crash in between is repaired by replaying the state's history.
             if rank == 0:
-                save_state(state_path, net, optimizer, order_rng, progress, args)
-                write_history(history_path, progress["history"])
+                with track.shielded():  # a stop lands before or after the epoch's files, not between
+                    save_state(state_path, net, optimizer, order_rng, progress, args)
+                    write_history(history_path, progress["history"])
             say(epoch_line(epoch, args.epochs, row, improved), flush=True)
             log.send_epochs(progress["history"])
         if progress["epochs_without_gain"] >= args.patience:

@@ -154,7 +154,7 @@ def free_port() -> int:
 
 
 def start_server(backend_uri: str, artifacts: Path, port: int, log: Path):
-    """A real `mlflow server` on loopback (SQLite backend, proxied artifacts); returns it once healthy."""
+    """A real `mlflow server` on loopback (any backend store, proxied artifacts); returns it once healthy."""
     import subprocess
     import time
     import urllib.request
