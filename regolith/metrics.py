@@ -17,12 +17,11 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int 
     Built with one bincount on the tensors' device, so accumulating it per batch needs
     no host sync. Rows are the true class, columns the prediction.
     """
-    target = target.reshape(-1).long()
-    pred = pred.reshape(-1).long()
-    keep = target != ignore_index
-    index = target[keep] * num_classes + pred[keep]
-    counts = torch.bincount(index, minlength=num_classes * num_classes)
-    return counts.reshape(num_classes, num_classes)
+    # No boolean indexing (it would force a host sync per batch): ignored pixels land in bins past
+    # the first num_classes**2, which are dropped. Labels are checked to be in {0, 1, 2, 255} on load.
+    index = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
+    counts = torch.bincount(index, minlength=(max(ignore_index, num_classes) + 1) * num_classes)
+    return counts[:num_classes * num_classes].reshape(num_classes, num_classes)
 
 
 def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
