@@ -1,0 +1,379 @@
+"""Compare: pure grouping and deltas on small tables, then real stores whose runs' metrics the tests set,
+a real `mlflow server` on loopback, and the `ablation` entry point end to end through `mlflow run`."""
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from conftest import REPO, make_split, save_legacy_encoder
+from regolith import compare
+
+T0 = 1_700_000_000_000  # ms; start times are set so "the latest" is unambiguous
+
+
+def row(dr, frames, seed, rock, status="FINISHED", kind="train", start=0, run_id=None, epoch=3):
+    """A store row as track.read_runs returns it."""
+    run_id = run_id or f"{'dr' if dr else 'nodr'}{frames}-s{seed}-{start}-{status}"
+    return {"run_id": run_id, "run_name": f"{'dr' if dr else 'nodr'}_{frames}", "status": status,
+            "start_time": T0 + start,
+            "tags": {"regolith.kind": kind, "regolith.dr": str(dr).lower(), "regolith.frames": str(frames),
+                     "regolith.seed": str(seed)},
+            "metrics": {"best/iou_rock": rock, "best/iou_regolith": 0.9, "best/iou_sky": 0.95,
+                        "best/miou": (rock + 0.9 + 0.95) / 3, "best/epoch": float(epoch)}}
+
+
+# ---- pure functions on small tables -------------------------------------------------------------
+
+def test_select_keeps_finished_training_runs_latest_per_seed():
+    rows = [row(False, 80, 0, 0.5, start=1), row(False, 80, 0, 0.4, start=5),  # the later one counts
+            row(False, 80, 0, 0.9, status="FAILED", start=9), row(False, 80, 1, 0.9, status="RUNNING"),
+            row(True, 80, 0, 0.9, status="KILLED"), row(True, 80, 0, 0.6, kind="compare"),
+            {**row(True, 80, 0, 0.6), "metrics": {}}]  # finished but without best/ metrics
+    runs, ignored = compare.select_runs(rows)
+    assert [(r["variant"], r["seed"], r["iou_rock"]) for r in runs] == [("nodr_80", 0, 0.4)]
+    assert ignored == {"failed": 1, "killed": 1, "running": 1, "incomplete": 1, "superseded": 1}
+
+
+def test_matched_count_is_the_largest_both_have_and_size_delta_uses_the_largest_dr():
+    runs, _ = compare.select_runs([row(False, 40, 0, 0.3), row(False, 80, 0, 0.5), row(True, 40, 0, 0.4),
+                                   row(True, 80, 0, 0.6), row(True, 160, 0, 0.7), row(False, 320, 0, 0.1)])
+    results = compare.ablation_results(runs, "x")
+    assert list(results["variants"]) == ["nodr_40", "nodr_80", "nodr_320", "dr_40", "dr_80", "dr_160"]
+    assert (results["dr_delta"]["variant"], results["dr_delta"]["baseline"]) == ("dr_80", "nodr_80")
+    assert (results["size_delta"]["variant"], results["size_delta"]["baseline"]) == ("dr_160", "dr_80")
+    assert results["dr_delta"]["absolute"] == pytest.approx(0.1)
+    assert results["dr_delta"]["relative"] == pytest.approx(0.2)
+    assert results["dr_delta"]["absolute_std"] is None  # one seed: no spread to give
+
+
+def test_delta_pairs_by_seed_and_leaves_out_unpaired_seeds():
+    runs, _ = compare.select_runs([row(False, 8, 0, 0.5), row(False, 8, 1, 0.4), row(False, 8, 2, 0.0),
+                                   row(True, 8, 0, 0.6), row(True, 8, 1, 0.6), row(True, 16, 0, 0.7)])
+    variants = compare.summarize_variants(runs)
+    entry = compare.delta(variants, "dr_8", "nodr_8")
+    assert entry["seeds"] == [0, 1] and entry["paired"]
+    assert entry["absolute"] == pytest.approx(0.15)
+    assert entry["absolute_std"] == pytest.approx(statistics.stdev([0.1, 0.2]))
+    assert entry["relative"] == pytest.approx((0.2 + 0.5) / 2)
+    # seed 2 stays in the variant's own mean and spread
+    assert variants["nodr_8"]["iou_rock"]["mean"] == pytest.approx(0.3)
+    unpaired = compare.delta(variants, "dr_16", "nodr_8")
+    assert unpaired["seeds"] == [0] and unpaired["absolute"] == pytest.approx(0.2)
+
+
+def test_relative_delta_is_none_over_a_zero_baseline():
+    runs, _ = compare.select_runs([row(False, 8, 0, 0.0), row(True, 8, 0, 0.3), row(True, 16, 0, 0.4)])
+    results = compare.ablation_results(runs, "x")
+    assert results["dr_delta"]["absolute"] == pytest.approx(0.3) and results["dr_delta"]["relative"] is None
+    assert "n/a" in compare.format_table(results)
+
+
+def test_runs_that_differ_in_recipe_or_validation_split_are_flagged():
+    rows = [row(False, 8, 0, 0.5), row(True, 8, 0, 0.6), row(True, 16, 0, 0.7)]
+    for r, epochs, lr in zip(rows, ["40", "40", "2"], ["6e-5", "0.00006", "6e-5"]):
+        r["params"] = {"epochs": epochs, "lr": lr, "pretrained_id": "nvidia/mit-b0@abc"}
+        r["tags"]["regolith.val_digest"] = "d1"
+    runs, _ = compare.select_runs(rows)
+    results = compare.ablation_results(runs, "x")
+    assert results["warnings"] == [
+        "the runs compared differ in epochs: 40 (nodr_8 seed 0, dr_8 seed 0); 2 (dr_16 seed 0)"]
+    assert "warning: the runs compared differ in epochs" in compare.format_table(results)
+    assert results["variants"]["dr_16"]["settings"]["epochs"] == "2"
+
+
+@pytest.mark.parametrize("rows,needs", [
+    ([row(True, 80, 0, 0.6), row(True, 160, 0, 0.7), row(False, 80, 0, 0.5, status="FAILED")],
+     "needs a nodr (regolith.dr=false) variant; found FINISHED training runs of: dr_80, dr_160"),
+    ([row(False, 80, 0, 0.5), row(True, 80, 0, 0.6)],
+     "needs a dr variant with more than the matched 80 frames (e.g. dr_160); "
+     "found FINISHED training runs of: nodr_80, dr_80"),
+    ([row(False, 750, 0, 0.5), row(True, 1500, 0, 0.6)],
+     "needs a dr and a nodr variant with the same frame count (e.g. dr_750 beside nodr_750); "
+     "found FINISHED training runs of: nodr_750, dr_1500"),
+    ([row(False, 80, 0, 0.5, status="FAILED")],
+     "needs a nodr and a dr variant at the same frame count; found FINISHED training runs of: none"),
+])
+def test_a_missing_group_is_refused_naming_what_is_needed_and_found(rows, needs):
+    runs, _ = compare.select_runs(rows)
+    with pytest.raises(compare.MissingGroup) as error:
+        compare.ablation_results(runs, "x")
+    assert needs in str(error.value)
+
+
+# ---- real stores ---------------------------------------------------------------------------------
+
+def log_train_run(client, experiment_id, dr, frames, seed, rock, status="FINISHED", start=0, curve=None):
+    """A training run as regolith.train records it, with the metrics the test chooses."""
+    variant = f"{'dr' if dr else 'nodr'}_{frames}"
+    run = client.create_run(experiment_id, start_time=T0 + start, run_name=variant,
+                            tags={"regolith.kind": "train", "regolith.dr": str(dr).lower(),
+                                  "regolith.frames": str(frames), "regolith.seed": str(seed),
+                                  "regolith.variant": variant})
+    curve = curve or [rock - 0.2, rock, rock - 0.05]
+    best_epoch = curve.index(max(curve)) + 1
+    metrics = [Metric("val/iou_rock", value, T0 + start + epoch, epoch) for epoch, value in enumerate(curve, 1)]
+    metrics += [Metric(key, value, T0 + start + 10, 0) for key, value in {
+        "best/iou_rock": rock, "best/iou_regolith": 0.9 + seed / 100, "best/iou_sky": 0.97,
+        "best/miou": (rock + 0.9 + seed / 100 + 0.97) / 3, "best/epoch": best_epoch,
+        "stopped_epoch": len(curve)}.items()]
+    client.log_batch(run.info.run_id, metrics=metrics)
+    if status != "RUNNING":
+        client.set_terminated(run.info.run_id, status, end_time=T0 + start + 20)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def ablation_template(tmp_path_factory):
+    """A store with experiment 'ablation': two seeds per variant, plus runs that must not count.
+
+    Built once and copied into each test's store (creating an MLflow database takes seconds).
+    """
+    folder = tmp_path_factory.mktemp("ablation-store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.chdir(folder)
+        client = MlflowClient()
+        experiment_id = client.create_experiment("ablation")
+        counted = {
+            ("nodr_80", 0): log_train_run(client, experiment_id, False, 80, 0, 0.50, start=10),
+            ("nodr_80", 1): log_train_run(client, experiment_id, False, 80, 1, 0.54, start=11),
+            ("dr_80", 0): log_train_run(client, experiment_id, True, 80, 0, 0.60, start=12),
+            ("dr_80", 1): log_train_run(client, experiment_id, True, 80, 1, 0.61, start=13),
+            ("dr_160", 0): log_train_run(client, experiment_id, True, 160, 0, 0.62, start=14),
+            ("dr_160", 1): log_train_run(client, experiment_id, True, 160, 1, 0.66, start=15),
+        }
+        log_train_run(client, experiment_id, True, 80, 0, 0.10, start=1)  # superseded by the later seed-0 run
+        log_train_run(client, experiment_id, True, 160, 0, 0.99, status="FAILED", start=30)
+        log_train_run(client, experiment_id, False, 80, 2, 0.99, status="RUNNING", start=31)
+        other = client.create_experiment("elsewhere")
+        log_train_run(client, other, False, 80, 0, 0.01, start=40)
+        log_train_run(client, other, True, 80, 3, 0.99, start=41)
+    return folder / "mlflow.db", counted
+
+
+@pytest.fixture
+def ablation_store(store, tmp_path, ablation_template):
+    """This test's store, a copy of the template; returns the ids of the runs that count."""
+    template, counted = ablation_template
+    shutil.copyfile(template, tmp_path / "mlflow.db")
+    return counted
+
+
+def results_in(folder: Path) -> dict:
+    return json.loads((folder / "ablation-results.json").read_text())
+
+
+def only_folder(root: Path) -> Path:
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def test_compare_on_a_store_gives_exact_deltas_and_ignores_what_does_not_count(ablation_store, tmp_path, capsys):
+    compare.main(["--experiment", "ablation"])
+    results = results_in(only_folder(tmp_path / "experiments/results/ablation"))
+
+    dr, size = results["dr_delta"], results["size_delta"]
+    assert (dr["variant"], dr["baseline"], size["variant"], size["baseline"]) == ("dr_80", "nodr_80",
+                                                                                  "dr_160", "dr_80")
+    assert dr["absolute"] == pytest.approx(statistics.fmean([0.10, 0.07]), abs=1e-12)
+    assert dr["absolute_std"] == pytest.approx(statistics.stdev([0.10, 0.07]), abs=1e-12)
+    assert dr["relative"] == pytest.approx(statistics.fmean([0.10 / 0.50, 0.07 / 0.54]), abs=1e-12)
+    assert dr["relative_std"] == pytest.approx(statistics.stdev([0.10 / 0.50, 0.07 / 0.54]), abs=1e-12)
+    assert size["absolute"] == pytest.approx(statistics.fmean([0.02, 0.05]), abs=1e-12)
+    assert size["relative"] == pytest.approx(statistics.fmean([0.02 / 0.60, 0.05 / 0.61]), abs=1e-12)
+    assert dr["seeds"] == size["seeds"] == [0, 1]
+
+    variants = results["variants"]
+    assert list(variants) == ["nodr_80", "dr_80", "dr_160"]
+    for (variant, seed), run_id in ablation_store.items():
+        assert variants[variant]["run_ids"][variants[variant]["seeds"].index(seed)] == run_id
+    nodr = variants["nodr_80"]
+    assert (nodr["dr"], nodr["frames"], nodr["seeds"], nodr["best_epoch"]) == (False, 80, [0, 1], [2, 2])
+    assert nodr["iou_rock"] == {"mean": pytest.approx(0.52), "std": pytest.approx(statistics.stdev([0.5, 0.54]))}
+    assert nodr["iou_regolith"]["mean"] == pytest.approx(0.905)
+    assert set(nodr) >= {"iou_sky", "miou", "run_ids"}
+    assert results["ignored"] == {"failed": 1, "killed": 0, "running": 1, "incomplete": 0, "superseded": 1}
+
+    printed = capsys.readouterr().out
+    assert "DR delta  : dr_80 - nodr_80 = +0.0850 ± 0.0212 rock-IoU" in printed
+    assert "size delta: dr_160 - dr_80 = +0.0350 ± 0.0212 rock-IoU" in printed
+    assert "nodr_80  no   80      0,1    0.5200 ± 0.0283" in printed
+
+
+def test_the_figure_is_a_report_sized_png(ablation_store, tmp_path):
+    compare.main(["--experiment", "ablation", "--out", str(tmp_path / "report")])
+    figure = only_folder(tmp_path / "report") / "ablation.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(figure) as image:
+        image.verify()
+    with Image.open(figure) as image:
+        width, height = image.size
+    assert width >= 2000 and 600 <= height <= width
+    assert figure.stat().st_size > 50_000  # three panels of real content, not a blank canvas
+
+
+def test_the_compare_run_is_logged_beside_the_runs_and_reruns_never_overwrite(ablation_store, tmp_path):
+    compare.main(["--experiment", "ablation"])
+    compare.main(["--experiment", "ablation"])  # its first compare run must not count as a training run
+
+    client = MlflowClient()
+    experiment_id = client.get_experiment_by_name("ablation").experiment_id
+    runs = client.search_runs([experiment_id], "tags.`regolith.kind` = 'compare'",
+                              order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2
+    run = runs[-1]
+    assert run.info.run_name == "ablation" and run.info.status == "FINISHED"
+    assert set(run.data.tags["regolith.source_runs"].split(",")) == set(ablation_store.values())
+    assert run.data.tags["regolith.source.dr_160"] == f"{ablation_store['dr_160', 0]},{ablation_store['dr_160', 1]}"
+    assert run.data.metrics["dr_delta/absolute"] == pytest.approx(0.085)
+    assert run.data.metrics["size_delta/absolute"] == pytest.approx(0.035)
+    assert run.data.metrics["dr_80/iou_rock"] == pytest.approx(0.605)
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
+        "ablation-results.json", "ablation.png", "ablation.txt"}
+
+    folders = sorted((tmp_path / "experiments/results/ablation").iterdir())
+    assert len(folders) == 2  # a second compare writes beside the first, never over it
+    first, second = (results_in(folder) for folder in folders)
+    assert first["compare_run_id"] == runs[0].info.run_id and second["compare_run_id"] == run.info.run_id
+    logged = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="ablation-results.json", dst_path=str(tmp_path / "dl"))).read_text())
+    assert logged == second
+    assert {k: v for k, v in first.items() if k not in ("compare_run_id", "created")} == \
+        {k: v for k, v in second.items() if k not in ("compare_run_id", "created")}
+
+
+def test_a_missing_group_fails_without_a_compare_run(store, tmp_path):
+    client = MlflowClient()
+    experiment_id = client.create_experiment("half")
+    log_train_run(client, experiment_id, False, 80, 0, 0.5)
+    log_train_run(client, experiment_id, True, 80, 0, 0.6)
+    log_train_run(client, experiment_id, True, 160, 0, 0.7, status="FAILED")
+    with pytest.raises(SystemExit) as exit_:
+        compare.main(["--experiment", "half"])
+    assert "needs a dr variant with more than the matched 80 frames (e.g. dr_160)" in str(exit_.value)
+    assert "found FINISHED training runs of: nodr_80, dr_80" in str(exit_.value)
+    assert client.search_runs([experiment_id], "tags.`regolith.kind` = 'compare'") == []
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_an_unknown_experiment_is_refused_listing_the_known_ones(ablation_store):
+    with pytest.raises(SystemExit, match=r"experiment 'ablaton': no such experiment .* it has: .*'ablation'"):
+        compare.main(["--experiment", "ablaton"])
+
+
+def test_the_default_experiment_is_the_one_training_runs_go_to(ablation_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "ablation")
+    compare.main([])
+    assert results_in(only_folder(tmp_path / "experiments/results/ablation"))["experiment"] == "ablation"
+
+
+# ---- a real tracking server ----------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def tracking_server(store, tmp_path):
+    """`mlflow server` on loopback over the test's SQLite store, serving artifacts from the temp dir."""
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
+         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up: {(tmp_path / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_compare_through_a_tracking_server_gives_the_same_json(ablation_store, tracking_server, tmp_path,
+                                                               monkeypatch):
+    compare.main(["--experiment", "ablation", "--out", str(tmp_path / "direct")])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    compare.main(["--experiment", "ablation", "--out", str(tmp_path / "served")])
+    direct, served = (results_in(only_folder(tmp_path / name)) for name in ("direct", "served"))
+    volatile = ("compare_run_id", "created")
+    assert {k: v for k, v in served.items() if k not in volatile} == \
+        {k: v for k, v in direct.items() if k not in volatile}
+    assert served["compare_run_id"] != direct["compare_run_id"]
+    runs = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("ablation").experiment_id],
+                                      "tags.`regolith.kind` = 'compare'")
+    assert len(runs) == 2  # both compare runs are in the one store, read back through the server
+
+
+# ---- the ablation entry point end to end ---------------------------------------------------------
+
+def copy_project(destination: Path) -> Path:
+    """The project's tracked shape without stores, data or outputs, so the run writes nothing into the repo."""
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "mlruns", "mlflow.db", "outputs", "data",
+                                    "results", ".pytest_cache", "tests")
+    shutil.copytree(REPO, destination, ignore=ignore)
+    return destination
+
+
+def test_ablation_entry_point_runs_the_demo_recipe_end_to_end(store, tmp_path):
+    """`mlflow run -e ablation` on tiny splits with the demo's frame counts: three training runs, then
+    compare recording into the ablation's own run, all in the one experiment."""
+    data = tmp_path / "demo"
+    make_split(data / "train_nodr", frames=80, seed=1)
+    make_split(data / "train_dr", frames=160, seed=0)
+    make_split(data / "test_photoreal", frames=8, seed=2)
+    encoder = tmp_path / "tiny-mit"
+    save_legacy_encoder(encoder)
+    project = copy_project(tmp_path / "project")
+    # An experiment named in the environment as well: the recipe must not pass it twice to mlflow run.
+    env = {**os.environ, "MLFLOW_EXPERIMENT_NAME": "e2e", "HF_HUB_OFFLINE": "1"}
+    cmd = ["mlflow", "run", str(project), "--env-manager", "local", "-e", "ablation", "--experiment-name", "e2e",
+           "-P", f"data={data}", "-P", "recipe=demo", "-P", "epochs=1", "-P", f"pretrained={encoder}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert "DR delta  : dr_80 - nodr_80" in done.stdout
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("e2e")
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"nodr_80", "dr_80", "dr_160", "ablation"}
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+    ablation = runs["ablation"]
+    assert ablation.data.tags["regolith.kind"] == "compare"
+    assert ablation.data.tags["mlflow.project.entryPoint"] == "ablation"  # compare recorded into the ablation run
+    assert ablation.data.params["recipe"] == "demo"
+    assert set(ablation.data.tags["regolith.source_runs"].split(",")) == {
+        runs[name].info.run_id for name in ("nodr_80", "dr_80", "dr_160")}
+    assert runs["dr_80"].data.tags["regolith.frames"] == "80" and runs["dr_80"].data.tags["regolith.dr"] == "true"
+    assert {runs[name].data.tags.get("mlflow.parentRunId") for name in ("nodr_80", "dr_80", "dr_160")} == {
+        ablation.info.run_id}  # nested under the ablation in the UI
+    results = results_in(only_folder(project / "experiments/results/e2e"))
+    assert results["compare_run_id"] == ablation.info.run_id
