@@ -24,6 +24,7 @@ experiment with the deltas as metrics and those files as artifacts.
 
 import argparse
 import json
+import math
 import re
 import shlex
 import statistics
@@ -31,9 +32,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import t as student_t
+
 from regolith import CLASSES, track
 
 SCORES = (*(f"iou_{name}" for name in CLASSES), "miou")  # the best/... metrics of a training run
+ROCK = CLASSES.index("rock")
 HEADLINE = "iou_rock"  # the metric that picks the best checkpoint, and the one the deltas are on
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them) and the validation split (its digest tag).
@@ -169,10 +174,12 @@ def delta(variants: dict, variant: str, baseline: str, score: str = HEADLINE) ->
     """
     a, b = variants[variant], variants[baseline]
     seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
-    result = {"variant": variant, "baseline": baseline, "metric": f"best/{score}", "seeds": seeds}
+    result = {"variant": variant, "baseline": baseline, "metric": f"best/{score}", "seeds": seeds,
+              "seed_interval": None}
     if seeds:
         pairs = [(a["per_seed"][str(s)][score], b["per_seed"][str(s)][score]) for s in seeds]
         absolute = spread([x - y for x, y in pairs])
+        result["seed_interval"] = seed_interval([x - y for x, y in pairs])
         relative = spread([(x - y) / y for x, y in pairs]) if all(y for _, y in pairs) else None
     else:
         # No common seed: the difference of the means, with no spread to give.
@@ -183,6 +190,58 @@ def delta(variants: dict, variant: str, baseline: str, score: str = HEADLINE) ->
                    "relative": relative and relative["mean"], "relative_std": relative and relative["std"],
                    "paired": bool(seeds)})
     return result
+
+
+def rock_iou(confusion: np.ndarray) -> np.ndarray:
+    """Global rock-IoU of (..., 3, 3) confusion counts (rows: true class)."""
+    tp = confusion[..., ROCK, ROCK]
+    return tp / (confusion[..., ROCK, :].sum(-1) + confusion[..., :, ROCK].sum(-1) - tp)
+
+
+def paired_bootstrap(variant: np.ndarray, baseline: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """95% interval of the rock-IoU delta by a paired bootstrap over validation frames.
+
+    ``variant`` and ``baseline`` are frames x 3 x 3 confusion counts on the same frames. Each
+    resample draws frames with replacement and recomputes global IoU on both sides from that
+    same draw, so frame difficulty, shared by both models, cancels out of the spread.
+    """
+    frames = len(variant)
+    draws = np.random.default_rng(seed).integers(0, frames, size=(resamples, frames))
+    times = np.stack([np.bincount(draw, minlength=frames) for draw in draws])  # resamples x frames
+    deltas = (rock_iou((times @ variant.reshape(frames, -1)).reshape(-1, 3, 3))
+              - rock_iou((times @ baseline.reshape(frames, -1)).reshape(-1, 3, 3)))
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return {"low": float(low), "high": float(high), "point": float(rock_iou(variant.sum(0)) - rock_iou(baseline.sum(0))),
+            "frames": frames, "resamples": resamples, "includes_zero": bool(low <= 0 <= high)}
+
+
+def seed_interval(deltas: list) -> dict | None:
+    """95% t-interval of the mean per-seed delta; None with fewer than two seeds."""
+    if len(deltas) < 2:
+        return None
+    mean, half = statistics.fmean(deltas), (student_t.ppf(0.975, len(deltas) - 1)
+                                            * statistics.stdev(deltas) / math.sqrt(len(deltas)))
+    return {"low": mean - half, "high": mean + half, "seeds": len(deltas),
+            "includes_zero": bool(mean - half <= 0 <= mean + half)}
+
+
+def frame_interval(entry: dict, variants: dict, confusions: dict) -> dict | None:
+    """The paired bootstrap for a delta, pooling each side's confusions over the seeds both ran.
+
+    ``confusions`` maps a run id to its per-frame confusions (or None where the run has no fresh
+    inference pass); without them for every run involved, or on different frames, there is no interval.
+    """
+    sides = []
+    for name in (entry["variant"], entry["baseline"]):
+        runs = [run_id for run_id, run_seed in zip(variants[name]["run_ids"], variants[name]["seeds"])
+                if run_seed in entry["seeds"]]
+        found = [confusions.get(run_id) for run_id in runs]
+        if not runs or any(f is None for f in found) or any(f["frames"] != found[0]["frames"] for f in found):
+            return None
+        sides.append((found[0]["frames"], np.sum([np.asarray(f["confusion"]) for f in found], axis=0)))
+    if sides[0][0] != sides[1][0]:
+        return None
+    return paired_bootstrap(sides[0][1], sides[1][1])
 
 
 def _same(a, b) -> bool:
@@ -216,8 +275,12 @@ def setting_differences(runs: list) -> list:
     return lines
 
 
-def ablation_results(runs: list, experiment: str) -> dict:
-    """The whole answer as plain data: the variants table and both deltas."""
+def ablation_results(runs: list, experiment: str, confusions: dict | None = None) -> dict:
+    """The whole answer as plain data: the variants table, both deltas and their intervals.
+
+    ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta
+    its paired bootstrap interval over validation frames; without it, ``frame_interval`` is None.
+    """
     variants = summarize_variants(runs)
     try:
         matched, largest = pick_comparisons(variants)
@@ -225,7 +288,7 @@ def ablation_results(runs: list, experiment: str) -> dict:
         raise MissingGroup(f"experiment {experiment!r}: {error}") from None
     dr_matched, nodr_matched = variant_name(True, matched), variant_name(False, matched)
     dr_largest = variant_name(True, largest)
-    return {
+    results = {
         "experiment": experiment,
         "metric": f"best/{HEADLINE}",
         "variants": variants,
@@ -235,6 +298,9 @@ def ablation_results(runs: list, experiment: str) -> dict:
                        **delta(variants, dr_largest, dr_matched)},
         "warnings": setting_differences(runs),
     }
+    for key in ("dr_delta", "size_delta"):
+        results[key]["frame_interval"] = frame_interval(results[key], variants, confusions or {})
+    return results
 
 
 # ---- presentation ------------------------------------------------------------------------------
@@ -258,7 +324,24 @@ def delta_line(label: str, entry: dict) -> str:
             else "difference of means, no seed in common")
     return (f"{label}: {entry['variant']} - {entry['baseline']} = "
             f"{_signed(entry['absolute'], entry['absolute_std'])} rock-IoU "
-            f"({_signed(entry['relative'], entry['relative_std'], percent=True)} relative; {over})")
+            f"({_signed(entry['relative'], entry['relative_std'], percent=True)} relative; {over})"
+            + "".join(f"\n            {line}" for line in interval_lines(entry)))
+
+
+def interval_lines(entry: dict) -> list:
+    """The 95% intervals of a delta, each saying whether it includes zero."""
+    lines = []
+    frames, seeds = entry.get("frame_interval"), entry.get("seed_interval")
+    if frames:
+        lines.append(f"95% CI over {frames['frames']} validation frames (paired bootstrap): "
+                     f"[{frames['low']:+.4f}, {frames['high']:+.4f}]"
+                     + (" includes zero" if frames["includes_zero"] else " excludes zero"))
+    else:
+        lines.append("no frame interval: run `python -m regolith.evaluate --run <id>` on every run compared")
+    if seeds:
+        lines.append(f"95% CI over {seeds['seeds']} seeds (t): [{seeds['low']:+.4f}, {seeds['high']:+.4f}]"
+                     + (" includes zero" if seeds["includes_zero"] else " excludes zero"))
+    return lines
 
 
 def format_table(results: dict) -> str:
@@ -334,6 +417,10 @@ def plot_ablation(results: dict, curves: dict, path: Path):
                          f"{variants[size_entry['variant']]['frames']} frames", "#2166ac"))):
         text = (f"{label}\n{_signed(entry['absolute'], entry['absolute_std'])} "
                 f"({_signed(entry['relative'], None, percent=True)})")
+        for name, interval in (("frames", entry.get("frame_interval")), ("seeds", entry.get("seed_interval"))):
+            if interval:
+                text += (f"\n95% CI ({name}) [{interval['low']:+.3f}, {interval['high']:+.3f}]"
+                         + (", includes 0" if interval["includes_zero"] else ""))
         _bracket(bars, x[entry["baseline"]], x[entry["variant"]], top + 0.06 + 0.16 * level, text, color)
     bars.set_ylim(0, top + 0.4)
     bars.set_yticks([tick / 10 for tick in range(0, 11, 2) if tick / 10 <= top + 0.4])
@@ -433,6 +520,11 @@ def record(results: dict, curves: dict, args, run_id: str) -> Path:
         for field in ("absolute", "absolute_std", "relative", "relative_std"):
             if results[key][field] is not None:
                 logged[f"{key}/{field}"] = results[key][field]
+    for key in ("dr_delta", "size_delta"):
+        for kind in ("frame_interval", "seed_interval"):
+            if results[key].get(kind):
+                logged[f"{key}/{kind}_low"] = results[key][kind]["low"]
+                logged[f"{key}/{kind}_high"] = results[key][kind]["high"]
     track.log_metrics(logged)
 
     table = format_table(results)
@@ -462,7 +554,8 @@ def main(argv=None):
         left_out = ", ".join(f"{count} {why}" for why, count in ignored.items() if count)
         print(f"experiment {experiment!r}: {len(runs)} training run(s) count"
               + (f"; left out: {left_out}" if left_out else ""))
-        results = ablation_results(runs, experiment)
+        results = ablation_results(runs, experiment, {run["run_id"]: track.read_frame_confusions(run["run_id"])
+                                                      for run in runs})
         results["ignored"] = ignored
         curves = {run["run_id"]: track.read_metric_history(run["run_id"], f"val/{HEADLINE}") for run in runs}
         with track.run("ablation", experiment) as (run_id, _):

@@ -6,6 +6,7 @@ exactly what is recorded. The tracking store is whatever MLflow resolves
 (``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db``).
 """
 
+import json
 import os
 import re
 import signal
@@ -500,3 +501,18 @@ def read_metric_history(run_id: str, key: str) -> list:
     """(step, value) pairs of one metric of a run, by step; a step logged twice keeps its last value."""
     history = sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
     return sorted({m.step: m.value for m in history}.items())
+
+
+def read_frame_confusions(run_id: str) -> dict | None:
+    """The per-frame confusion matrices of the run's latest fresh inference pass on its own validation split.
+
+    Returns {"frames": names, "confusion": frames x 3 x 3 counts}, or None when the run has no
+    such pass (``python -m regolith.evaluate`` writes one) or it was on another split.
+    """
+    tags = MlflowClient().get_run(run_id).data.tags
+    folder = tags.get("verify/artifacts")
+    if not folder or tags.get("verify/split_digest") != tags.get("regolith.val_digest"):
+        return None
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/confusion_per_frame.json")
+    loaded = json.loads(Path(path).read_text())
+    return {"frames": loaded["frames"], "confusion": loaded["confusion"]}

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -377,3 +378,73 @@ def test_ablation_entry_point_runs_the_demo_recipe_end_to_end(store, tmp_path):
         ablation.info.run_id}  # nested under the ablation in the UI
     results = results_in(only_folder(project / "experiments/results/e2e"))
     assert results["compare_run_id"] == ablation.info.run_id
+
+
+# ---- confidence intervals (issue 7) ----------------------------------------------------------------
+
+def _frames(rock_tp, rock_fn, rock_fp, other=50):
+    """Frames x 3 x 3 confusion counts with the given rock counts per frame."""
+    confusion = np.zeros((len(rock_tp), 3, 3))
+    confusion[:, 0, 0] = other
+    confusion[:, 1, 1], confusion[:, 1, 0], confusion[:, 0, 1] = rock_tp, rock_fn, rock_fp
+    return confusion
+
+
+def test_bootstrap_of_a_model_against_itself_is_zero_and_includes_zero():
+    frames = _frames(np.arange(1, 21), np.full(20, 3), np.arange(20) % 4)
+    interval = compare.paired_bootstrap(frames, frames.copy(), resamples=500)
+    assert interval["low"] == interval["high"] == interval["point"] == 0 and interval["includes_zero"]
+
+
+def test_bootstrap_over_identical_frames_has_no_spread():
+    # Every frame alike: any resample has the same global IoU, so the interval is the point itself.
+    better, worse = _frames([8] * 30, [2] * 30, [0] * 30), _frames([5] * 30, [5] * 30, [0] * 30)
+    interval = compare.paired_bootstrap(better, worse, resamples=300)
+    assert interval["point"] == pytest.approx(0.8 - 0.5)
+    assert interval["low"] == pytest.approx(0.3) and interval["high"] == pytest.approx(0.3)
+    assert not interval["includes_zero"]
+
+
+def test_bootstrap_interval_narrows_with_more_frames_and_pairs_the_resample():
+    rng = np.random.default_rng(1)
+
+    def pair(n):
+        tp = rng.integers(5, 40, n)
+        return _frames(tp, rng.integers(0, 10, n), rng.integers(0, 10, n)), _frames(tp, rng.integers(0, 12, n),
+                                                                                      rng.integers(0, 12, n))
+    small, large = compare.paired_bootstrap(*pair(25)), compare.paired_bootstrap(*pair(400))
+    ratio = (small["high"] - small["low"]) / (large["high"] - large["low"])
+    assert 2.5 < ratio < 6.5  # about sqrt(400 / 25) = 4
+    # Pairing matters: a shared hard frame moves both sides together and cancels in the delta.
+    hard = _frames([1, 30, 30, 30], [20, 2, 2, 2], [0, 1, 1, 1])
+    assert compare.paired_bootstrap(hard, hard)["high"] == 0
+
+
+def test_seed_interval_is_a_t_interval():
+    interval = compare.seed_interval([0.1, 0.2, 0.3])
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2 df)
+    assert interval["low"] == pytest.approx(0.2 - half) and interval["high"] == pytest.approx(0.2 + half)
+    assert interval["includes_zero"] and interval["seeds"] == 3
+    assert compare.seed_interval([0.1]) is None
+
+
+def test_intervals_appear_in_results_and_table():
+    def run(dr, frames, seed, rock, run_id):
+        return {"run_id": run_id, "run_name": run_id, "start_time": 0, "dr": dr, "frames": frames, "seed": seed,
+                "variant": compare.variant_name(dr, frames), "best_epoch": 1, "iou_rock": rock,
+                "iou_regolith": 0.9, "iou_sky": 0.9, "miou": 0.8, "settings": {}}
+    runs = [run(False, 8, s, 0.5 + s / 100, f"n{s}") for s in (0, 1)] + \
+           [run(True, 8, s, 0.6 + s / 50, f"d{s}") for s in (0, 1)] + [run(True, 16, s, 0.62, f"D{s}") for s in (0, 1)]
+    names = [f"{i:05d}" for i in range(10)]
+    confusions = {r["run_id"]: {"frames": names, "confusion": _frames(
+        np.full(10, int(100 * r["iou_rock"])), np.full(10, 100 - int(100 * r["iou_rock"])), np.zeros(10)).tolist()}
+        for r in runs}
+    confusions["D1"] = None  # one run without a fresh inference pass: no frame interval for its delta
+    results = compare.ablation_results(runs, "x", confusions)
+    frame = results["dr_delta"]["frame_interval"]
+    assert frame["frames"] == 10 and frame["point"] == pytest.approx(results["dr_delta"]["absolute"], abs=0.02)
+    assert results["dr_delta"]["seed_interval"]["seeds"] == 2
+    assert results["size_delta"]["frame_interval"] is None
+    table = compare.format_table(results)
+    assert "95% CI over 10 validation frames" in table and "95% CI over 2 seeds" in table
+    assert "includes zero" in table and "no frame interval" in table
