@@ -18,18 +18,14 @@ EPOCHS=${EPOCHS:-20}
 PRETRAINED=${PRETRAINED:-none}
 cd "$(dirname "$0")/.."
 
-# Under `mlflow run -e ablation` this script runs inside the ablation's own run (MLFLOW_RUN_ID):
-# compare records into it, and each training run is a new run of the same experiment
-# (MLFLOW_EXPERIMENT_ID; `mlflow run` refuses one given by both name and id), nested under it.
-if [ -n "${MLFLOW_EXPERIMENT_ID:-}" ]; then unset MLFLOW_EXPERIMENT_NAME; fi
-train_run() { env -u MLFLOW_RUN_ID mlflow run . --env-manager local -P parent="${MLFLOW_RUN_ID:-}" "$@"; }
+source experiments/common.sh
 
 for seed in $SEEDS; do
-  train_run --run-name nodr_80 -P split="$ROOT/train_nodr" -P frames=80 -P seed="$seed" \
+  train_run nodr_80 "$seed" -P split="$ROOT/train_nodr" -P frames=80 \
     -P epochs="$EPOCHS" -P lr=6e-4 -P batch=8 -P patience=8 -P pretrained="$PRETRAINED"
-  train_run --run-name dr_80 -P split="$ROOT/train_dr" -P frames=80 -P seed="$seed" \
+  train_run dr_80 "$seed" -P split="$ROOT/train_dr" -P frames=80 \
     -P epochs="$EPOCHS" -P lr=6e-4 -P batch=8 -P patience=8 -P pretrained="$PRETRAINED"
-  train_run --run-name dr_160 -P split="$ROOT/train_dr" -P frames=160 -P seed="$seed" \
+  train_run dr_160 "$seed" -P split="$ROOT/train_dr" -P frames=160 \
     -P epochs="$EPOCHS" -P lr=6e-4 -P batch=8 -P patience=8 -P pretrained="$PRETRAINED"
 done
 python -m regolith.compare

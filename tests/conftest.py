@@ -187,3 +187,12 @@ def stop_server(server):
     except Exception:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
+
+
+def copy_project(destination: Path) -> Path:
+    """The project's tracked shape without stores, data or outputs, so a run writes nothing into the repo."""
+    import shutil
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "mlruns", "mlflow.db", "outputs", "data",
+                                    "results", ".pytest_cache", "tests")
+    shutil.copytree(REPO, destination, ignore=ignore)
+    return destination

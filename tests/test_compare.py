@@ -19,7 +19,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import REPO, make_split, save_legacy_encoder
+from conftest import REPO, copy_project, make_split, save_legacy_encoder
 from regolith import compare
 
 T0 = 1_700_000_000_000  # ms; start times are set so "the latest" is unambiguous
@@ -335,14 +335,6 @@ def test_compare_through_a_tracking_server_gives_the_same_json(ablation_store, t
 
 
 # ---- the ablation entry point end to end ---------------------------------------------------------
-
-def copy_project(destination: Path) -> Path:
-    """The project's tracked shape without stores, data or outputs, so the run writes nothing into the repo."""
-    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "mlruns", "mlflow.db", "outputs", "data",
-                                    "results", ".pytest_cache", "tests")
-    shutil.copytree(REPO, destination, ignore=ignore)
-    return destination
-
 
 def test_ablation_entry_point_runs_the_demo_recipe_end_to_end(store, tmp_path):
     """`mlflow run -e ablation` on tiny splits with the demo's frame counts: three training runs, then

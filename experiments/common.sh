@@ -1,0 +1,20 @@
+# Shared by the ablation recipes (sourced, not run): how one training run of a recipe is started.
+#
+# Under `mlflow run -e ablation` or `-e sweep` a recipe runs inside that entry point's own run
+# (MLFLOW_RUN_ID): compare records into it, and each training run is a new run of the same
+# experiment (MLFLOW_EXPERIMENT_ID; `mlflow run` refuses one given by both name and id), nested
+# under it. With SKIP_FINISHED=1 (a sweep), the (variant, seed) pairs the store already holds as
+# FINISHED runs are skipped, so re-running an interrupted sweep finishes only what is missing.
+if [ -n "${MLFLOW_EXPERIMENT_ID:-}" ]; then unset MLFLOW_EXPERIMENT_NAME; fi
+FINISHED=" $(if [ "${SKIP_FINISHED:-0}" = 1 ]; then python -m regolith.sweep | tr '\n' ' '; fi) "
+
+train_run() {  # VARIANT SEED [mlflow run options...]
+  local variant=$1 seed=$2
+  shift 2
+  if [[ "$FINISHED" == *" $variant:$seed "* ]]; then
+    echo "skip $variant seed $seed: already FINISHED in the store"
+    return
+  fi
+  env -u MLFLOW_RUN_ID mlflow run . --env-manager local -P parent="${MLFLOW_RUN_ID:-}" \
+    --run-name "$variant" -P seed="$seed" "$@"
+}

@@ -1,0 +1,35 @@
+"""What a seed sweep has already done: the (variant, seed) pairs the store holds as FINISHED runs.
+
+    python -m regolith.sweep [--experiment NAME]     # one "variant:seed" line per finished pair
+
+``experiments/sweep.sh`` (the ``sweep`` entry point) runs the ablation's three variants over
+seeds 0..K-1 under one parent run; on a re-run it asks this verb first and skips every pair
+that already finished, so an interrupted sweep picks up where it stopped.
+"""
+
+import argparse
+
+from regolith import track
+
+
+def finished_pairs(rows: list) -> list:
+    """Sorted "variant:seed" of the FINISHED training runs among the store's rows."""
+    return sorted({f"{row['tags']['regolith.variant']}:{row['tags']['regolith.seed']}" for row in rows
+                   if row["tags"].get("regolith.kind") == "train" and row["status"] == "FINISHED"
+                   and "regolith.variant" in row["tags"] and "regolith.seed" in row["tags"]})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", default="", help="experiment ('': the one training runs go to by default)")
+    args = parser.parse_args(argv)
+    try:
+        rows = track.read_runs(track.default_experiment(args.experiment))
+    except track.ExperimentNotFound:
+        rows = []  # a sweep's first run: nothing has finished yet
+    for pair in finished_pairs(rows):
+        print(pair)
+
+
+if __name__ == "__main__":
+    main()
