@@ -4,12 +4,8 @@ a real `mlflow server` on loopback, and the `ablation` entry point end to end th
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -19,7 +15,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import REPO, copy_project, make_split, save_legacy_encoder
+from conftest import copy_project, free_port, make_split, save_legacy_encoder, start_server, stop_server
 from regolith import compare
 
 T0 = 1_700_000_000_000  # ms; start times are set so "the latest" is unambiguous
@@ -284,39 +280,15 @@ def test_the_default_experiment_is_the_one_training_runs_go_to(ablation_store, t
 
 # ---- a real tracking server ----------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def tracking_server(store, tmp_path):
     """`mlflow server` on loopback over the test's SQLite store, serving artifacts from the temp dir."""
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", store, "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
-         "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(store, tmp_path / "served", port, tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up: {(tmp_path / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
-        log.close()
+        stop_server(server)
 
 
 def test_compare_through_a_tracking_server_gives_the_same_json(ablation_store, tracking_server, tmp_path,

@@ -1,7 +1,6 @@
 """The tracked training run: the real `mlflow run` CLI into a temp SQLite store, read back with MlflowClient."""
 
 import json
-import math
 import os
 import subprocess
 import sys
