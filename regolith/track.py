@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -37,7 +36,7 @@ class ParamConflict(TrackingError):
 
 
 class Interrupted(BaseException):
-    """A stop request (SIGTERM); like KeyboardInterrupt, it is not an error of the program."""
+    """A stop request (SIGINT, SIGTERM): the run ends KILLED, not FAILED; it is not an error of the program."""
 
 
 class _Silent:
@@ -106,23 +105,35 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     _end(run_id, "FINISHED")
 
 
+_shield = {"depth": 0, "pending": None}
+
+
 @contextmanager
 def shielded():
-    """Hold SIGINT and SIGTERM while a store write or a state save is under way.
+    """Hold a stop request (SIGINT, SIGTERM) while a store write or a state save is under way.
 
-    A stop request raises where it lands; inside a store transaction that could leave the
-    store half-written or locked, and the run could not then be marked KILLED. Held here, the
-    signal is delivered as soon as the write is done, at a point where stopping is safe.
+    A stop that raised where it landed could cut a store transaction in half and leave the store
+    locked, so the run could not then be marked KILLED. Inside this block the request waits; it
+    is raised as soon as the outermost block is done, at a point where stopping is safe. (Masking
+    the signal would not do: the process's other threads, torch's among them, still take it.)
     """
-    held = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    _shield["depth"] += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _shield["depth"] -= 1
+    if not _shield["depth"] and _shield["pending"] is not None:
+        stop, _shield["pending"] = _shield["pending"], None
+        raise stop
+
+
+def stop_handler(signum, frame):
+    """The SIGINT and SIGTERM handler: end the run as KILLED, at once or right after a shielded write."""
+    stop = Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+    if _shield["depth"]:
+        _shield["pending"] = stop
+    else:
+        raise stop
 
 
 def _end(run_id: str, status: str, error: str | None = None):

@@ -469,10 +469,6 @@ def write_history(path: Path, history: list):
     os.replace(partial, path)
 
 
-def _terminate(signum, frame):
-    raise track.Interrupted(f"stopped by signal {signal.Signals(signum).name}")
-
-
 def distributed() -> tuple:
     """(rank, world size): under torchrun, join the process group (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -495,8 +491,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     given = as_given(parser, argv)
     rank, world = distributed()
-    # SIGTERM (a preempted job, `docker stop`) ends the run as KILLED, like Ctrl-C, keeping the last epoch.
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM (a preempted job, `docker stop`) and Ctrl-C end the run as KILLED, keeping the last epoch.
+    previous = {sig: signal.signal(sig, track.stop_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         if rank == 0:
             track.check_reachable()
@@ -514,7 +510,8 @@ def main(argv=None):
         print(f"{stop}: run ended as KILLED; resume it with --resume <run id>", file=sys.stderr)
         sys.exit(143)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -119,7 +119,11 @@ def test_resume_refuses_missing_state_and_other_parameters(store, datasets, tiny
     process = start(training_args(datasets, tiny_encoder, 3))
     run_id = wait_for_epoch(process, 1)
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=120)
+    first, _ = process.communicate(timeout=120)
+    client = MlflowClient()
+    assert client.get_run(run_id).info.status == "KILLED", first
+    assert [m.step for m in client.get_metric_history(run_id, "val/iou_rock")] in ([1], [1, 2]), first
+    kept = [m.step for m in client.get_metric_history(run_id, "val/iou_rock")]
 
     changed = subprocess.run([sys.executable, "-m", "regolith.train",
                               *training_args(datasets, tiny_encoder, 3, "--resume", run_id, "--seed", "1")],
@@ -138,8 +142,7 @@ def test_resume_refuses_missing_state_and_other_parameters(store, datasets, tiny
                               *training_args(datasets, tiny_encoder, 3, "--resume", run_id)],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "no resumable state" in missing.stderr
-    client = MlflowClient()
-    assert [m.step for m in client.get_metric_history(run_id, "val/iou_rock")] == [1]  # nothing trained again
+    assert [m.step for m in client.get_metric_history(run_id, "val/iou_rock")] == kept  # nothing trained again
 
 
 def test_nan_loss_fails_the_run_naming_the_epoch(store, datasets, tmp_path):
