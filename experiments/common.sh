@@ -15,6 +15,13 @@ train_run() {  # VARIANT SEED [mlflow run options...]
     echo "skip $variant seed $seed: already FINISHED in the store"
     return
   fi
+  local log run_id
+  log=$(mktemp)
   env -u MLFLOW_RUN_ID mlflow run . --env-manager local -P parent="${MLFLOW_RUN_ID:-}" \
-    --run-name "$variant" -P seed="$seed" "$@"
+    --run-name "$variant" -P seed="$seed" "$@" 2>&1 | tee "$log"
+  run_id=$(sed -n "s/.*=== Run (ID '\([0-9a-f]*\)') succeeded ===.*/\1/p" "$log")
+  rm -f "$log"
+  # The fresh inference pass: it verifies the checkpoint reproduces validation, and its per-frame
+  # confusion matrices give compare the bootstrap intervals over validation frames.
+  env -u MLFLOW_RUN_ID python -m regolith.evaluate --run "$run_id"
 }

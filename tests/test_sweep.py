@@ -40,6 +40,9 @@ def test_sweep_nests_every_variant_and_seed_and_a_rerun_finishes_only_what_is_mi
     assert pairs == [(v, s) for v in ("dr_160", "dr_80", "nodr_80") for s in ("0", "1")]
     assert {r.data.tags["mlflow.parentRunId"] for r in training} == {parent.info.run_id}
     assert parent.data.metrics["dr_delta/seed_interval_low"] <= parent.data.metrics["dr_delta/seed_interval_high"]
+    # Each run was verified by a fresh inference pass, whose per-frame confusions give the frame interval.
+    assert all(r.data.tags.get("verify/check", "").startswith("pass") for r in training)
+    assert parent.data.metrics["size_delta/frame_interval_low"] <= parent.data.metrics["size_delta/frame_interval_high"]
 
     # An interrupted sweep: one pair lost. Resuming into the same parent trains only that pair.
     lost = next(r for r in training if (r.info.run_name, r.data.tags["regolith.seed"]) == ("dr_80", "1"))
