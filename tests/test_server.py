@@ -190,6 +190,13 @@ def test_training_run_through_the_server_lands_in_postgres_with_artifacts_and_mo
     assert direct.info.status == "FINISHED" and direct.data.metrics == run.data.metrics
     assert direct.data.params == run.data.params
 
+    # The fresh inference pass through the server: best.pt fetched by alias, results logged back.
+    run_ok([sys.executable, "-m", "regolith.evaluate", "--run", "models:/regolith-segformer@dr_4"],
+           client_env(tracking_server, server_dir), cwd=REPO)
+    verified = client.get_run(run_id).data
+    assert verified.metrics["verify/iou_rock"] == pytest.approx(run.data.metrics["best/iou_rock"], abs=1e-6)
+    assert verified.tags["verify/check"].startswith("pass")
+
 
 def test_the_ablation_and_compare_through_the_server(tracking_server, inputs, server_dir, tmp_path):
     """nodr_4 by `mlflow run . --env-manager local`, dr_4 and dr_8 directly, then compare reads them back."""
