@@ -411,19 +411,21 @@ def plot_ablation(results: dict, curves: dict, path: Path):
                       fontweight="bold")
     top = max(m + e for m, e in zip(means, errors))
     dr_entry, size_entry = results["dr_delta"], results["size_delta"]
-    for level, (entry, label, color) in enumerate((
+    y = top + 0.06  # each bracket sits above the one before and its label
+    for entry, label, color in (
             (dr_entry, f"DR at {variants[dr_entry['variant']]['frames']} frames", "#b2182b"),
             (size_entry, f"more data: {variants[size_entry['baseline']]['frames']} → "
-                         f"{variants[size_entry['variant']]['frames']} frames", "#2166ac"))):
+                         f"{variants[size_entry['variant']]['frames']} frames", "#2166ac")):
         text = (f"{label}\n{_signed(entry['absolute'], entry['absolute_std'])} "
                 f"({_signed(entry['relative'], None, percent=True)})")
         for name, interval in (("frames", entry.get("frame_interval")), ("seeds", entry.get("seed_interval"))):
             if interval:
                 text += (f"\n95% CI ({name}) [{interval['low']:+.3f}, {interval['high']:+.3f}]"
                          + (", includes 0" if interval["includes_zero"] else ""))
-        _bracket(bars, x[entry["baseline"]], x[entry["variant"]], top + 0.06 + 0.16 * level, text, color)
-    bars.set_ylim(0, top + 0.4)
-    bars.set_yticks([tick / 10 for tick in range(0, 11, 2) if tick / 10 <= top + 0.4])
+        _bracket(bars, x[entry["baseline"]], x[entry["variant"]], y, text, color)
+        y += 0.06 + 0.05 * (text.count("\n") + 1)  # about 0.05 of height per label line
+    bars.set_ylim(0, y)
+    bars.set_yticks([tick / 10 for tick in range(0, 11, 2) if tick / 10 <= y])
     bars.set_xticks(range(len(names)), [f"{n}\n({len(variants[n]['seeds'])} seed"
                                         f"{'s' if len(variants[n]['seeds']) > 1 else ''})" for n in names])
     bars.set_ylabel("best validation rock-IoU")
