@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, synth, train
+from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, synth, track, train
 
 # On the CPU in fp32 both paths run the same kernels on bit-identical inputs in the same order, so
 # they agree exactly; the tolerance only leaves room for float rounding in reductions (the summed
@@ -166,20 +166,13 @@ def load_timed(train_dir: Path, val_dir: Path, args) -> tuple:
     The disk cache is a fresh temporary directory, so the first load decodes every PNG and the
     second reads the cache; both still hash every file's bytes for the digest.
     """
-    saved_cache = os.environ.get("REGOLITH_CACHE_DIR")
     seconds = []
-    with tempfile.TemporaryDirectory(prefix="regolith-bench-cache-") as cache:
-        os.environ["REGOLITH_CACHE_DIR"] = cache
-        try:
-            for _ in range(2):
-                started = time.perf_counter()
-                splits = data.load_split(train_dir, args.frames), data.load_split(val_dir, args.val_frames)
-                seconds.append(time.perf_counter() - started)
-        finally:
-            if saved_cache is None:
-                os.environ.pop("REGOLITH_CACHE_DIR", None)
-            else:
-                os.environ["REGOLITH_CACHE_DIR"] = saved_cache
+    with tempfile.TemporaryDirectory(prefix="regolith-bench-cache-") as cache, \
+            track.scoped_env({"REGOLITH_CACHE_DIR": cache}):
+        for _ in range(2):
+            started = time.perf_counter()
+            splits = data.load_split(train_dir, args.frames), data.load_split(val_dir, args.val_frames)
+            seconds.append(time.perf_counter() - started)
     return (*splits, *seconds)
 
 
@@ -579,31 +572,21 @@ def time_mlflow(project: dict, epochs: int = 6) -> dict:
     """
     import mlflow
 
-    from regolith import track
-
-    saved = {key: os.environ.pop(key, None) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID",
-                                                        "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
-    with tempfile.TemporaryDirectory(prefix="regolith-bench-mlflow-") as folder:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
-        try:
-            artifacts = Path(folder, "artifacts").as_uri()
-            experiment = mlflow.create_experiment("regolith-bench", artifact_location=artifacts)
-            history, seconds = [], []
-            with mlflow.start_run(experiment_id=experiment):
-                for epoch in range(1, epochs + 1):
-                    history.append({"epoch": epoch, "train/loss": project["metrics"]["train_loss"],
-                                    **{f"val/{key}": value for key, value in project["metrics"].items()
-                                       if key != "train_loss"},
-                                    "lr": 1e-5, "time/epoch_s": project["epoch_s"]})
-                    started = time.perf_counter()
-                    track.send_epochs(history)
-                    seconds.append(time.perf_counter() - started)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with tempfile.TemporaryDirectory(prefix="regolith-bench-mlflow-") as folder, track.scoped_env(
+            {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "MLFLOW_RUN_ID": None,
+             "MLFLOW_EXPERIMENT_ID": None, "MLFLOW_EXPERIMENT_NAME": None}):
+        artifacts = Path(folder, "artifacts").as_uri()
+        experiment = mlflow.create_experiment("regolith-bench", artifact_location=artifacts)
+        history, seconds = [], []
+        with mlflow.start_run(experiment_id=experiment):
+            for epoch in range(1, epochs + 1):
+                history.append({"epoch": epoch, "train/loss": project["metrics"]["train_loss"],
+                                **{f"val/{key}": value for key, value in project["metrics"].items()
+                                   if key != "train_loss"},
+                                "lr": 1e-5, "time/epoch_s": project["epoch_s"]})
+                started = time.perf_counter()
+                track.send_epochs(history)
+                seconds.append(time.perf_counter() - started)
     per_epoch = statistics.median(seconds[1:])  # the first call also warms up the store's connection
     epoch_s = project["best"]["epoch_s"]
     return {"send_epochs_s": per_epoch, "first_call_s": seconds[0], "epoch_s": epoch_s,

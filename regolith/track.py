@@ -223,13 +223,14 @@ def log_artifacts(paths, best_effort: bool = False):
 
 
 @contextmanager
-def _http_retries(retries: int | None):
-    """Fewer HTTP retries for one call: a per-epoch log must not stall training for minutes."""
-    if retries is None:
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES=str(retries), MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+def scoped_env(values: dict):
+    """Set environment variables for a block (None unsets one), then restore what was there."""
+    saved = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
@@ -238,6 +239,16 @@ def _http_retries(retries: int | None):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _http_retries(retries: int | None):
+    """Fewer HTTP retries for one call: a per-epoch log must not stall training for minutes."""
+    if retries is None:
+        yield
+        return
+    with scoped_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}):
+        yield
 
 
 def send_epochs(history: list, patient: bool = False):

@@ -196,3 +196,11 @@ def copy_project(destination: Path) -> Path:
                                     "results", ".pytest_cache", "tests")
     shutil.copytree(REPO, destination, ignore=ignore)
     return destination
+
+
+def make_demo_layout(root: Path) -> Path:
+    """Tiny splits with the demo recipe's frame counts (train_nodr 80, train_dr 160), for recipe tests."""
+    make_split(root / "train_nodr", frames=80, seed=1)
+    make_split(root / "train_dr", frames=160, seed=0)
+    make_split(root / "test_photoreal", frames=8, seed=2)
+    return root

@@ -15,7 +15,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from conftest import copy_project, free_port, make_split, save_legacy_encoder, start_server, stop_server
+from conftest import copy_project, free_port, make_demo_layout, save_legacy_encoder, start_server, stop_server
 from regolith import compare
 
 T0 = 1_700_000_000_000  # ms; start times are set so "the latest" is unambiguous
@@ -311,10 +311,7 @@ def test_compare_through_a_tracking_server_gives_the_same_json(ablation_store, t
 def test_ablation_entry_point_runs_the_demo_recipe_end_to_end(store, tmp_path):
     """`mlflow run -e ablation` on tiny splits with the demo's frame counts: three training runs, then
     compare recording into the ablation's own run, all in the one experiment."""
-    data = tmp_path / "demo"
-    make_split(data / "train_nodr", frames=80, seed=1)
-    make_split(data / "train_dr", frames=160, seed=0)
-    make_split(data / "test_photoreal", frames=8, seed=2)
+    data = make_demo_layout(tmp_path / "demo")
     encoder = tmp_path / "tiny-mit"
     save_legacy_encoder(encoder)
     project = copy_project(tmp_path / "project")

@@ -5,7 +5,7 @@ import subprocess
 
 from mlflow.tracking import MlflowClient
 
-from conftest import copy_project, make_split, save_legacy_encoder
+from conftest import copy_project, make_demo_layout, save_legacy_encoder
 from regolith import sweep
 
 
@@ -18,10 +18,7 @@ def test_finished_pairs_counts_only_finished_training_runs():
 
 
 def test_sweep_nests_every_variant_and_seed_and_a_rerun_finishes_only_what_is_missing(store, tmp_path):
-    data = tmp_path / "demo"
-    make_split(data / "train_nodr", frames=80, seed=1)
-    make_split(data / "train_dr", frames=160, seed=0)
-    make_split(data / "test_photoreal", frames=8, seed=2)
+    data = make_demo_layout(tmp_path / "demo")
     encoder = tmp_path / "tiny-mit"
     save_legacy_encoder(encoder)
     project = copy_project(tmp_path / "project")
