@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
-from regolith import data, model as segformer, train
+from regolith import CLASSES, data, evaluate, model as segformer, train
 
 EPOCH_METRICS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr",
                  "time/epoch_s"]
@@ -227,3 +227,49 @@ def test_torchrun_two_gloo_ranks_match_one_process_and_log_once(store, datasets,
     for key in ("train/loss", "val/loss"):
         for a, b in zip(client.get_metric_history(one.info.run_id, key), client.get_metric_history(two.info.run_id, key)):
             assert b.value == pytest.approx(a.value, abs=0.01), key
+
+
+# Compiled against eager, same weights and data: inductor fuses and reorders float sums, so the
+# training losses agree to rounding (measured: 1.1e-7 relative at most). Validation is compared on
+# the same weights through the fresh inference pass, to ``evaluate.TOLERANCE`` (measured: equal).
+COMPILED_LOSS_REL = 1e-5
+
+
+def test_compiled_run_is_one_graph_per_mode_and_matches_eager(store, tmp_path, tiny_encoder, capsys):
+    """compile=true through torch.compile's default backend (inductor, on CPU here), end to end.
+
+    Static shapes: 8 training frames at batch 4 leave no ragged batch, and 6 validation frames
+    pad the last validation batch. The run must compile to exactly two graphs (the training step
+    and the evaluation) with no graph break, so nothing recompiles after the first epoch. Inductor
+    draws dropout from its own generator; ``fallback_random`` makes it draw eager's, so the two
+    runs see the same masks and differ only by rounding.
+    """
+    from torch._dynamo.utils import counters
+    make_split(tmp_path / "train_dr", frames=8, seed=0)
+    make_split(tmp_path / "test_photoreal", frames=6, seed=2)
+    argv = ["--split", str(tmp_path / "train_dr"), "--pretrained", str(tiny_encoder), "--epochs", "3",
+            "--batch", "4", "--lr", "6e-3", "--register", "false", "--experiment", "compiled"]
+    assert run_direct(argv + ["--compile", "false"]) == 0
+    torch._dynamo.reset()
+    counters.clear()
+    with torch._inductor.config.patch(fallback_random=True):
+        assert run_direct(argv + ["--compile", "true"]) == 0
+    assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+
+    client = MlflowClient()
+    eager, compiled = sorted(client.search_runs([client.get_experiment_by_name("compiled").experiment_id]),
+                             key=lambda run: run.data.tags["regolith.compiled"])
+    assert (eager.data.tags["regolith.compiled"], compiled.data.tags["regolith.compiled"]) == ("false", "true")
+    assert compiled.info.status == "FINISHED"
+    losses = [[m.value for m in client.get_metric_history(run.info.run_id, "train/loss")] for run in (eager, compiled)]
+    assert len(losses[0]) == len(losses[1]) == 3
+    assert losses[1] == pytest.approx(losses[0], rel=COMPILED_LOSS_REL)
+
+    # The compiled, padded validation against a fresh eager pass over the same best.pt.
+    capsys.readouterr()
+    assert evaluate.main(["--run", compiled.info.run_id]) is None
+    metrics = client.get_run(compiled.info.run_id).data.metrics
+    assert client.get_run(compiled.info.run_id).data.tags["verify/check"] == "pass"
+    for name in CLASSES:
+        assert metrics[f"verify/iou_{name}"] == pytest.approx(metrics[f"best/iou_{name}"], abs=evaluate.TOLERANCE)
