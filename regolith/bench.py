@@ -215,7 +215,7 @@ def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init
     forward = train.prepare(net, device, compile_model)
     static = compile_model
     class_weights = torch.tensor(data.class_weights(train_split.pixel_counts), dtype=torch.float32, device=device)
-    run_args = argparse.Namespace(batch=args.batch, lr=args.lr)
+    run_args = argparse.Namespace(batch=args.batch, lr=args.lr, precision="auto")
 
     # Warm-up, one batch per call so that the first step's excess (compilation) can be told apart.
     optimizer = new_optimizer(net, args.lr, device, fused=True)
@@ -249,7 +249,7 @@ def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init
     eval_s = clock(device) - started
     peak = peak_memory_mb(device)
     train_copy_s, eval_copy_s = copy_seconds(train_split, val_split, args, device, static)
-    overhead = checkpoint_seconds(net, optimizer, val)
+    overhead = checkpoint_seconds(net, optimizer, val, device)
     result = summarize(args, train_split.frames, val_split.frames, train_s, eval_s, static,
                        data_s=train_copy_s + eval_copy_s, peak=peak,
                        train_loss=sum(loss * n for loss, n in losses) / sum(n for _, n in losses), val=val)
@@ -270,12 +270,13 @@ def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init
     return result
 
 
-def checkpoint_seconds(net, optimizer, val: dict) -> float:
+def checkpoint_seconds(net, optimizer, val: dict, device: torch.device) -> float:
     """What train.py writes after each epoch: state.pt (model and optimizer) and, on a gain, best.pt."""
     with tempfile.TemporaryDirectory(prefix="regolith-bench-ckpt-") as folder:
         started = time.perf_counter()
         train.save_atomic({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, Path(folder) / "state.pt")
-        train.save_atomic(segformer.checkpoint(net, 1, val, {}, data.PREPROCESSING), Path(folder) / "best.pt")
+        train.save_atomic(segformer.checkpoint(net, 1, val, {}, data.PREPROCESSING,
+                                               segformer.resolve_precision("auto", device)), Path(folder) / "best.pt")
         return time.perf_counter() - started
 
 

@@ -7,7 +7,7 @@
 with the safe unpickler. The split, by default the run's validation split (tag
 ``regolith.val_split``), is scored frame by frame: one confusion matrix per frame, summed into
 global per-class IoU with regolith.metrics, as validation does (same upsampling, batch size and
-precision: fp32 on CPU, bf16 autocast on CUDA), but in code that shares no state with the
+precision: the bf16 or fp32 that ``best.pt`` records), but in code that shares no state with the
 training loop. The results go back to the source run: metrics ``verify/iou_*`` and
 ``verify/miou``, tags ``verify/split`` and ``verify/check``, and a fresh artifact folder
 ``verify/<UTC time>/`` per evaluation (so a re-run never replaces an earlier one) holding
@@ -61,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @torch.no_grad()
-def frame_confusions(model, split: data.Split, batch: int, device) -> torch.Tensor:
+def frame_confusions(model, split: data.Split, batch: int, device, precision: str) -> torch.Tensor:
     """One confusion matrix per frame (N x C x C, rows true class), logits upsampled as in validation."""
     model.eval()
     confusions = torch.zeros(split.frames, len(CLASSES), len(CLASSES), dtype=torch.long)
     for start in range(0, split.frames, batch):
         images = split.images[start:start + batch].to(device)
-        with segformer.autocast(device):
+        with segformer.autocast(device, precision):
             predictions = segformer.logits_at_mask_size(model, images).argmax(1).cpu()
         for offset, prediction in enumerate(predictions):
             confusions[start + offset] = metrics.confusion_matrix(prediction, split.masks[start + offset])
@@ -75,10 +75,10 @@ def frame_confusions(model, split: data.Split, batch: int, device) -> torch.Tens
 
 
 @torch.no_grad()
-def predict(model, images: torch.Tensor, device) -> torch.Tensor:
+def predict(model, images: torch.Tensor, device, precision: str) -> torch.Tensor:
     """Class map per image (N x H x W), for the few frames drawn on the overlay sheet."""
     model.eval()
-    with segformer.autocast(device):
+    with segformer.autocast(device, precision):
         return segformer.logits_at_mask_size(model, images.to(device)).argmax(1).cpu()
 
 
@@ -261,12 +261,14 @@ def evaluate(args) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    if device.type == "cuda":  # validation's layout there (train.prepare); autocast below gives its precision
+    if device.type == "cuda":  # validation's layout there (train.prepare)
         model.to(memory_format=torch.channels_last)
+    # Validation's precision; a checkpoint from before it was recorded ran bf16 exactly when on CUDA.
+    precision = payload.get("precision") or segformer.resolve_precision("auto", device)
     # Validation's batch size, so the same kernels see the same batches; on CPU the numbers then match exactly.
     batch = int(payload.get("args", {}).get("batch", 8))
     started = time.perf_counter()
-    confusions = frame_confusions(model, split, batch, device)
+    confusions = frame_confusions(model, split, batch, device, precision)
     seconds = time.perf_counter() - started
     fresh = metrics.iou_summary(confusions.sum(0))
     training, source = training_numbers(run, payload)
@@ -289,7 +291,7 @@ def evaluate(args) -> dict:
         "fresh": fresh, "training": training, "training_source": source,
         "difference": {k: fresh[k] - training[k] for k in fresh if k in training} if compared else None,
         "tolerance": TOLERANCE, "check": check, "artifacts": folder, "evaluation": number,
-        "device": device.type, "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "device": device.type, "precision": precision,
         "batch": batch, "seconds": seconds,
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -297,7 +299,7 @@ def evaluate(args) -> dict:
         staging = Path(staging)
         write_frames_csv(rows, staging / "frames.csv")
         write_confusions(split.names, confusions, staging / "confusion_per_frame.json")
-        draw_overlays(model, split, rows, device, staging / "overlays.png",
+        draw_overlays(model, split, rows, device, precision, staging / "overlays.png",
                       f"{label}, epoch {payload.get('epoch')}: {split_dir.name} ({split.frames} frames)  "
                       f"rock-IoU {fresh['iou_rock']:.4f}  mIoU {fresh['miou']:.4f}  (check: {check.split(':')[0]})")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -310,10 +312,10 @@ def evaluate(args) -> dict:
     return summary
 
 
-def draw_overlays(model, split: data.Split, rows: list, device, path: Path, title: str):
+def draw_overlays(model, split: data.Split, rows: list, device, precision: str, path: Path, title: str):
     """Predict the picked frames again and draw them; the sheet is the first thing a researcher opens."""
     picks = pick_frames(rows)
-    predictions = predict(model, split.images[[i for _, i in picks]], device)
+    predictions = predict(model, split.images[[i for _, i in picks]], device, precision)
     panels = []
     for (group, i), prediction in zip(picks, predictions):
         row = rows[i]

@@ -67,12 +67,23 @@ def load_pretrained(pretrained: str) -> tuple:
     return model, len(encoder_keys)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (the GB10 and H100 run bf16 matmuls at full rate); fp32 on CPU.
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``bf16`` or ``fp32``; ``auto`` is bf16 on CUDA (the GB10 and H100 run bf16 matmuls at full rate), fp32 on CPU."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision={precision!r}: expected auto, bf16 or fp32")
+    return precision
 
-    Validation and the fresh inference pass both run under it, so they compute at one precision.
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast, or none for fp32 (see ``resolve_precision``).
+
+    Training, validation and the fresh inference pass all run under it; ``best.pt`` records the
+    precision its validation ran at, so the fresh pass computes at the same one.
     """
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=resolve_precision(precision, device) == "bf16")
 
 
 def logits_at_mask_size(model, images: torch.Tensor) -> torch.Tensor:
@@ -100,7 +111,7 @@ def pretrained_id(pretrained: str, model) -> str:
     return f"{pretrained}@{Path(cached).parent.name}" if isinstance(cached, str) else pretrained
 
 
-def checkpoint(model, epoch: int, metrics: dict, args: dict, preprocessing: dict) -> dict:
+def checkpoint(model, epoch: int, metrics: dict, args: dict, preprocessing: dict, precision: str) -> dict:
     """The ``best.pt`` payload: tensors and plain Python values only, so ``weights_only=True`` loads it."""
     return {
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -111,6 +122,7 @@ def checkpoint(model, epoch: int, metrics: dict, args: dict, preprocessing: dict
         "metrics": dict(metrics),
         "args": dict(args),
         "preprocessing": dict(preprocessing),
+        "precision": precision,  # what validation computed at: bf16 or fp32
     }
 
 

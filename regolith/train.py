@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="whether the split is domain-randomized (auto: from its name)")
     parser.add_argument("--compile", default="auto", choices=["true", "false", "auto"],
                         help="torch.compile the model (auto: on for CUDA)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="autocast precision of training and validation (auto: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--parent", default="", help="run id of a parent run (a sweep) to nest this run under")
     parser.add_argument("--register", default="true", choices=["true", "false"],
                         help="register best.pt in the Model Registry as regolith-segformer@<variant>")
@@ -73,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The MLproject parameters: what mlflow run logs itself, and what a direct run logs the same way.
 RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "pretrained", "dr",
-              "compile", "parent", "register")
+              "compile", "precision", "parent", "register")
 
 
 def as_given(parser: argparse.ArgumentParser, argv) -> dict:
@@ -201,7 +203,7 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
         lr = get_lr(step, total_steps, args.lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        with segformer.autocast(device):
+        with segformer.autocast(device, args.precision):
             logits = segformer.logits_at_mask_size(model, images)
         if world == 1:
             loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX)
@@ -237,7 +239,8 @@ def weight_per_label(class_weights: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, split, class_weights, batch: int, device, static=False, rank=0, world=1) -> dict:
+def evaluate(model, split, class_weights, batch: int, device, static=False, rank=0, world=1,
+             precision="auto") -> dict:
     """Weighted loss and global per-class IoU over every pixel of ``split`` (255 ignored).
 
     Everything accumulates on the device; the only host sync is the final ``.item()``. With
@@ -258,7 +261,7 @@ def evaluate(model, split, class_weights, batch: int, device, static=False, rank
             pad = batch - len(images)
             images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
             masks = torch.cat([masks, masks.new_full((pad, *masks.shape[1:]), IGNORE_INDEX)])
-        with segformer.autocast(device):
+        with segformer.autocast(device, precision):
             logits = segformer.logits_at_mask_size(model, images)
         # Summed, then divided by the summed weights once: the split's weighted mean, not a mean of means.
         loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -328,8 +331,10 @@ def load_state(path: Path, run_id: str, args) -> dict:
     except Exception as error:
         raise ResumeError(f"run {run_id}: resumable state {path} is corrupt ({error}); refusing to resume. "
                           f"Start a new run instead") from error
-    if state["args"] != resume_key(args):
-        changed = {k: (state["args"].get(k), v) for k, v in resume_key(args).items() if state["args"].get(k) != v}
+    # States written before ``precision`` existed ran at what ``auto`` gives now.
+    saved = {"precision": "auto", **state["args"]}
+    if saved != resume_key(args):
+        changed = {k: (saved.get(k), v) for k, v in resume_key(args).items() if saved.get(k) != v}
         raise ResumeError(f"run {run_id}: resume with other parameters than it started with "
                           f"(saved, now): {changed}; resume with the same ones")
     if len(history) != epoch:
@@ -395,7 +400,9 @@ def train(args, given: dict, run_id: str, resume: bool = False, rank: int = 0, w
         **{f"class_weight.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
         **{f"pixel_share.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)},
     })
+    precision = segformer.resolve_precision(args.precision, device)
     log.set_tags({"regolith.device": device_name(device), "regolith.compiled": str(static).lower(),
+                  "regolith.precision": precision,
                     "regolith.attn_implementation": net.config._attn_implementation or "eager"})
     for split in (train_split, val_split):
         keep_on(split, device)
@@ -435,14 +442,15 @@ def train(args, given: dict, run_id: str, resume: bool = False, rank: int = 0, w
                       file=sys.stderr, disable=None if rank == 0 else True) as bar:
                 train_loss, step = train_epoch(forward, train_split, class_weights, optimizer, progress["step"],
                                                total_steps, args, order, device, epoch, bar, drop_last, rank, world)
-            val = evaluate(forward, val_split, class_weights, args.batch, device, static, rank, world)
+            val = evaluate(forward, val_split, class_weights, args.batch, device, static, rank, world, precision)
             row = {"epoch": epoch, "train/loss": train_loss, "val/loss": val["loss"],
                    **{f"val/iou_{name}": val[f"iou_{name}"] for name in CLASSES}, "val/miou": val["miou"],
                    "lr": get_lr(step - 1, total_steps, args.lr), "time/epoch_s": time.perf_counter() - started}
             best = progress["best"]
             improved = best is None or val["iou_rock"] > best["iou_rock"]  # strict: the earliest wins ties
             if improved and rank == 0:
-                save_atomic(segformer.checkpoint(net, epoch, val, vars(args), data.PREPROCESSING), best_path)
+                save_atomic(segformer.checkpoint(net, epoch, val, vars(args), data.PREPROCESSING, precision),
+                            best_path)
             progress.update(epoch=epoch, step=step, history=progress["history"] + [row],
                             best=val if improved else best, best_epoch=epoch if improved else progress["best_epoch"],
                             epochs_without_gain=0 if improved else progress["epochs_without_gain"] + 1)

@@ -57,7 +57,7 @@ def test_checkpoint_loads_with_weights_only_and_predicts_the_same(tiny_encoder, 
     net, _ = segformer.load_pretrained(str(tiny_encoder))
     net.eval()
     path = tmp_path / "best.pt"
-    torch.save(segformer.checkpoint(net, 3, {"iou_rock": 0.5}, {"lr": 6e-5}, data.PREPROCESSING), path)
+    torch.save(segformer.checkpoint(net, 3, {"iou_rock": 0.5}, {"lr": 6e-5}, data.PREPROCESSING, "fp32"), path)
     payload = segformer.load_checkpoint(path)  # weights_only=True inside
     assert payload["classes"] == ["regolith", "rock", "sky"] and payload["epoch"] == 3
     assert payload["preprocessing"] == data.PREPROCESSING

@@ -242,18 +242,19 @@ def test_compiled_run_is_one_graph_per_mode_and_matches_eager(store, tmp_path, t
     pad the last validation batch. The run must compile to exactly two graphs (the training step
     and the evaluation) with no graph break, so nothing recompiles after the first epoch. Inductor
     draws dropout from its own generator; ``fallback_random`` makes it draw eager's, so the two
-    runs see the same masks and differ only by rounding.
+    runs see the same masks and differ only by rounding. Without it, two compiled runs of one seed
+    still agree with each other.
     """
     from torch._dynamo.utils import counters
     make_split(tmp_path / "train_dr", frames=8, seed=0)
     make_split(tmp_path / "test_photoreal", frames=6, seed=2)
     argv = ["--split", str(tmp_path / "train_dr"), "--pretrained", str(tiny_encoder), "--epochs", "3",
-            "--batch", "4", "--lr", "6e-3", "--register", "false", "--experiment", "compiled"]
-    assert run_direct(argv + ["--compile", "false"]) == 0
+            "--batch", "4", "--lr", "6e-3", "--register", "false"]
+    assert run_direct(argv + ["--compile", "false", "--experiment", "compiled"]) == 0
     torch._dynamo.reset()
     counters.clear()
     with torch._inductor.config.patch(fallback_random=True):
-        assert run_direct(argv + ["--compile", "true"]) == 0
+        assert run_direct(argv + ["--compile", "true", "--experiment", "compiled"]) == 0
     assert counters["stats"]["unique_graphs"] == 2, dict(counters["stats"])
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
 
@@ -266,6 +267,13 @@ def test_compiled_run_is_one_graph_per_mode_and_matches_eager(store, tmp_path, t
     assert len(losses[0]) == len(losses[1]) == 3
     assert losses[1] == pytest.approx(losses[0], rel=COMPILED_LOSS_REL)
 
+    # With inductor's own dropout generator (the default), the same seed still gives the same run.
+    for _ in range(2):
+        assert run_direct(argv + ["--compile", "true", "--experiment", "compiled-twice"]) == 0
+    again = client.search_runs([client.get_experiment_by_name("compiled-twice").experiment_id])
+    assert [[m.value for m in client.get_metric_history(run.info.run_id, "train/loss")] for run in again] == \
+        [[m.value for m in client.get_metric_history(again[0].info.run_id, "train/loss")]] * 2
+
     # The compiled, padded validation against a fresh eager pass over the same best.pt.
     capsys.readouterr()
     assert evaluate.main(["--run", compiled.info.run_id]) is None
@@ -273,3 +281,38 @@ def test_compiled_run_is_one_graph_per_mode_and_matches_eager(store, tmp_path, t
     assert client.get_run(compiled.info.run_id).data.tags["verify/check"] == "pass"
     for name in CLASSES:
         assert metrics[f"verify/iou_{name}"] == pytest.approx(metrics[f"best/iou_{name}"], abs=evaluate.TOLERANCE)
+
+
+def test_resume_reads_a_state_from_before_precision_was_a_parameter(tmp_path):
+    args = train.build_parser().parse_args(["--split", str(tmp_path)])
+    old = {key: value for key, value in train.resume_key(args).items() if key != "precision"}
+    torch.save({"epoch": 0, "history": [], "args": old}, tmp_path / "state.pt")
+    assert train.load_state(tmp_path / "state.pt", "run", args)["args"] == old
+    args.precision = "fp32"  # that run did not ask for fp32: resuming it so would change its computation
+    with pytest.raises(train.ResumeError, match="precision"):
+        train.load_state(tmp_path / "state.pt", "run", args)
+
+
+def test_bf16_run_records_its_precision_and_the_fresh_pass_computes_at_it(store, datasets, tiny_encoder, capsys):
+    """precision=bf16 on the CPU: the autocast path a GPU run takes, through training, best.pt and evaluate."""
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", str(tiny_encoder), "--epochs", "2",
+            "--batch", "4", "--lr", "6e-3", "--register", "false", "--experiment", "bf16"]
+    assert run_direct(argv + ["--precision", "bf16"]) == 0
+    assert run_direct(argv + ["--precision", "fp32"]) == 0
+    client = MlflowClient()
+    runs = {run.data.params["precision"]: run
+            for run in client.search_runs([client.get_experiment_by_name("bf16").experiment_id])}
+    assert {p: run.data.tags["regolith.precision"] for p, run in runs.items()} == {"bf16": "bf16", "fp32": "fp32"}
+    bf16, fp32 = (runs[p].info.run_id for p in ("bf16", "fp32"))
+    # Different precisions compute different numbers, so the parameter reaches the model.
+    assert client.get_metric_history(bf16, "train/loss")[0].value != client.get_metric_history(fp32, "train/loss")[0].value
+    payload = segformer.load_checkpoint(mlflow.artifacts.download_artifacts(run_id=bf16, artifact_path="best.pt"))
+    assert payload["precision"] == "bf16"
+
+    capsys.readouterr()
+    assert evaluate.main(["--run", bf16]) is None
+    assert "(bf16, as validation)" in capsys.readouterr().out
+    verified = client.get_run(bf16).data
+    assert verified.tags["verify/check"] == "pass"
+    for name in CLASSES:  # bf16 on both sides, the same kernels: the same numbers
+        assert verified.metrics[f"verify/iou_{name}"] == pytest.approx(verified.metrics[f"best/iou_{name}"], abs=1e-6)
