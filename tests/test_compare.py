@@ -82,11 +82,13 @@ def test_runs_that_differ_in_recipe_or_validation_split_are_flagged():
     rows = [row(False, 8, 0, 0.5), row(True, 8, 0, 0.6), row(True, 16, 0, 0.7)]
     for r, epochs, lr in zip(rows, ["40", "40", "2"], ["6e-5", "0.00006", "6e-5"]):
         r["params"] = {"epochs": epochs, "lr": lr, "pretrained_id": "nvidia/mit-b0@abc"}
-        r["tags"]["regolith.val_digest"] = "d1"
+        r["tags"].update({"regolith.val_digest": "d1", "regolith.precision": "bf16", "regolith.compiled": "true"})
+    rows[0]["tags"]["regolith.precision"] = "fp32"
     runs, _ = compare.select_runs(rows)
     results = compare.ablation_results(runs, "x")
     assert results["warnings"] == [
-        "the runs compared differ in epochs: 40 (nodr_8 seed 0, dr_8 seed 0); 2 (dr_16 seed 0)"]
+        "the runs compared differ in epochs: 40 (nodr_8 seed 0, dr_8 seed 0); 2 (dr_16 seed 0)",
+        "the runs compared differ in regolith.precision: fp32 (nodr_8 seed 0); bf16 (dr_8 seed 0, dr_16 seed 0)"]
     assert "warning: the runs compared differ in epochs" in compare.format_table(results)
     assert results["variants"]["dr_16"]["settings"]["epochs"] == "2"
 
