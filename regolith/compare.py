@@ -41,9 +41,8 @@ SCORES = (*(f"iou_{name}" for name in CLASSES), "miou")  # the best/... metrics 
 ROCK = CLASSES.index("rock")
 HEADLINE = "iou_rock"  # the metric that picks the best checkpoint, and the one the deltas are on
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
-# recipe (params as train.py logs them) and the validation split (its digest tag).
-# What must match for a delta to isolate DR or size. Precision and compile change the numbers too
-# (bf16 rounding; inductor's own dropout draws), so a mix of them is flagged like a mix of recipes.
+# recipe (params as train.py logs them), the validation split (its digest tag), and precision and
+# compile, which change the numbers too (bf16 rounding; inductor's own dropout draws).
 SETTINGS = ("epochs", "lr", "batch", "patience", "pretrained_id", "image_size", "regolith.val_digest",
             "regolith.precision", "regolith.compiled")
 TERMINAL_STATUSES = ("FAILED", "KILLED")
