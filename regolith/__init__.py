@@ -1,8 +1,31 @@
 """regolith: fine-tune SegFormer-B0 to segment rover frames into regolith, rock and sky.
 
 One module per stage; each verb runs as ``python -m regolith.<verb>`` and is one
-MLproject entry point. See README.md.
+MLproject entry point. See README.md (its "Architecture" section says which module owns what).
 """
 
+import sys
+from contextlib import contextmanager
+
 CLASSES = ("regolith", "rock", "sky")
+ROCK = CLASSES.index("rock")  # the hazard class: it picks the best checkpoint and carries the deltas
 IGNORE_INDEX = 255
+
+
+class Refused(Exception):
+    """Refused as asked: a file, a value or a run that cannot work; the message names it and what was expected.
+
+    Every verb's ``main()`` catches it once (``refusals``): a one-line error on stderr and exit
+    status 2; inside a training run, ``track.run`` has already ended the run FAILED with the
+    message in its ``regolith.error`` tag.
+    """
+
+
+@contextmanager
+def refusals():
+    """Around a verb's ``main()``: a ``Refused`` becomes ``error: <message>`` on stderr and exit status 2."""
+    try:
+        yield
+    except Refused as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
