@@ -5,7 +5,7 @@ A split is a directory with ``rgb/rgb_NNNNN.png`` (8-bit RGB) and ``mask/mask_NN
 index order. Each split is decoded once into uint8 tensors (and cached on disk under its
 digest, see ``cache_dir``); no PNG is decoded per step.
 Everything that can be wrong with a split is found here, before any training starts, and
-reported as a ``DataError`` that names the file and what was expected.
+refused (``regolith.Refused``), naming the file and what was expected.
 
     python -m regolith.data SPLIT [--frames N]   # check a split and print its class shares
 """
@@ -22,16 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from regolith import CLASSES, IGNORE_INDEX
+from regolith import CLASSES, IGNORE_INDEX, Refused, refusals
 
 # SegformerImageProcessor's defaults (ImageNet statistics), which nvidia/mit-b0 was trained with.
 PREPROCESSING = {"rescale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 VALID_LABELS = (*range(len(CLASSES)), IGNORE_INDEX)
-
-
-class DataError(ValueError):
-    """A split on disk is not what training expects; the message names the file and the fault."""
 
 
 @dataclass
@@ -56,12 +52,12 @@ def pair_frames(split_dir: Path) -> list:
     """(index, rgb path, mask path) in index order; refuses unpaired or misnamed files."""
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
-        raise DataError(f"split {split_dir}: no such directory")
+        raise Refused(f"split {split_dir}: no such directory")
     found = {}
     for sub, prefix in (("rgb", "rgb"), ("mask", "mask")):
         folder = split_dir / sub
         if not folder.is_dir():
-            raise DataError(f"split {split_dir}: missing {sub}/ directory (expected {sub}/{prefix}_NNNNN.png)")
+            raise Refused(f"split {split_dir}: missing {sub}/ directory (expected {sub}/{prefix}_NNNNN.png)")
         pattern = re.compile(rf"{prefix}_(\d+)\.png")
         found[sub] = {}
         for path in folder.iterdir():
@@ -69,18 +65,18 @@ def pair_frames(split_dir: Path) -> list:
                 continue  # stray notes or thumbnails are not frames
             match = pattern.fullmatch(path.name)
             if not match:
-                raise DataError(f"{path}: unexpected file name (expected {prefix}_NNNNN.png)")
+                raise Refused(f"{path}: unexpected file name (expected {prefix}_NNNNN.png)")
             index = int(match.group(1))
             if index in found[sub]:
-                raise DataError(f"{path}: index {index} also used by {found[sub][index].name}")
+                raise Refused(f"{path}: index {index} also used by {found[sub][index].name}")
             found[sub][index] = path
     rgb, mask = found["rgb"], found["mask"]
     if not rgb and not mask:
-        raise DataError(f"split {split_dir}: empty (no rgb/rgb_NNNNN.png or mask/mask_NNNNN.png files)")
+        raise Refused(f"split {split_dir}: empty (no rgb/rgb_NNNNN.png or mask/mask_NNNNN.png files)")
     unpaired = sorted(set(rgb) ^ set(mask))
     if unpaired:
         shown = [str(rgb.get(i) or mask.get(i)) for i in unpaired[:5]]
-        raise DataError(
+        raise Refused(
             f"split {split_dir}: {len(unpaired)} frame(s) without a partner "
             f"(every rgb/rgb_N.png needs mask/mask_N.png): {', '.join(shown)}"
             + (" ..." if len(unpaired) > 5 else ""))
@@ -93,15 +89,15 @@ def _decode(path: Path, modes: tuple, expected: str) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             if image.format != "PNG":
-                raise DataError(f"{path}: not a PNG file (found {image.format})")
+                raise Refused(f"{path}: not a PNG file (found {image.format})")
             if image.mode not in modes:
-                raise DataError(f"{path}: expected {expected}, found PIL mode {image.mode}")
+                raise Refused(f"{path}: expected {expected}, found PIL mode {image.mode}")
             # A palette mask stores the class id as the palette index; keep the indices.
             return np.asarray(image)
-    except DataError:
+    except Refused:
         raise
     except Exception as error:  # PIL raises many types for damaged files
-        raise DataError(f"{path}: unreadable PNG ({error})") from error
+        raise Refused(f"{path}: unreadable PNG ({error})") from error
 
 
 def _frame_digest(rgb_path: Path, mask_path: Path) -> bytes:
@@ -111,7 +107,7 @@ def _frame_digest(rgb_path: Path, mask_path: Path) -> bytes:
         try:
             raw = path.read_bytes()
         except OSError as error:
-            raise DataError(f"{path}: unreadable ({error})") from error
+            raise Refused(f"{path}: unreadable ({error})") from error
         digest.update(f"{path.parent.name}/{path.name}\0{len(raw)}\0".encode())
         digest.update(raw)
     return digest.digest()
@@ -121,11 +117,11 @@ def _decode_frame(rgb_path: Path, mask_path: Path):
     rgb = _decode(rgb_path, ("RGB",), "an 8-bit RGB image")
     mask = _decode(mask_path, ("L", "P"), "an 8-bit single-channel mask")
     if rgb.shape[:2] != mask.shape:
-        raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but "
+        raise Refused(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but "
                         f"{rgb_path.name} is {rgb.shape[1]}x{rgb.shape[0]} (width x height)")
     bad = [int(v) for v in np.unique(mask) if v not in VALID_LABELS]
     if bad:
-        raise DataError(f"{mask_path}: mask values {bad[:8]} outside {{0, 1, 2, 255}} "
+        raise Refused(f"{mask_path}: mask values {bad[:8]} outside {{0, 1, 2, 255}} "
                         f"(0 regolith, 1 rock, 2 sky, 255 ignore)")
     return rgb, mask
 
@@ -172,9 +168,9 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     split_dir = Path(split_dir)
     pairs = pair_frames(split_dir)
     if frames < 0:
-        raise DataError(f"frames={frames}: expected 0 (all) or a positive count")
+        raise Refused(f"frames={frames}: expected 0 (all) or a positive count")
     if frames > len(pairs):
-        raise DataError(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
+        raise Refused(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
     pairs = pairs[:frames or len(pairs)]
     # PIL's PNG decoder, file reads and sha256 release the GIL, so threads work in parallel.
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -191,7 +187,7 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
         masks = np.empty((len(pairs), height, width), dtype=np.uint8)
         for n, ((_, rgb_path, _), (rgb, mask)) in enumerate(zip(pairs, decoded)):
             if mask.shape != (height, width):
-                raise DataError(f"{rgb_path}: frame is {mask.shape[1]}x{mask.shape[0]} but the split's first "
+                raise Refused(f"{rgb_path}: frame is {mask.shape[1]}x{mask.shape[0]} but the split's first "
                                 f"frame {pairs[0][1].name} is {width}x{height}; a split must have one frame size")
             images[n], masks[n] = rgb.transpose(2, 0, 1), mask
         _write_cache(digest, images, masks)
@@ -207,7 +203,7 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     )
     absent = [name for name, count in zip(CLASSES, counts) if count == 0]
     if absent:
-        raise DataError(f"split {split_dir}: class {', '.join(absent)} has zero pixels in the {split.frames} "
+        raise Refused(f"split {split_dir}: class {', '.join(absent)} has zero pixels in the {split.frames} "
                         f"frames used; IoU and class weights need every class present")
     return split
 
@@ -236,10 +232,8 @@ def main(argv=None):
     parser.add_argument("split")
     parser.add_argument("--frames", type=int, default=0)
     args = parser.parse_args(argv)
-    try:
+    with refusals():
         split = load_split(args.split, args.frames)
-    except DataError as error:
-        raise SystemExit(f"error: {error}")
     print(f"{split.path}: {split.frames} frames of {split.image_size[1]}x{split.image_size[0]}, "
           f"digest {split.digest}")
     for name, share, weight in zip(CLASSES, pixel_shares(split.pixel_counts), class_weights(split.pixel_counts)):

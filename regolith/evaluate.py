@@ -33,20 +33,15 @@ import torch
 from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 from matplotlib.patches import Patch
 
-from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, track
+from regolith import CLASSES, IGNORE_INDEX, ROCK, Refused, data, metrics, model as segformer, names, refusals, track
 
 # The reference study's own check: 0.8520 fresh against 0.8521 at training time.
 TOLERANCE = 1e-3
-ROCK = CLASSES.index("rock")
 
 # Okabe-Ito hues (distinguishable with the common colour-vision deficiencies); rock is the loud one.
 CLASS_COLOURS = {"regolith": (204, 180, 134), "rock": (213, 94, 0), "sky": (0, 114, 178)}
 IGNORE_COLOUR = (255, 255, 255)
 ERROR_COLOURS = {"rock found": (0, 158, 115), "rock missed": (240, 228, 66), "false rock": (204, 121, 167)}
-
-
-class EvaluateError(ValueError):
-    """A split or a run that cannot be evaluated as asked; the message says which and why."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,8 +62,7 @@ def frame_confusions(model, split: data.Split, batch: int, device, precision: st
     confusions = torch.zeros(split.frames, len(CLASSES), len(CLASSES), dtype=torch.long)
     for start in range(0, split.frames, batch):
         images = split.images[start:start + batch].to(device)
-        with segformer.autocast(device, precision):
-            predictions = segformer.logits_at_mask_size(model, images).argmax(1).cpu()
+        predictions = segformer.logits_at_mask_size(model, images, precision).argmax(1).cpu()
         for offset, prediction in enumerate(predictions):
             confusions[start + offset] = metrics.confusion_matrix(prediction, split.masks[start + offset])
     return confusions
@@ -78,8 +72,7 @@ def frame_confusions(model, split: data.Split, batch: int, device, precision: st
 def predict(model, images: torch.Tensor, device, precision: str) -> torch.Tensor:
     """Class map per image (N x H x W), for the few frames drawn on the overlay sheet."""
     model.eval()
-    with segformer.autocast(device, precision):
-        return segformer.logits_at_mask_size(model, images.to(device)).argmax(1).cpu()
+    return segformer.logits_at_mask_size(model, images.to(device), precision).argmax(1).cpu()
 
 
 def frame_table(names: list, confusions: torch.Tensor) -> list:
@@ -192,7 +185,7 @@ def write_confusions(names: list, confusions: torch.Tensor, path: Path):
 
 def same_split(split: data.Split, tags: dict) -> tuple:
     """(whether ``split`` is the one the run validated on, why), by content digest where the run recorded it."""
-    val_path, val_digest = tags.get("regolith.val_split"), tags.get("regolith.val_digest")
+    val_path, val_digest = tags.get(names.VAL_SPLIT), tags.get(names.VAL_DIGEST)
     same_path = val_path is not None and Path(val_path).resolve() == split.path.resolve()
     if val_digest:
         if split.digest == val_digest:
@@ -209,21 +202,22 @@ def same_split(split: data.Split, tags: dict) -> tuple:
 
 def training_numbers(run: dict, payload: dict) -> tuple:
     """The training-time validation IoU: the run's best/* metrics, else the checkpoint's own record."""
-    keys = [f"iou_{c}" for c in CLASSES] + ["miou"]
-    if all(f"best/{k}" in run["metrics"] for k in keys):
-        return {k: run["metrics"][f"best/{k}"] for k in keys}, "best/* metrics"
-    return {k: float(payload["metrics"][k]) for k in keys if k in payload.get("metrics", {})}, "checkpoint metrics"
+    best = {score: run["metrics"].get(names.key(names.BEST, score)) for score in names.SCORES}
+    if None not in best.values():
+        return best, "best/* metrics"
+    return ({score: float(payload["metrics"][score]) for score in names.SCORES if score in payload.get("metrics", {})},
+            "checkpoint metrics")
 
 
 def fresh_folder(run_id: str, stamp: str = "") -> tuple:
     """(artifact path ``verify/<UTC time>``, evaluation number): never one that exists already."""
-    existing = set(track.artifact_dirs(run_id, "verify"))
+    existing = set(track.artifact_dirs(run_id, names.VERIFY))
     stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     name, n = stamp, 1
     while name in existing:
         n += 1
         name = f"{stamp}-{n}"
-    return f"verify/{name}", len(existing) + 1
+    return names.key(names.VERIFY, name), len(existing) + 1
 
 
 def format_comparison(training: dict, fresh: dict, compared: bool, source: str) -> str:
@@ -243,19 +237,17 @@ def evaluate(args) -> dict:
     run = track.find_run(args.run, args.experiment)
     track.label_launcher_run("evaluate", run)
     with tempfile.TemporaryDirectory(prefix="regolith-evaluate-") as scratch:
-        try:
-            payload = segformer.load_checkpoint(track.download_checkpoint(run, Path(scratch)))
-        except ValueError as error:  # the safe unpickler refused it; nothing in it ran
-            raise EvaluateError(f"run {run['run_id']} ({run['run_name']}): {error}") from error
+        payload = segformer.load_checkpoint(track.download_checkpoint(run, Path(scratch)),
+                                            f"run {run['run_id']} ({run['run_name']})")
     model = segformer.model_from_checkpoint(payload)
 
-    split_arg = args.split or run["tags"].get("regolith.val_split", "")
+    split_arg = args.split or run["tags"].get(names.VAL_SPLIT, "")
     if not split_arg:
-        raise EvaluateError(f"run {run['run_id']} records no validation split (tag regolith.val_split); pass --split")
+        raise Refused(f"run {run['run_id']} records no validation split (tag regolith.val_split); pass --split")
     split_dir = Path(split_arg).resolve()
     if not split_dir.is_dir():
-        raise EvaluateError(f"split {split_dir} (from {'--split' if args.split else 'the run tag regolith.val_split'})"
-                            f": no such directory here; pass --split with the split's location on this machine")
+        raise Refused(f"split {split_dir} (from {'--split' if args.split else 'the run tag ' + names.VAL_SPLIT})"
+                      f": no such directory here; pass --split with the split's location on this machine")
     split = data.load_split(split_dir)
     compared, relation = same_split(split, run["tags"])
 
@@ -304,9 +296,9 @@ def evaluate(args) -> dict:
                       f"rock-IoU {fresh['iou_rock']:.4f}  mIoU {fresh['miou']:.4f}  (check: {check.split(':')[0]})")
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         track.log_artifacts_to_run(run["run_id"], staging, folder)
-    track.log_to_run(run["run_id"], {f"verify/{k}": v for k, v in fresh.items()},
-                     {"verify/split": split_dir, "verify/split_digest": split.digest, "verify/check": check,
-                      "verify/artifacts": folder}, step=number)
+    track.log_to_run(run["run_id"], names.prefixed(names.VERIFY, fresh),
+                     {names.VERIFY_SPLIT: split_dir, names.VERIFY_SPLIT_DIGEST: split.digest, names.VERIFY_CHECK: check,
+                      names.VERIFY_ARTIFACTS: folder}, step=number)
 
     report(summary, label, compared)
     return summary
@@ -344,11 +336,8 @@ def report(summary: dict, label: str, compared: bool):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+    with refusals():
         summary = evaluate(args)
-    except (track.RunNotFound, EvaluateError, data.DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     if summary["check"] == "fail":
         print(f"error: the fresh rock-IoU differs from the training-time best/iou_rock by more than {TOLERANCE:g}; "
               f"the inference path does not reproduce validation", file=sys.stderr)

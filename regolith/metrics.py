@@ -7,7 +7,7 @@ loop, the fresh inference pass and the tests all use the same arithmetic.
 
 import torch
 
-from regolith import CLASSES, IGNORE_INDEX
+from regolith import CLASSES, IGNORE_INDEX, names
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = len(CLASSES),
@@ -25,20 +25,18 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int 
 
 
 def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
-    """Intersection over union per class, as float64.
+    """Intersection over union per class, as float64, of a C x C matrix or a stack of them (... x C x C).
 
     A class absent from both the labels and the predictions has no union; its IoU is
     NaN rather than 0 or 1, so it cannot silently lift or sink a mean.
     """
     confusion = confusion.double()
-    intersection = confusion.diagonal()
-    union = confusion.sum(0) + confusion.sum(1) - intersection
+    intersection = confusion.diagonal(dim1=-2, dim2=-1)
+    union = confusion.sum(-2) + confusion.sum(-1) - intersection
     return intersection / union
 
 
 def iou_summary(confusion: torch.Tensor) -> dict:
-    """Per-class IoU and mIoU (the mean over the classes) as plain floats keyed like the logged metrics."""
+    """Per-class IoU and mIoU (the mean over the classes) as plain floats keyed as logged (``names.SCORES``)."""
     iou = iou_per_class(confusion).tolist()
-    summary = {f"iou_{name}": value for name, value in zip(CLASSES, iou)}
-    summary["miou"] = sum(iou) / len(iou)
-    return summary
+    return dict(zip(names.SCORES, [*iou, sum(iou) / len(iou)]))

@@ -17,15 +17,11 @@ import transformers
 from huggingface_hub import try_to_load_from_cache
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from regolith import CLASSES, data
+from regolith import CLASSES, Refused, data
 
 ID2LABEL = dict(enumerate(CLASSES))
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 ENCODER_PREFIX = "segformer."
-
-
-class EncoderLoadError(RuntimeError):
-    """The pretrained checkpoint did not supply every encoder weight."""
 
 
 def random_init(config: SegformerConfig | None = None) -> SegformerForSemanticSegmentation:
@@ -49,7 +45,7 @@ def load_pretrained(pretrained: str) -> tuple:
             pretrained, num_labels=len(CLASSES), id2label=ID2LABEL, label2id=LABEL2ID,
             ignore_mismatched_sizes=True, output_loading_info=True)
     except OSError as error:
-        raise EncoderLoadError(
+        raise Refused(
             f"pretrained={pretrained!r}: could not load it ({error}). Give a hub id that is reachable or "
             f"cached, a local directory with config.json and model weights, or 'none' for random init"
         ) from error
@@ -59,7 +55,7 @@ def load_pretrained(pretrained: str) -> tuple:
     mismatched = sorted(k for k, *_ in info["mismatched_keys"] if k.startswith(ENCODER_PREFIX))
     if missing or mismatched:
         names = [f"{k} (missing)" for k in missing] + [f"{k} (shape differs)" for k in mismatched]
-        raise EncoderLoadError(
+        raise Refused(
             f"pretrained={pretrained!r}: {len(names)} encoder weight(s) did not load from the checkpoint, "
             f"so the encoder would start partly random: " + ", ".join(names[:10])
             + (" ..." if len(names) > 10 else ""))
@@ -68,34 +64,29 @@ def load_pretrained(pretrained: str) -> tuple:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``bf16`` or ``fp32``; ``auto`` is bf16 on CUDA (the GB10 and H100 run bf16 matmuls at full rate), fp32 on CPU."""
+    """``bf16`` or ``fp32``; ``auto`` is bf16 on CUDA (the GB10 and H100 run bf16 matmuls at full rate), fp32 on CPU.
+
+    Resolved once per run; everything downstream takes the resolved value.
+    """
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision={precision!r}: expected auto, bf16 or fp32")
+        raise Refused(f"precision={precision!r}: expected auto, bf16 or fp32")
     return precision
 
 
-def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast, or none for fp32 (see ``resolve_precision``).
-
-    Training, validation and the fresh inference pass all run under it; ``best.pt`` records the
-    precision its validation ran at, so the fresh pass computes at the same one.
-    """
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=resolve_precision(precision, device) == "bf16")
-
-
-def logits_at_mask_size(model, images: torch.Tensor) -> torch.Tensor:
-    """Class logits for uint8 images, upsampled bilinearly to the image size.
+def logits_at_mask_size(model, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Class logits for uint8 images, computed at ``precision`` and upsampled bilinearly to the image size.
 
     SegFormer predicts at 1/4 resolution; its own loss upsamples the same way before comparing
-    with the mask, and validation and the fresh inference pass both go through here.
+    with the mask. Training, validation and the fresh inference pass all go through here, and
+    ``best.pt`` records the precision its validation ran at, so the fresh pass computes at it too.
     """
     pixels = data.normalize(images)
     if images.is_cuda:
         pixels = pixels.contiguous(memory_format=torch.channels_last)  # matches the model's layout there
-    logits = model(pixel_values=pixels).logits
+    with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = model(pixel_values=pixels).logits
     # Upsampled in fp32 even under bf16 autocast: the argmax and the loss see full-precision logits.
     return F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
@@ -126,13 +117,17 @@ def checkpoint(model, epoch: int, metrics: dict, args: dict, preprocessing: dict
     }
 
 
-def load_checkpoint(path) -> dict:
-    """Read ``best.pt`` with the safe unpickler: a file that would run code is refused, never executed."""
+def load_checkpoint(path, label: str = "") -> dict:
+    """Read ``best.pt`` with the safe unpickler: a file that would run code is refused, never executed.
+
+    ``label`` names where it came from (a run) in the refusal.
+    """
+    where = f"{label}: {path}" if label else str(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path}: not a regolith checkpoint that loads with weights_only=True "
-                         f"(refused, nothing in it was executed): {error}") from error
+        raise Refused(f"{where}: not a regolith checkpoint that loads with weights_only=True "
+                      f"(refused, nothing in it was executed): {error}") from error
 
 
 def model_from_checkpoint(payload: dict) -> SegformerForSemanticSegmentation:

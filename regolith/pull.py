@@ -21,20 +21,15 @@ checkpoint that would run code is refused and never reaches DIR.
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from transformers import SegformerForSemanticSegmentation, SegformerImageProcessorPil
 
-from regolith import model as segformer, track
+from regolith import Refused, model as segformer, names, refusals, track
 
-FILES = ("best.pt", "config.json", "model.safetensors", "preprocessor_config.json", "source.json")
-
-
-class PullError(ValueError):
-    """The output folder or the checkpoint cannot be used as asked; the message says which and why."""
+FILES = (names.CHECKPOINT, "config.json", "model.safetensors", "preprocessor_config.json", "source.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +62,7 @@ def save_pretrained(payload: dict, out_dir: Path):
     differ = [key for key, tensor in payload["model"].items()
               if key not in reloaded or not torch.equal(reloaded[key], tensor)]
     if differ:
-        raise PullError(f"{out_dir}: the saved model does not load back equal to best.pt ({len(differ)} tensors "
+        raise Refused(f"{out_dir}: the saved model does not load back equal to best.pt ({len(differ)} tensors "
                         f"differ, e.g. {differ[0]})")
 
 
@@ -75,22 +70,20 @@ def pull(args) -> dict:
     """Fetch, check, write; returns what ``source.json`` records."""
     out_dir = Path(args.out).resolve()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise PullError(f"--out {out_dir}: exists and is not an empty folder; give a new or empty one")
+        raise Refused(f"--out {out_dir}: exists and is not an empty folder; give a new or empty one")
     run = track.find_run(args.run, args.experiment)
-    track.label_launcher_run("pull", run, {"regolith.pulled_to": out_dir})
+    track.label_launcher_run("pull", run, {names.PULLED_TO: out_dir})
     with tempfile.TemporaryDirectory(prefix="regolith-pull-") as scratch:
         checkpoint = track.download_checkpoint(run, Path(scratch))
-        try:
-            payload = segformer.load_checkpoint(checkpoint)
-        except ValueError as error:  # the safe unpickler refused it; nothing in it ran, nothing is written
-            raise PullError(f"run {run['run_id']} ({run['run_name']}): {error}") from error
+        # The safe unpickler refuses a checkpoint that would run code: nothing in it ran, nothing is written.
+        payload = segformer.load_checkpoint(checkpoint, f"run {run['run_id']} ({run['run_name']})")
         staging = Path(scratch) / "out"
         staging.mkdir()
-        shutil.copy2(checkpoint, staging / "best.pt")
+        shutil.copy2(checkpoint, staging / names.CHECKPOINT)
         save_pretrained(payload, staging)
         source = {"run_id": run["run_id"], "run_name": run["run_name"], "ref": run["ref"],
                   "model_version": run["model_version"], "checkpoint": run["checkpoint_uri"],
-                  "variant": run["tags"].get("regolith.variant"), "epoch": payload.get("epoch"),
+                  "variant": run["tags"].get(names.VARIANT), "epoch": payload.get("epoch"),
                   "classes": payload.get("classes"), "validation": payload.get("metrics"),
                   "preprocessing": payload.get("preprocessing")}
         (staging / "source.json").write_text(json.dumps(source, indent=2) + "\n")
@@ -108,11 +101,8 @@ def pull(args) -> dict:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+    with refusals():
         pull(args)
-    except (track.RunNotFound, PullError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

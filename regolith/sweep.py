@@ -9,24 +9,22 @@ that already finished, so an interrupted sweep picks up where it stopped.
 
 import argparse
 
-from regolith import track
+from regolith import names, refusals, track
 
 
 def finished_pairs(rows: list) -> list:
     """Sorted "variant:seed" of the FINISHED training runs among the store's rows."""
-    return sorted({f"{row['tags']['regolith.variant']}:{row['tags']['regolith.seed']}" for row in rows
-                   if row["tags"].get("regolith.kind") == "train" and row["status"] == "FINISHED"
-                   and "regolith.variant" in row["tags"] and "regolith.seed" in row["tags"]})
+    return sorted({f"{row['tags'][names.VARIANT]}:{row['tags'][names.SEED]}" for row in rows
+                   if row["tags"].get(names.KIND) == names.KIND_TRAIN and row["status"] == "FINISHED"
+                   and names.VARIANT in row["tags"] and names.SEED in row["tags"]})
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="", help="experiment ('': the one training runs go to by default)")
     args = parser.parse_args(argv)
-    try:
-        rows = track.read_runs(track.default_experiment(args.experiment))
-    except track.ExperimentNotFound:
-        rows = []  # a sweep's first run: nothing has finished yet
+    with refusals():  # a sweep's first run finds no experiment yet: nothing has finished
+        rows = track.read_runs(track.default_experiment(args.experiment), missing_ok=True)
     for pair in finished_pairs(rows):
         print(pair)
 

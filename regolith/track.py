@@ -23,16 +23,10 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from regolith import Refused, names
+
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
-
-
-class TrackingError(ValueError):
-    """The tracking store cannot be used as asked; the message says why and what to do."""
-
-
-class ParamConflict(TrackingError):
-    """The run already records a parameter with a different value than this invocation."""
 
 
 class Interrupted(BaseException):
@@ -60,13 +54,14 @@ def check_reachable(timeout: float = 10):
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as error:
-        raise TrackingError(f"tracking server {uri} is not reachable ({type(error).__name__}); start it, or point "
+        raise Refused(f"tracking server {uri} is not reachable ({type(error).__name__}); start it, or point "
                             f"MLFLOW_TRACKING_URI at one that is up") from error
 
 
 @contextmanager
-def run(run_name: str | None = None, experiment: str | None = None, resume: str | None = None):
-    """Attach to the run ``mlflow run`` created (``MLFLOW_RUN_ID``), resume one, or start one.
+def run(run_name: str | None = None, experiment: str | None = None, resume: str | None = None,
+        params: dict | None = None):
+    """Attach to the run ``mlflow run`` created (``MLFLOW_RUN_ID``), resume one, or start one; log ``params``.
 
     Yields (run id, whether it resumes). A run that already has epochs logged is resumed, never
     trained again from scratch: with ``--resume RUN_ID``, or ``mlflow run --run-id RUN_ID``. The
@@ -76,16 +71,16 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     client = MlflowClient()
     run_id = resume or os.environ.get("MLFLOW_RUN_ID")
     if resume and os.environ.get("MLFLOW_RUN_ID", resume) != resume:
-        raise TrackingError(f"--resume {resume} but MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']}; give one run")
+        raise Refused(f"--resume {resume} but MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']}; give one run")
     resuming = False
     if run_id:
         try:
             existing = client.get_run(run_id)
         except MlflowException as error:
-            raise TrackingError(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
-        resuming = bool(resume) or "val/iou_rock" in existing.data.metrics
+            raise Refused(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
+        resuming = bool(resume) or names.EPOCH_MARKER in existing.data.metrics
         if resuming and existing.info.status == "FINISHED":
-            raise TrackingError(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
+            raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
         active = mlflow.start_run(run_id=run_id)
         if run_name:
             client.update_run(run_id, name=run_name)
@@ -95,6 +90,8 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
         active = mlflow.start_run(run_name=run_name or None)
     run_id = active.info.run_id
     try:
+        if params:
+            log_params(params)
         yield run_id, resuming
     except (KeyboardInterrupt, Interrupted) as stop:
         _end(run_id, "KILLED", f"interrupted ({stop or type(stop).__name__})")
@@ -140,7 +137,7 @@ def _end(run_id: str, status: str, error: str | None = None):
     try:
         with shielded():
             if error:
-                mlflow.set_tag("regolith.error", error[:4000])
+                mlflow.set_tag(names.ERROR, error[:4000])
             mlflow.end_run(status)
     except Exception as failure:  # the store itself may be what failed; the original error matters more
         warn(f"could not mark run {run_id} {status} in the tracking store: {failure}")
@@ -163,7 +160,7 @@ def log_params(params: dict):
         elif existing[key] != value and not _same_number(existing[key], value):
             conflicts.append(f"{key}={existing[key]!r} in the run, {value!r} now")
     if conflicts:
-        raise ParamConflict(f"run {run_id} already records other parameter values: " + "; ".join(conflicts))
+        raise Refused(f"run {run_id} already records other parameter values: " + "; ".join(conflicts))
     if fresh:
         mlflow.log_params(fresh)
 
@@ -264,7 +261,7 @@ def send_epochs(history: list, patient: bool = False):
         # Patient sends may wait minutes for a server; a stop must still get through then.
         with (nullcontext() if patient else shielded()), _http_retries(None if patient else 1):
             run_id = mlflow.active_run().info.run_id
-            sent = {m.step for m in MlflowClient().get_metric_history(run_id, "val/iou_rock")}
+            sent = {m.step for m in MlflowClient().get_metric_history(run_id, names.EPOCH_MARKER)}
             for row in history:
                 if row["epoch"] not in sent:
                     log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
@@ -272,10 +269,42 @@ def send_epochs(history: list, patient: bool = False):
     except Exception as error:
         waiting = [row["epoch"] for row in history if row["epoch"] not in sent]
         if patient:
-            raise TrackingError(f"the tracking store did not take the metrics of epoch(s) {waiting} ({error}); "
+            raise Refused(f"the tracking store did not take the metrics of epoch(s) {waiting} ({error}); "
                                 f"they are in the run's metrics.jsonl, and --resume replays them") from error
         warn(f"tracking store unreachable ({type(error).__name__}); metrics of epoch(s) {waiting} are kept "
              f"and sent when it is back")
+
+
+def start(name: str, params: dict, tags: dict, datasets: list, history: list = ()):
+    """Once, when a training run is set up: name it, log its params, tags and dataset inputs.
+
+    ``datasets`` holds (path, digest, context) triples. ``history`` is what a resumed run's state
+    holds: epochs the store may never have got (a crash between saving and sending) go first.
+    """
+    name_run(name)
+    log_params(params)
+    set_tags(tags)
+    for path, digest, context in datasets:
+        log_dataset(path, digest, context)
+    send_epochs(list(history))
+
+
+def keep(history: list, files: list):
+    """On the way out of the epoch loop, however it ended: every finished epoch's metrics and the files so far."""
+    send_epochs(history)
+    log_artifacts(files, best_effort=True)
+
+
+def finish(history: list, metrics: dict, files: list, register: str | None = None) -> str | None:
+    """Once, when a training run has finished: every epoch surely sent, the final metrics and files.
+
+    With ``register`` (the variant), ``best.pt`` becomes a new model version under that alias;
+    returns its URI.
+    """
+    send_epochs(history, patient=True)
+    log_metrics(metrics)
+    log_artifacts(files)
+    return register_model(mlflow.active_run().info.run_id, register) if register else None
 
 
 def warn(message: str):
@@ -284,17 +313,11 @@ def warn(message: str):
 
 # --- Finding a run, the Model Registry, and logging to a finished run (evaluate, pull) ---
 
-MODEL_NAME = "regolith-segformer"
-CHECKPOINT = "best.pt"
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-class RunNotFound(LookupError):
-    """A run reference names no run, or several, or a run without ``best.pt``; the message says which."""
-
-
-def register_model(run_id: str, alias: str, name: str = MODEL_NAME) -> str:
+def register_model(run_id: str, alias: str, name: str = names.MODEL_NAME) -> str:
     """Register the run's ``best.pt`` as a new version of ``name`` and point ``@alias`` at it; returns the version URI.
 
     best.pt is a plain artifact, not an MLflow Model flavour, so the version's source is the run's
@@ -311,10 +334,10 @@ def register_model(run_id: str, alias: str, name: str = MODEL_NAME) -> str:
             raise
     source = client.get_run(run_id).info.artifact_uri
     version = client.create_model_version(name, source, run_id=run_id,
-                                          tags={"regolith.variant": alias, "regolith.checkpoint": CHECKPOINT})
+                                          tags={names.VARIANT: alias, names.VERSION_CHECKPOINT: names.CHECKPOINT})
     client.set_registered_model_alias(name, alias, version.version)
     uri = f"models:/{name}/{version.version}"
-    client.set_tag(run_id, "regolith.model_version", uri)
+    client.set_tag(run_id, names.MODEL_VERSION, uri)
     return uri
 
 
@@ -331,13 +354,13 @@ def find_run(ref: str, experiment: str = "") -> dict:
     if ref.startswith("models:/"):
         run, version = _run_from_model_uri(client, ref)
         model_version = f"models:/{version.name}/{version.version}"
-        checkpoint_uri = f"{model_version}/{CHECKPOINT}"
+        checkpoint_uri = f"{model_version}/{names.CHECKPOINT}"
     else:
         run = _run_by_id(client, ref) or _run_by_name(client, ref, experiment)
-        model_version = run.data.tags.get("regolith.model_version")
-        checkpoint_uri = f"runs:/{run.info.run_id}/{CHECKPOINT}"
+        model_version = run.data.tags.get(names.MODEL_VERSION)
+        checkpoint_uri = f"runs:/{run.info.run_id}/{names.CHECKPOINT}"
     if run.info.lifecycle_stage == "deleted":
-        raise RunNotFound(f"{ref}: run {run.info.run_id} is deleted; restore it first (mlflow runs restore)")
+        raise Refused(f"{ref}: run {run.info.run_id} is deleted; restore it first (mlflow runs restore)")
     return {"ref": ref, "run_id": run.info.run_id, "run_name": run.info.run_name,
             "experiment_id": run.info.experiment_id, "status": run.info.status,
             "tags": dict(run.data.tags), "params": dict(run.data.params), "metrics": dict(run.data.metrics),
@@ -357,13 +380,10 @@ def _run_by_id(client: MlflowClient, ref: str):
 
 def _experiment(client: MlflowClient, name: str):
     """``name``, else the experiment a training run started here would go to (as compare resolves it)."""
-    try:
-        name = default_experiment(name)
-    except ExperimentNotFound as error:
-        raise RunNotFound(str(error)) from error
+    name = default_experiment(name)
     found = client.get_experiment_by_name(name)
     if found is None:
-        raise RunNotFound(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
+        raise Refused(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
     return found
 
 
@@ -383,44 +403,44 @@ def _run_by_name(client: MlflowClient, name: str, experiment: str):
     where = f"experiment {found.name!r} of the tracking store {mlflow.get_tracking_uri()}"
     if len(runs) > 1:
         listed = "; ".join(
-            f"{run.info.run_id} (seed {run.data.tags.get('regolith.seed', '?')}, {run.info.status}, started "
+            f"{run.info.run_id} (seed {run.data.tags.get(names.SEED, '?')}, {run.info.status}, started "
             f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(run.info.start_time / 1000))} UTC, best/iou_rock "
             f"{run.data.metrics.get('best/iou_rock', float('nan')):.4f})" for run in runs[:10])
-        raise RunNotFound(f"run name {name!r} is ambiguous in {where}: {len(runs)} runs have it: {listed}"
+        raise Refused(f"run name {name!r} is ambiguous in {where}: {len(runs)} runs have it: {listed}"
                           f"{' ...' if len(runs) > 10 else ''}. Pass the run id instead")
     others = [e for e in client.search_experiments() if e.experiment_id != found.experiment_id]
     elsewhere = sorted({e.name for e in others for _ in _runs_named(client, name, [e.experiment_id])[:1]})
     hint = f"; runs with that name exist in experiment(s) {', '.join(map(repr, elsewhere))} (pass --experiment)" \
         if elsewhere else ""
-    raise RunNotFound(f"{name!r}: no run with that id or name in {where}; expected a run id, a run name, "
-                      f"or models:/{MODEL_NAME}@<variant>{hint}")
+    raise Refused(f"{name!r}: no run with that id or name in {where}; expected a run id, a run name, "
+                      f"or models:/{names.MODEL_NAME}@<variant>{hint}")
 
 
 def _run_from_model_uri(client: MlflowClient, ref: str):
     match = MODEL_URI.fullmatch(ref.rstrip("/"))
     if not match:
-        raise RunNotFound(f"{ref}: expected models:/<name>@<alias> or models:/<name>/<version>, "
-                          f"e.g. models:/{MODEL_NAME}@dr_750")
+        raise Refused(f"{ref}: expected models:/<name>@<alias> or models:/<name>/<version>, "
+                      f"e.g. models:/{names.MODEL_NAME}@dr_750")
     try:
         if match["alias"]:
             version = client.get_model_version_by_alias(match["name"], match["alias"])
         else:
             version = client.get_model_version(match["name"], match["version"])
     except MlflowException as error:
-        raise RunNotFound(f"{ref}: no such registered model version in the registry "
+        raise Refused(f"{ref}: no such registered model version in the registry "
                           f"{mlflow.get_registry_uri()} ({error.message})") from error
     if not version.run_id:
-        raise RunNotFound(f"{ref}: version {version.version} of {version.name} records no source run")
+        raise Refused(f"{ref}: version {version.version} of {version.name} records no source run")
     return client.get_run(version.run_id), version
 
 
 def download_checkpoint(run: dict, dst_dir: Path) -> Path:
     """Copy the run's best.pt from the artifact store (never a local leftover) into ``dst_dir``."""
-    names = [info.path for info in MlflowClient().list_artifacts(run["run_id"])]
-    if CHECKPOINT not in names:
-        raise RunNotFound(f"run {run['run_id']} ({run['run_name']}, {run['status']}) has no {CHECKPOINT} artifact "
-                          f"(it has: {', '.join(names) or 'no artifacts'}); expected a training run that "
-                          f"finished at least one epoch")
+    listed = [info.path for info in MlflowClient().list_artifacts(run["run_id"])]
+    if names.CHECKPOINT not in listed:
+        raise Refused(f"run {run['run_id']} ({run['run_name']}, {run['status']}) has no {names.CHECKPOINT} artifact "
+                      f"(it has: {', '.join(listed) or 'no artifacts'}); expected a training run that "
+                      f"finished at least one epoch")
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
 
 
@@ -452,15 +472,11 @@ def label_launcher_run(kind: str, source: dict, tags: dict | None = None):
     client = MlflowClient()
     client.update_run(run_id, name=f"{kind}-{source['run_name']}")
     client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in
-                                   {"regolith.kind": kind, "regolith.source_run": source["run_id"],
+                                   {names.KIND: kind, names.SOURCE_RUN: source["run_id"],
                                     **(tags or {})}.items()])
 
 
 # --- Reading an experiment back into a plain table (compare) ---
-
-class ExperimentNotFound(LookupError):
-    """The experiment named is not in the tracking store; the message lists the ones that are."""
-
 
 def attached_experiment() -> str | None:
     """Under ``mlflow run``, the name of the experiment the run MLflow opened (``MLFLOW_RUN_ID``) is in."""
@@ -489,34 +505,32 @@ def default_experiment(name: str = "") -> str:
         try:
             return MlflowClient().get_experiment(experiment_id).name
         except MlflowException as error:
-            raise ExperimentNotFound(f"MLFLOW_EXPERIMENT_ID={experiment_id}: no such experiment in the tracking "
-                                     f"store {mlflow.get_tracking_uri()}") from error
+            raise Refused(f"MLFLOW_EXPERIMENT_ID={experiment_id}: no such experiment in the tracking "
+                          f"store {mlflow.get_tracking_uri()}") from error
     return "Default"
 
 
-def read_runs(experiment: str) -> list:
+def read_runs(experiment: str, missing_ok: bool = False) -> list:
     """Every run of ``experiment`` (deleted ones aside) as a plain row; the caller decides which count.
 
     A row: run_id, run_name, status, start_time (ms), the run's ``regolith.*`` tags, its params
-    and its latest metric values. Read page by page through the client, so a tracking server answers
-    the same as a local store.
+    and its latest metric values. ``mlflow.search_runs`` pages through the client, so a tracking
+    server answers the same as a local store. An experiment that does not exist is refused, listing
+    the ones that do, or with ``missing_ok`` (a sweep's first run) has no runs.
     """
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise ExperimentNotFound(f"experiment {experiment!r}: no such experiment in the tracking store "
-                                 f"{mlflow.get_tracking_uri()}; it has: {', '.join(map(repr, names)) or 'none'}")
-    rows, page_token = [], None
-    while True:
-        page = client.search_runs([found.experiment_id], max_results=1000, page_token=page_token)
-        rows += [{"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-                  "start_time": run.info.start_time,
-                  "tags": {k: v for k, v in run.data.tags.items() if k.startswith("regolith.")},
-                  "params": dict(run.data.params), "metrics": dict(run.data.metrics)} for run in page]
-        page_token = page.token
-        if not page_token:
-            return rows
+        if missing_ok:
+            return []
+        known = sorted(e.name for e in client.search_experiments())
+        raise Refused(f"experiment {experiment!r}: no such experiment in the tracking store "
+                      f"{mlflow.get_tracking_uri()}; it has: {', '.join(map(repr, known)) or 'none'}")
+    return [{"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+             "start_time": run.info.start_time,
+             "tags": {k: v for k, v in run.data.tags.items() if k.startswith("regolith.")},
+             "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
+            for run in mlflow.search_runs([found.experiment_id], output_format="list")]
 
 
 def read_metric_history(run_id: str, key: str) -> list:
@@ -532,8 +546,8 @@ def read_frame_confusions(run_id: str) -> dict | None:
     such pass (``python -m regolith.evaluate`` writes one) or it was on another split.
     """
     tags = MlflowClient().get_run(run_id).data.tags
-    folder = tags.get("verify/artifacts")
-    if not folder or tags.get("verify/split_digest") != tags.get("regolith.val_digest"):
+    folder = tags.get(names.VERIFY_ARTIFACTS)
+    if not folder or tags.get(names.VERIFY_SPLIT_DIGEST) != tags.get(names.VAL_DIGEST):
         return None
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/confusion_per_frame.json")
     loaded = json.loads(Path(path).read_text())

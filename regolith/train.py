@@ -6,7 +6,9 @@
 The recipe is the reference study's (shared/reference/03-training.txt): class-weighted
 cross-entropy, AdamW with cosine decay to 1e-7, validation on the unseen-domain split
 ``test_photoreal``, and the checkpoint with the best validation rock-IoU kept as ``best.pt``.
-Per epoch: train, evaluate, log, keep the best, maybe stop.
+``train()`` reads top to bottom: set up, then per epoch train, evaluate, log, keep the best,
+maybe stop, then finish. ``train_epoch`` and ``validate`` are the one engine: training, DDP
+ranks and the benchmark (benchmarks/bench.py) all call them.
 """
 
 import argparse
@@ -20,6 +22,7 @@ import shlex
 import signal
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import torch
@@ -28,19 +31,9 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, track
+from regolith import CLASSES, IGNORE_INDEX, Refused, data, metrics, model as segformer, names, refusals, track
 
 MIN_LR = 1e-7
-
-
-class UsageError(ValueError):
-    """A parameter value that cannot work; the message names it and what was expected."""
-
-
-class ResumeError(UsageError):
-    """A run cannot be resumed: its state is missing, corrupt, or from other parameters or data."""
-
-
 STATE_FILE = "state.pt"
 
 
@@ -91,12 +84,14 @@ def as_given(parser: argparse.ArgumentParser, argv) -> dict:
     return {key: shlex.quote(str(given[key])) for key in RUN_PARAMS}
 
 
-def check_args(args):
+def check_args(args, world: int = 1):
     for name in ("epochs", "batch", "patience"):
         if getattr(args, name) < 1:
-            raise UsageError(f"{name}={getattr(args, name)}: expected a positive integer")
+            raise Refused(f"{name}={getattr(args, name)}: expected a positive integer")
     if not args.lr > 0:
-        raise UsageError(f"lr={args.lr}: expected a positive learning rate")
+        raise Refused(f"lr={args.lr}: expected a positive learning rate")
+    if world > 1 and (args.batch % world or args.batch < world):
+        raise Refused(f"batch={args.batch}: under torchrun the global batch must split evenly over {world} ranks")
 
 
 def resolve_dr(dr: str, split_dir: Path) -> bool:
@@ -108,8 +103,8 @@ def resolve_dr(dr: str, split_dir: Path) -> bool:
         return False
     if re.search(r"(^|[^a-z])dr($|[^a-z])", name):
         return True
-    raise UsageError(f"dr=auto cannot tell from the split name {split_dir.name!r} whether it is domain-randomized "
-                     f"(expected 'dr' or 'nodr' in the name); pass -P dr=true or -P dr=false")
+    raise Refused(f"dr=auto cannot tell from the split name {split_dir.name!r} whether it is domain-randomized "
+                  f"(expected 'dr' or 'nodr' in the name); pass -P dr=true or -P dr=false")
 
 
 def resolve_val_split(val_split: str, split_dir: Path) -> Path:
@@ -122,6 +117,8 @@ def get_lr(step: int, total_steps: int, peak_lr: float) -> float:
     return MIN_LR + 0.5 * (peak_lr - MIN_LR) * (1 + math.cos(math.pi * progress))
 
 
+# ---- the device and the module the loop calls -------------------------------------------------
+
 def pick_device() -> torch.device:
     if not torch.cuda.is_available():
         return torch.device("cpu")
@@ -130,6 +127,11 @@ def pick_device() -> torch.device:
 
 def device_name(device: torch.device) -> str:
     return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
+
+
+def resolve_compile(compile_model: str, device: torch.device) -> bool:
+    """true/false as given; auto compiles on CUDA only (on the CPU the compile costs more than it saves)."""
+    return compile_model == "true" or (compile_model == "auto" and device.type == "cuda")
 
 
 def prepare(net, device: torch.device, compile_model: bool, world: int = 1):
@@ -177,34 +179,48 @@ def keep_on(split, device: torch.device, budget: float = 0.5):
         split.images, split.masks = split.images.pin_memory(), split.masks.pin_memory()
 
 
+def make_optimizer(net, lr: float, device: torch.device):
+    """AdamW; fused on CUDA: one kernel for all parameters instead of several per tensor."""
+    return torch.optim.AdamW(net.parameters(), lr=lr, fused=device.type == "cuda")
+
+
+# ---- the engine: one training epoch, one validation pass ---------------------------------------
+
 def batches(order: torch.Tensor, batch: int, drop_last: bool) -> list:
     """Index tensors of each step; ``drop_last`` keeps shapes static for torch.compile."""
     stop = len(order) - len(order) % batch if drop_last and len(order) >= batch else len(order)
     return [order[start:start + batch] for start in range(0, stop, batch)]
 
 
-def train_epoch(model, split, class_weights, optimizer, step, total_steps, args, order, device, epoch,
-                progress=None, drop_last=False, rank=0, world=1):
-    """One pass over the training frames in ``order``; returns (mean batch loss, the next step).
+def weight_per_label(class_weights: torch.Tensor) -> torch.Tensor:
+    """Class weight per label value, 0 for the ignore label: summed weights without boolean indexing."""
+    label_weight = torch.zeros(256, dtype=torch.float64, device=class_weights.device)
+    label_weight[:len(CLASSES)] = class_weights.double()
+    return label_weight
 
-    Losses stay on the device until the epoch ends (no host sync per step); a NaN or inf loss
-    is then reported with its epoch and step, before anything of that epoch is kept. Under
-    torchrun each rank takes its share of every global batch of ``args.batch`` frames, and the
-    loss is normalized by the whole batch's summed class weights, so DDP's gradient average
-    equals the gradient of the single-process loss.
+
+def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights: torch.Tensor, optimizer,
+                lr_at, step: int, precision: str, device: torch.device, epoch: int = 1, drop_last: bool = False,
+                rank: int = 0, world: int = 1, progress=None) -> tuple:
+    """One pass over the training frames in ``order``: returns (statistics, the next step).
+
+    The statistics are a dict keyed as logged under ``train/`` (the mean batch loss). ``lr_at``
+    maps a step to its learning rate: the schedule is a pure function of the step. Losses stay on
+    the device until the epoch ends (no host sync per step); a NaN or inf loss is then refused
+    with its epoch and step, before anything of that epoch is kept. Under torchrun each rank
+    takes its share of every global batch, and the loss is normalized by the whole batch's summed
+    class weights, so DDP's gradient average equals the gradient of the single-process loss.
     """
     model.train()
     losses = []
     label_weight = weight_per_label(class_weights)
-    for index in batches(order.to(split.images.device), args.batch, drop_last):
+    for index in batches(order.to(split.images.device), batch, drop_last):
         index = index.chunk(world)[rank] if world > 1 else index
         images = split.images[index].to(device, non_blocking=True)
         masks = split.masks[index].to(device, non_blocking=True).long()
-        lr = get_lr(step, total_steps, args.lr)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        with segformer.autocast(device, args.precision):
-            logits = segformer.logits_at_mask_size(model, images)
+            group["lr"] = lr_at(step)
+        logits = segformer.logits_at_mask_size(model, images, precision)
         if world == 1:
             loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX)
             batch_loss = loss.detach()
@@ -226,22 +242,16 @@ def train_epoch(model, split, class_weights, optimizer, step, total_steps, args,
     finite = torch.isfinite(losses)
     if not finite.all():
         first = int((~finite).nonzero()[0])
-        raise FloatingPointError(f"training loss is {losses[first].item()} in epoch {epoch} at step "
-                                 f"{step - len(losses) + first + 1} (batch {first + 1} of the epoch)")
-    return losses.mean().item(), step
-
-
-def weight_per_label(class_weights: torch.Tensor) -> torch.Tensor:
-    """Class weight per label value, 0 for the ignore label: summed weights without boolean indexing."""
-    label_weight = torch.zeros(256, dtype=torch.float64, device=class_weights.device)
-    label_weight[:len(CLASSES)] = class_weights.double()
-    return label_weight
+        raise Refused(f"training loss is {losses[first].item()} in epoch {epoch} at step "
+                      f"{step - len(losses) + first + 1} (batch {first + 1} of the epoch); "
+                      f"lower lr or check the encoder and the data")
+    return {names.LOSS: losses.mean().item()}, step
 
 
 @torch.no_grad()
-def evaluate(model, split, class_weights, batch: int, device, static=False, rank=0, world=1,
-             precision="auto") -> dict:
-    """Weighted loss and global per-class IoU over every pixel of ``split`` (255 ignored).
+def validate(model, split, *, batch: int, class_weights: torch.Tensor, precision: str, device: torch.device,
+             static: bool = False, rank: int = 0, world: int = 1) -> dict:
+    """Weighted loss and global per-class IoU over every pixel of ``split`` (255 ignored), keyed as logged under ``val/``.
 
     Everything accumulates on the device; the only host sync is the final ``.item()``. With
     ``static``, the last batch is padded with ignored pixels so every batch has one shape.
@@ -261,8 +271,7 @@ def evaluate(model, split, class_weights, batch: int, device, static=False, rank
             pad = batch - len(images)
             images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
             masks = torch.cat([masks, masks.new_full((pad, *masks.shape[1:]), IGNORE_INDEX)])
-        with segformer.autocast(device, precision):
-            logits = segformer.logits_at_mask_size(model, images)
+        logits = segformer.logits_at_mask_size(model, images, precision)
         # Summed, then divided by the summed weights once: the split's weighted mean, not a mean of means.
         loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
         weight_sum += label_weight[masks].sum()
@@ -270,29 +279,72 @@ def evaluate(model, split, class_weights, batch: int, device, static=False, rank
     if world > 1:
         for total in (confusion, loss_sum, weight_sum):
             dist.all_reduce(total)
-    return {"loss": (loss_sum / weight_sum).item(), **metrics.iou_summary(confusion.cpu())}
+    return {names.LOSS: (loss_sum / weight_sum).item(), **metrics.iou_summary(confusion.cpu())}
+
+
+# ---- set-up: data, model, what the store records -----------------------------------------------
+
+def load_splits(args, run_id: str, state: dict | None) -> tuple:
+    """(training split, validation split), checked; a resumed run must find the frames it started on."""
+    split_dir = Path(args.split).resolve()
+    train_split = data.load_split(split_dir, args.frames)
+    val_split = data.load_split(resolve_val_split(args.val_split, split_dir))
+    if state and (state["dataset_digest"], state["val_digest"]) != (train_split.digest, val_split.digest):
+        raise Refused(f"run {run_id}: the frames changed since it started (digest {state['dataset_digest']} "
+                      f"then, {train_split.digest} now); resume needs the same data")
+    return train_split, val_split
+
+
+def build_model(args, state: dict | None, say) -> tuple:
+    """(model, what the encoder came from): the last epoch's state, a random init, or the pretrained encoder."""
+    torch.manual_seed(args.seed)  # the fresh head's (or the whole random model's) initialization
+    if state:
+        return segformer.model_from_checkpoint(state), state["pretrained_id"]
+    if args.pretrained.lower() == "none":
+        say("pretrained=none: every weight starts random (no ImageNet encoder); record it as such")
+        net = segformer.random_init()
+    else:
+        net, encoder_tensors = segformer.load_pretrained(args.pretrained)
+        say(f"encoder: all {encoder_tensors} encoder tensors loaded from {args.pretrained}; fresh 3-class head")
+    return net, segformer.pretrained_id(args.pretrained, net)
 
 
 def library_versions() -> dict:
-    import mlflow
-    import transformers
     return {"version.python": platform.python_version(), "version.torch": torch.__version__,
-            "version.transformers": transformers.__version__, "version.mlflow": mlflow.__version__}
+            **{f"version.{name}": metadata.version(name) for name in ("transformers", "mlflow")}}
 
 
-def save_atomic(payload, path: Path):
-    """Write, then rename, so a crash mid-write never leaves a truncated checkpoint behind."""
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+def run_record(args, dr: bool, train_split, val_split, net, source: str, device, compiled: bool,
+               precision: str) -> dict:
+    """What the store records when the run starts (name, params, tags, dataset inputs) and the line that says it."""
+    variant = names.variant(dr, train_split.frames)
+    weights, shares = data.class_weights(train_split.pixel_counts), data.pixel_shares(train_split.pixel_counts)
+    return {
+        "name": variant,
+        "line": (f"{variant}: {train_split.frames} training frames from {train_split.path} ({train_split.digest}), "
+                 f"{val_split.frames} validation frames from {val_split.path} ({val_split.digest}), on "
+                 f"{device.type}\nclass weights " + "  ".join(
+                     f"{n} {w:.3f} (share {s:.3f})" for n, w, s in zip(CLASSES, weights, shares))),
+        "params": {
+            "image_size": "x".join(map(str, train_split.image_size)),
+            "val_image_size": "x".join(map(str, val_split.image_size)),
+            "pretrained_id": source, **library_versions(),
+            **{f"{names.CLASS_WEIGHT}.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
+            **{f"{names.PIXEL_SHARE}.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)}},
+        "tags": {
+            names.KIND: names.KIND_TRAIN, names.DR: str(dr).lower(), names.VARIANT: variant,
+            names.SPLIT: train_split.path.name, names.DATASET_DIGEST: train_split.digest,
+            names.FRAMES: train_split.frames, names.VAL_SPLIT: str(val_split.path),
+            names.VAL_DIGEST: val_split.digest, names.SEED: args.seed, names.DEVICE: device_name(device),
+            names.COMPILED: str(compiled).lower(), names.PRECISION: precision,
+            names.ATTENTION: net.config._attn_implementation or "eager",
+            **({names.PARENT: args.parent} if args.parent else {})},
+        "datasets": [(train_split.path, train_split.digest, "training"),
+                     (val_split.path, val_split.digest, "validation")],
+    }
 
 
-def epoch_line(epoch, epochs, row, best):
-    ious = "  ".join(f"{name} {row[f'val/iou_{name}']:.4f}" for name in CLASSES)
-    return (f"epoch {epoch:3d}/{epochs}  train/loss {row['train/loss']:.4f}  val/loss {row['val/loss']:.4f}  "
-            f"iou {ious}  miou {row['val/miou']:.4f}  lr {row['lr']:.2e}  {row['time/epoch_s']:.1f}s"
-            + ("  *best" if best else ""))
-
+# ---- the run's files: state, history, best checkpoint ------------------------------------------
 
 def output_dir(run_id: str) -> Path:
     """Local working files of one run: best.pt, state.pt, metrics.jsonl, summary.json.
@@ -302,9 +354,29 @@ def output_dir(run_id: str) -> Path:
     return Path(os.environ.get("REGOLITH_OUTPUT_DIR", "outputs")) / run_id
 
 
+def save_atomic(payload, path: Path):
+    """Write, then rename, so a crash mid-write never leaves a truncated checkpoint behind."""
+    partial = path.with_suffix(path.suffix + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def write_history(path: Path, history: list):
+    """metrics.jsonl, one line per epoch, rewritten whole from the state so it never holds an epoch twice."""
+    partial = path.with_suffix(".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in history))
+    os.replace(partial, path)
+
+
 def resume_key(args) -> dict:
     """The arguments a resumed run must share with its start: everything that changes the computation."""
     return {key: getattr(args, key) for key in RUN_PARAMS if key not in ("register", "parent")}
+
+
+def new_progress(train_split, val_split, source: str) -> dict:
+    """Where a run stands after its last finished epoch; saved whole in state.pt after every epoch."""
+    return {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "epochs_without_gain": 0, "history": [],
+            "dataset_digest": train_split.digest, "val_digest": val_split.digest, "pretrained_id": source}
 
 
 def save_state(path: Path, net, optimizer, order_rng, progress: dict, args):
@@ -323,177 +395,161 @@ def save_state(path: Path, net, optimizer, order_rng, progress: dict, args):
 def load_state(path: Path, run_id: str, args) -> dict:
     """The resumable state of ``run_id``; refuses, never silently restarting, when it is missing or wrong."""
     if not path.exists():
-        raise ResumeError(f"run {run_id}: no resumable state at {path} (it is written after every finished epoch); "
-                          f"refusing to start from scratch inside the old run. Start a new run instead")
+        raise Refused(f"run {run_id}: no resumable state at {path} (it is written after every finished epoch); "
+                      f"refusing to start from scratch inside the old run. Start a new run instead")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         epoch, history = int(state["epoch"]), list(state["history"])
     except Exception as error:
-        raise ResumeError(f"run {run_id}: resumable state {path} is corrupt ({error}); refusing to resume. "
-                          f"Start a new run instead") from error
+        raise Refused(f"run {run_id}: resumable state {path} is corrupt ({error}); refusing to resume. "
+                      f"Start a new run instead") from error
     # States written before ``precision`` existed ran at what ``auto`` gives now.
     saved = {"precision": "auto", **state["args"]}
     if saved != resume_key(args):
         changed = {k: (saved.get(k), v) for k, v in resume_key(args).items() if saved.get(k) != v}
-        raise ResumeError(f"run {run_id}: resume with other parameters than it started with "
-                          f"(saved, now): {changed}; resume with the same ones")
+        raise Refused(f"run {run_id}: resume with other parameters than it started with "
+                      f"(saved, now): {changed}; resume with the same ones")
     if len(history) != epoch:
-        raise ResumeError(f"run {run_id}: resumable state {path} is corrupt (epoch {epoch}, {len(history)} history rows)")
+        raise Refused(f"run {run_id}: resumable state {path} is corrupt (epoch {epoch}, {len(history)} history rows)")
     return state
 
 
-def train(args, given: dict, run_id: str, resume: bool = False, rank: int = 0, world: int = 1):
+def restore(state: dict, optimizer, order_rng) -> dict:
+    """Put the optimizer and the RNGs back where the state left them; returns its progress."""
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch"])
+    order_rng.set_state(state["rng"]["order"])
+    if "cuda" in state["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    return {key: state[key] for key in ("epoch", "step", "best", "best_epoch", "epochs_without_gain", "history",
+                                        "dataset_digest", "val_digest", "pretrained_id")}
+
+
+# ---- per epoch: the row, the best, the line ------------------------------------------------------
+
+def epoch_row(epoch: int, train_stats: dict, val: dict, lr: float, seconds: float) -> dict:
+    """One epoch's metrics, keyed as logged (step = ``epoch``)."""
+    return {"epoch": epoch, **names.prefixed(names.TRAIN, train_stats), **names.prefixed(names.VAL, val),
+            names.LR: lr, names.EPOCH_SECONDS: seconds}
+
+
+def advance(progress: dict, row: dict, val: dict, step: int) -> tuple:
+    """(the progress after this epoch, whether it is the best so far): strictly greater, so the earliest wins ties."""
+    best = progress["best"]
+    improved = best is None or val[names.HEADLINE] > best[names.HEADLINE]
+    return {**progress, "epoch": row["epoch"], "step": step, "history": progress["history"] + [row],
+            "best": val if improved else best, "best_epoch": row["epoch"] if improved else progress["best_epoch"],
+            "epochs_without_gain": 0 if improved else progress["epochs_without_gain"] + 1}, improved
+
+
+def epoch_line(epochs: int, row: dict, best: bool) -> str:
+    ious = "  ".join(f"{name} {row[names.key(names.VAL, f'iou_{name}')]:.4f}" for name in CLASSES)
+    return (f"epoch {row['epoch']:3d}/{epochs}  train/loss {row[names.key(names.TRAIN, names.LOSS)]:.4f}  "
+            f"val/loss {row[names.key(names.VAL, names.LOSS)]:.4f}  iou {ious}  "
+            f"miou {row[names.key(names.VAL, 'miou')]:.4f}  lr {row[names.LR]:.2e}  "
+            f"{row[names.EPOCH_SECONDS]:.1f}s" + ("  *best" if best else ""))
+
+
+def final_metrics(summary: dict) -> dict:
+    """What the store records when the run finishes: the best epoch's scores, the best epoch, the last epoch."""
+    return {**names.prefixed(names.BEST, summary["best"]), names.BEST_EPOCH: summary["best_epoch"],
+            names.STOPPED_EPOCH: summary["stopped_epoch"]}
+
+
+def run_summary(record: dict, progress: dict, train_split, val_split) -> dict:
+    """summary.json: the best epoch's scores, where the run stopped, and the data it saw."""
+    weights, shares = data.class_weights(train_split.pixel_counts), data.pixel_shares(train_split.pixel_counts)
+    return {"variant": record["name"], "best_epoch": progress["best_epoch"], "stopped_epoch": progress["epoch"],
+            "best": {score: progress["best"][score] for score in names.SCORES},
+            "class_weights": dict(zip(CLASSES, weights)), "pixel_shares": dict(zip(CLASSES, shares)),
+            "frames": train_split.frames, "dataset_digest": train_split.digest,
+            "val_frames": val_split.frames, "val_digest": val_split.digest}
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def save_epoch(out: Path, net, optimizer, order_rng, progress: dict, args, precision: str, improved: bool):
+    """The epoch's files: best.pt on a gain, then state.pt and metrics.jsonl; a stop lands before or after, not between."""
+    with track.shielded():
+        if improved:
+            save_atomic(segformer.checkpoint(net, progress["epoch"], progress["best"], vars(args), data.PREPROCESSING,
+                                             precision), out / names.CHECKPOINT)
+        # State first, then the store: a crash in between is repaired by replaying the state's history.
+        save_state(out / STATE_FILE, net, optimizer, order_rng, progress, args)
+        write_history(out / names.HISTORY, progress["history"])
+
+
+def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1) -> dict:
     """The whole run inside an MLflow run: set up, then per epoch train, evaluate, log, keep the best, maybe stop.
 
     Under torchrun every rank trains on its share of each global batch; only rank 0 logs,
     prints and writes files, so the run is recorded once.
     """
-    log = track if rank == 0 else track.silent
-    say = print if rank == 0 else (lambda *_, **__: None)
-    log.log_params(given)
-    check_args(args)
-    out_dir = output_dir(run_id)
-    state = load_state(out_dir / STATE_FILE, run_id, args) if resume else None
-    split_dir = Path(args.split).resolve()
-    val_dir = resolve_val_split(args.val_split, split_dir)
-    train_split = data.load_split(split_dir, args.frames)
-    val_split = data.load_split(val_dir)
-    dr = resolve_dr(args.dr, split_dir)
-    variant = f"{'dr' if dr else 'nodr'}_{train_split.frames}"
-    weights = data.class_weights(train_split.pixel_counts)
-    shares = data.pixel_shares(train_split.pixel_counts)
-    if state and (state["dataset_digest"], state["val_digest"]) != (train_split.digest, val_split.digest):
-        raise ResumeError(f"run {run_id}: the frames changed since it started (digest {state['dataset_digest']} "
-                          f"then, {train_split.digest} now); resume needs the same data")
-    log.name_run(variant)
-    log.set_tags({"regolith.kind": "train", "regolith.dr": str(dr).lower(), "regolith.variant": variant,
-                    "regolith.split": split_dir.name, "regolith.dataset_digest": train_split.digest,
-                    "regolith.frames": train_split.frames, "regolith.val_split": str(val_dir),
-                    "regolith.val_digest": val_split.digest, "regolith.seed": args.seed,
-                    **({"mlflow.parentRunId": args.parent} if args.parent else {})})
-    if not resume:
-        log.log_dataset(split_dir, train_split.digest, "training")
-        log.log_dataset(val_dir, val_split.digest, "validation")
-
+    log, say = (track, print) if rank == 0 else (track.silent, lambda *_, **__: None)
+    check_args(args, world)
+    out = output_dir(run_id)
+    state = load_state(out / STATE_FILE, run_id, args) if resume else None
+    train_split, val_split = load_splits(args, run_id, state)
+    dr = resolve_dr(args.dr, train_split.path)
     device = pick_device()
-    if world > 1 and (args.batch % world or args.batch < world):
-        raise UsageError(f"batch={args.batch}: under torchrun the global batch must split evenly over {world} ranks")
-    torch.manual_seed(args.seed)  # the fresh head's (or the whole random model's) initialization
-    if state:
-        net = segformer.model_from_checkpoint(state)  # the architecture and weights of the last epoch
-        say(f"resuming run {run_id} after epoch {state['epoch']} from {out_dir / STATE_FILE}")
-    elif args.pretrained.lower() == "none":
-        say("pretrained=none: every weight starts random (no ImageNet encoder); record it as such")
-        net = segformer.random_init()
-    else:
-        net, encoder_tensors = segformer.load_pretrained(args.pretrained)
-        say(f"encoder: all {encoder_tensors} encoder tensors loaded from {args.pretrained}; fresh 3-class head")
-    source = state["pretrained_id"] if state else segformer.pretrained_id(args.pretrained, net)
-    net.to(device)
-    static = args.compile == "true" or (args.compile == "auto" and device.type == "cuda")
-    forward = prepare(net, device, static, world)
-    height, width = train_split.image_size
-    log.log_params({
-        "image_size": f"{height}x{width}", "val_image_size": "x".join(map(str, val_split.image_size)),
-        "pretrained_id": source,
-        **library_versions(),
-        **{f"class_weight.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
-        **{f"pixel_share.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)},
-    })
-    precision = segformer.resolve_precision(args.precision, device)
-    log.set_tags({"regolith.device": device_name(device), "regolith.compiled": str(static).lower(),
-                  "regolith.precision": precision,
-                    "regolith.attn_implementation": net.config._attn_implementation or "eager"})
+    precision, compiled = segformer.resolve_precision(args.precision, device), resolve_compile(args.compile, device)
+    net, source = build_model(args, state, say)
+    record = run_record(args, dr, train_split, val_split, net, source, device, compiled, precision)
+    forward = prepare(net.to(device), device, compiled, world)
     for split in (train_split, val_split):
         keep_on(split, device)
-    say(f"{variant}: {train_split.frames} training frames from {split_dir} ({train_split.digest}), "
-          f"{val_split.frames} validation frames from {val_dir} ({val_split.digest}), on {device.type}")
-    say("class weights " + "  ".join(f"{n} {w:.3f} (share {s:.3f})" for n, w, s in zip(CLASSES, weights, shares)))
-
-    class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
-    # Fused AdamW: one kernel for all parameters instead of several per tensor (CUDA only).
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, fused=device.type == "cuda")
-    # Ranks need equal shares of every batch, so the ragged last batch is dropped under torchrun too.
-    drop_last = static or world > 1
-    steps_per_epoch = len(batches(torch.arange(train_split.frames), args.batch, drop_last))
-    total_steps = args.epochs * steps_per_epoch
+    class_weights = torch.tensor(data.class_weights(train_split.pixel_counts), dtype=torch.float32, device=device)
+    optimizer = make_optimizer(net, args.lr, device)
     order_rng = torch.Generator().manual_seed(args.seed)  # data order, independent of the model's RNG use
-    progress = {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "epochs_without_gain": 0, "history": [],
-                "dataset_digest": train_split.digest, "val_digest": val_split.digest,
-                "pretrained_id": source}
+    progress = restore(state, optimizer, order_rng) if state else new_progress(train_split, val_split, source)
+    # Ranks need equal shares of every batch, so the ragged last batch is dropped under torchrun too.
+    drop_last = compiled or world > 1
+    total_steps = args.epochs * len(batches(torch.arange(train_split.frames), args.batch, drop_last))
+    engine = {"batch": args.batch, "class_weights": class_weights, "precision": precision, "device": device,
+              "rank": rank, "world": world}  # what the training epoch and the validation pass share
+    # A resumed run may hold epochs the store never got (a crash between saving and sending): sent first.
+    log.start(record["name"], record["params"], record["tags"], [] if resume else record["datasets"],
+              progress["history"])
     if state:
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        order_rng.set_state(state["rng"]["order"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        progress = {key: state[key] for key in progress}
+        say(f"resuming run {run_id} after epoch {progress['epoch']} from {out / STATE_FILE}")
+    say(record["line"])
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    best_path, state_path, history_path = out_dir / "best.pt", out_dir / STATE_FILE, out_dir / "metrics.jsonl"
-    # A resumed run may hold epochs the store never got (a crash between saving and sending).
-    log.send_epochs(progress["history"])
+    out.mkdir(parents=True, exist_ok=True)
     try:
         while progress["epoch"] < args.epochs and progress["epochs_without_gain"] < args.patience:
-            epoch = progress["epoch"] + 1
-            started = time.perf_counter()
+            started, epoch = time.perf_counter(), progress["epoch"] + 1
             order = torch.randperm(train_split.frames, generator=order_rng)
-            with tqdm(total=train_split.frames, desc=f"epoch {epoch}", unit="img", leave=False,
-                      file=sys.stderr, disable=None if rank == 0 else True) as bar:
-                train_loss, step = train_epoch(forward, train_split, class_weights, optimizer, progress["step"],
-                                               total_steps, args, order, device, epoch, bar, drop_last, rank, world)
-            val = evaluate(forward, val_split, class_weights, args.batch, device, static, rank, world, precision)
-            row = {"epoch": epoch, "train/loss": train_loss, "val/loss": val["loss"],
-                   **{f"val/iou_{name}": val[f"iou_{name}"] for name in CLASSES}, "val/miou": val["miou"],
-                   "lr": get_lr(step - 1, total_steps, args.lr), "time/epoch_s": time.perf_counter() - started}
-            best = progress["best"]
-            improved = best is None or val["iou_rock"] > best["iou_rock"]  # strict: the earliest wins ties
-            if improved and rank == 0:
-                save_atomic(segformer.checkpoint(net, epoch, val, vars(args), data.PREPROCESSING, precision),
-                            best_path)
-            progress.update(epoch=epoch, step=step, history=progress["history"] + [row],
-                            best=val if improved else best, best_epoch=epoch if improved else progress["best_epoch"],
-                            epochs_without_gain=0 if improved else progress["epochs_without_gain"] + 1)
-            # State first, then the store: a crash in between is repaired by replaying the state's history.
+            with tqdm(total=train_split.frames, desc=f"epoch {epoch}", unit="img", leave=False, file=sys.stderr,
+                      disable=None if rank == 0 else True) as bar:
+                train_stats, step = train_epoch(
+                    forward, train_split, order, optimizer=optimizer, step=progress["step"], epoch=epoch,
+                    lr_at=lambda s: get_lr(s, total_steps, args.lr), drop_last=drop_last, progress=bar, **engine)
+            val = validate(forward, val_split, static=compiled, **engine)
+            row = epoch_row(epoch, train_stats, val, get_lr(step - 1, total_steps, args.lr),
+                            time.perf_counter() - started)
+            progress, improved = advance(progress, row, val, step)
             if rank == 0:
-                with track.shielded():  # a stop lands before or after the epoch's files, not between
-                    save_state(state_path, net, optimizer, order_rng, progress, args)
-                    write_history(history_path, progress["history"])
-            say(epoch_line(epoch, args.epochs, row, improved), flush=True)
+                save_epoch(out, net, optimizer, order_rng, progress, args, precision, improved)
+            say(epoch_line(args.epochs, row, improved), flush=True)
             log.send_epochs(progress["history"])
         if progress["epochs_without_gain"] >= args.patience:
             say(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {progress['best_epoch']}")
     finally:
         # Whatever happened, keep what was earned: every finished epoch's metrics (a stop can land
         # between saving an epoch and sending it), the best checkpoint and the per-epoch history.
-        log.send_epochs(progress["history"])
-        log.log_artifacts([best_path, history_path], best_effort=True)
-    log.send_epochs(progress["history"], patient=True)
+        log.keep(progress["history"], [out / names.CHECKPOINT, out / names.HISTORY])
 
-    best, best_epoch, epoch = progress["best"], progress["best_epoch"], progress["epoch"]
-    summary = {"variant": variant, "best_epoch": best_epoch, "stopped_epoch": epoch,
-               "best": {k: best[k] for k in ("iou_regolith", "iou_rock", "iou_sky", "miou")},
-               "class_weights": dict(zip(CLASSES, weights)), "pixel_shares": dict(zip(CLASSES, shares)),
-               "frames": train_split.frames, "dataset_digest": train_split.digest,
-               "val_frames": val_split.frames, "val_digest": val_split.digest}
-    log.log_metrics({**{f"best/{k}": v for k, v in summary["best"].items()},
-                       "best/epoch": best_epoch, "stopped_epoch": epoch})
+    summary = run_summary(record, progress, train_split, val_split)
     if rank == 0:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.log_artifacts([out_dir / "summary.json"])
-    if args.register == "true" and rank == 0:
-        version = log.register_model(run_id, variant)
-        say(f"registered {version} as models:/{track.MODEL_NAME}@{variant}")
-    say(f"best rock-IoU {best['iou_rock']:.4f} at epoch {best_epoch} (miou {best['miou']:.4f}); "
-          f"run {run_id}, artifacts best.pt, metrics.jsonl, summary.json")
+        (out / names.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    version = log.finish(progress["history"], final_metrics(summary), [out / names.SUMMARY],
+                         register=record["name"] if args.register == "true" else None)
+    if version:
+        say(f"registered {version} as models:/{names.MODEL_NAME}@{record['name']}")
+    say(f"best rock-IoU {summary['best']['iou_rock']:.4f} at epoch {summary['best_epoch']} "
+        f"(miou {summary['best']['miou']:.4f}); run {run_id}, artifacts {names.CHECKPOINT}, {names.HISTORY}, "
+        f"{names.SUMMARY}")
     return summary
-
-
-def write_history(path: Path, history: list):
-    """metrics.jsonl, one line per epoch, rewritten whole from the state so it never holds an epoch twice."""
-    partial = path.with_suffix(".partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in history))
-    os.replace(partial, path)
 
 
 def distributed() -> tuple:
@@ -516,23 +572,20 @@ def share(value, world: int):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    given = as_given(parser, argv)
     rank, world = distributed()
     # SIGTERM (a preempted job, `docker stop`) and Ctrl-C end the run as KILLED, keeping the last epoch.
     previous = {sig: signal.signal(sig, track.stop_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        if rank == 0:
-            track.check_reachable()
-            with track.run(args.run_name, args.experiment, resume=args.resume) as (run_id, resume):
-                share((run_id, resume), world)
-                train(args, given, run_id, resume, rank, world)
-        else:
-            run_id, resume = share(None, world)
-            train(args, given, run_id, resume, rank, world)
-    except (data.DataError, segformer.EncoderLoadError, track.TrackingError, UsageError, FloatingPointError) as error:
-        # The run is already marked FAILED with the error as a tag; say what is wrong, no traceback.
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        with refusals():  # the run is already marked FAILED with the error as a tag; say what is wrong, no traceback
+            if rank == 0:
+                track.check_reachable()
+                with track.run(args.run_name, args.experiment, resume=args.resume,
+                               params=as_given(parser, argv)) as (run_id, resume):
+                    share((run_id, resume), world)
+                    train(args, run_id, resume, rank, world)
+            else:
+                run_id, resume = share(None, world)
+                train(args, run_id, resume, rank, world)
     except track.Interrupted as stop:
         print(f"{stop}: run ended as KILLED; resume it with --resume <run id>", file=sys.stderr)
         sys.exit(143)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_split, simple_frame, write_frame
-from regolith import data
+from regolith import Refused, data
 
 
 def test_class_weights_from_hand_made_masks(tmp_path):
@@ -119,13 +119,13 @@ BAD_SPLITS = {"missing": _missing, "empty": _empty, "unpaired": _unpaired, "unre
 @pytest.mark.parametrize("case", sorted(BAD_SPLITS))
 def test_bad_split_is_refused_naming_the_fault(tmp_path, case):
     split, expected = BAD_SPLITS[case](make_split(tmp_path / "train_dr", frames=6))
-    with pytest.raises(data.DataError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(Refused, match=expected.replace("[", r"\[").replace("]", r"\]")):
         data.load_split(split)
 
 
 def test_frames_larger_than_split_is_refused(tmp_path):
     split = make_split(tmp_path / "train_dr", frames=4)
-    with pytest.raises(data.DataError, match="frames=5 is larger than split .* which has 4 frames"):
+    with pytest.raises(Refused, match="frames=5 is larger than split .* which has 4 frames"):
         data.load_split(split, frames=5)
 
 

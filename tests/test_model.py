@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, legacy_name, save_legacy_encoder
-from regolith import data, model as segformer
+from regolith import Refused, data, model as segformer
 
 
 def test_legacy_encoder_loads_every_weight_and_gets_a_fresh_head(tiny_encoder):
@@ -29,7 +29,7 @@ def test_legacy_encoder_loads_every_weight_and_gets_a_fresh_head(tiny_encoder):
 def test_encoder_missing_weights_is_refused_with_their_names(tmp_path):
     dropped = ("segformer.encoder.block.1.0.attention.self.query.weight", "segformer.encoder.layer_norm.3.bias")
     save_legacy_encoder(tmp_path / "partial", drop=dropped)
-    with pytest.raises(segformer.EncoderLoadError) as error:
+    with pytest.raises(Refused) as error:
         segformer.load_pretrained(str(tmp_path / "partial"))
     message = str(error.value)
     assert "2 encoder weight(s) did not load" in message
@@ -38,7 +38,7 @@ def test_encoder_missing_weights_is_refused_with_their_names(tmp_path):
 
 
 def test_unreachable_hub_id_is_a_clear_error():
-    with pytest.raises(segformer.EncoderLoadError, match="pretrained='no-such-org/no-such-model'"):
+    with pytest.raises(Refused, match="pretrained='no-such-org/no-such-model'"):
         segformer.load_pretrained("no-such-org/no-such-model")
 
 

@@ -12,7 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
-from regolith import CLASSES, data, evaluate, model as segformer, train
+from regolith import CLASSES, Refused, data, evaluate, model as segformer, train
 
 EPOCH_METRICS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr",
                  "time/epoch_s"]
@@ -49,7 +49,7 @@ def test_dr_from_the_split_name(name, dr, expected):
 
 
 def test_dr_auto_asks_for_the_parameter_when_the_name_does_not_say():
-    with pytest.raises(train.UsageError, match="pass -P dr=true or -P dr=false"):
+    with pytest.raises(Refused, match="pass -P dr=true or -P dr=false"):
         train.resolve_dr("auto", Path("hydrangea"))
 
 
@@ -113,7 +113,8 @@ def test_mlflow_run_records_everything(store, datasets, hub_cache, tmp_path):
     assert set(payload) >= {"model", "config", "classes", "epoch", "metrics", "args", "preprocessing"}
     net = segformer.model_from_checkpoint(payload)
     class_weights = torch.tensor([float(params[f"class_weight.{c}"]) for c in ("regolith", "rock", "sky")])
-    again = train.evaluate(net, data.load_split(datasets / "test_photoreal"), class_weights, 4, torch.device("cpu"))
+    again = train.validate(net, data.load_split(datasets / "test_photoreal"), batch=4, class_weights=class_weights,
+                           precision="fp32", device=torch.device("cpu"))
     assert again["iou_rock"] == pytest.approx(run.data.metrics["best/iou_rock"], abs=1e-9)
 
 
@@ -289,7 +290,7 @@ def test_resume_reads_a_state_from_before_precision_was_a_parameter(tmp_path):
     torch.save({"epoch": 0, "history": [], "args": old}, tmp_path / "state.pt")
     assert train.load_state(tmp_path / "state.pt", "run", args)["args"] == old
     args.precision = "fp32"  # that run did not ask for fp32: resuming it so would change its computation
-    with pytest.raises(train.ResumeError, match="precision"):
+    with pytest.raises(Refused, match="precision"):
         train.load_state(tmp_path / "state.pt", "run", args)
 
 
