@@ -24,36 +24,26 @@ experiment with the deltas as metrics and those files as artifacts.
 
 import argparse
 import json
-import math
 import re
 import shlex
 import statistics
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import t as student_t
+import torch
+from scipy import stats
 
-from regolith import CLASSES, track
+from regolith import ROCK, Refused, metrics, names, refusals, track
 
-SCORES = (*(f"iou_{name}" for name in CLASSES), "miou")  # the best/... metrics of a training run
-ROCK = CLASSES.index("rock")
-HEADLINE = "iou_rock"  # the metric that picks the best checkpoint, and the one the deltas are on
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
 # compile, which change the numbers too (bf16 rounding; inductor's own dropout draws).
-SETTINGS = ("epochs", "lr", "batch", "patience", "pretrained_id", "image_size", "regolith.val_digest",
-            "regolith.precision", "regolith.compiled")
+SETTINGS = ("epochs", "lr", "batch", "patience", "pretrained_id", "image_size", names.VAL_DIGEST,
+            names.PRECISION, names.COMPILED)
 TERMINAL_STATUSES = ("FAILED", "KILLED")
-
-
-class MissingGroup(ValueError):
-    """The experiment lacks a variant the ablation needs; the message names it and what was found."""
-
-
-class UsageError(ValueError):
-    """A parameter value that cannot work; the message names it and what was expected."""
+SCORE_ORDER = names.SCORES  # the per-class panel's order: regolith, rock, sky, mIoU
+DELTAS = ("dr_delta", "size_delta")  # the two questions of the ablation, as keyed in the results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,23 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- the store's rows -> training runs -------------------------------------------------------
 
 def training_run(row: dict) -> dict | None:
-    """A store row as a training-run record, or None where its tags or summary metrics are incomplete."""
-    tags, metrics = row["tags"], row["metrics"]
+    """A store row as a training-run record, or None where it lacks what the ablation needs.
+
+    It needs its variant tags and the headline score (``best/iou_rock``); any other score a run
+    did not record (an older run, before that metric existed) is None, "not recorded".
+    """
+    tags, recorded = row["tags"], row["metrics"]
     try:
-        dr = {"true": True, "false": False}[tags["regolith.dr"]]
-        frames, seed = int(tags["regolith.frames"]), int(tags["regolith.seed"])
-        scores = {name: metrics[f"best/{name}"] for name in SCORES}
-        best_epoch = int(metrics["best/epoch"])
+        dr = {"true": True, "false": False}[tags[names.DR]]
+        frames, seed = int(tags[names.FRAMES]), int(tags[names.SEED])
+        headline = recorded[names.key(names.BEST, names.HEADLINE)]
     except (KeyError, ValueError):
         return None
-    recorded = {**row.get("params", {}), **tags}
+    best_epoch = recorded.get(names.BEST_EPOCH)
+    settings = {**row.get("params", {}), **tags}
     return {"run_id": row["run_id"], "run_name": row["run_name"], "start_time": row["start_time"],
-            "dr": dr, "frames": frames, "seed": seed, "variant": variant_name(dr, frames),
-            "best_epoch": best_epoch, **scores, "settings": {key: recorded.get(key) for key in SETTINGS}}
-
-
-def variant_name(dr: bool, frames: int) -> str:
-    return f"{'dr' if dr else 'nodr'}_{frames}"
+            "dr": dr, "frames": frames, "seed": seed, "variant": names.variant(dr, frames),
+            "best_epoch": None if best_epoch is None else int(best_epoch),
+            **{score: recorded.get(names.key(names.BEST, score)) for score in names.SCORES}, names.HEADLINE: headline,
+            "settings": {key: settings.get(key) for key in SETTINGS}}
 
 
 def select_runs(rows: list) -> tuple:
@@ -99,7 +91,7 @@ def select_runs(rows: list) -> tuple:
     ignored = {"failed": 0, "killed": 0, "running": 0, "incomplete": 0, "superseded": 0}
     latest = {}
     for row in rows:
-        if row["tags"].get("regolith.kind") != "train":
+        if row["tags"].get(names.KIND) != names.KIND_TRAIN:
             continue
         if row["status"] != "FINISHED":
             ignored[row["status"].lower() if row["status"] in TERMINAL_STATUSES else "running"] += 1
@@ -120,7 +112,13 @@ def select_runs(rows: list) -> tuple:
 # ---- runs -> variants -> deltas (pure) ---------------------------------------------------------
 
 def spread(values: list) -> dict:
-    """Mean and sample standard deviation; the deviation is None for a single value."""
+    """Mean and sample standard deviation of the values recorded (None: not recorded).
+
+    The deviation is None for a single value; both are None where no run recorded the score.
+    """
+    values = [value for value in values if value is not None]
+    if not values:
+        return {"mean": None, "std": None}
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
 
 
@@ -135,14 +133,14 @@ def summarize_variants(runs: list) -> dict:
             "dr": group[0]["dr"], "frames": group[0]["frames"],
             "seeds": [r["seed"] for r in group], "run_ids": [r["run_id"] for r in group],
             "run_names": [r["run_name"] for r in group], "best_epoch": [r["best_epoch"] for r in group],
-            **{score: spread([r[score] for r in group]) for score in SCORES},
-            "per_seed": {str(r["seed"]): {score: r[score] for score in SCORES} for r in group},
+            **{score: spread([r[score] for r in group]) for score in names.SCORES},
+            "per_seed": {str(r["seed"]): {score: r[score] for score in names.SCORES} for r in group},
             "settings": group[0]["settings"],
         }
     return variants
 
 
-def pick_comparisons(variants: dict) -> tuple:
+def pick_comparisons(variants: dict, experiment: str) -> tuple:
     """(matched, larger): the dr/nodr pair at the largest count both have, and dr at its largest count.
 
     Refuses, naming the variant it needs and the ones found, where either is missing.
@@ -154,21 +152,22 @@ def pick_comparisons(variants: dict) -> tuple:
     if not common:
         if nodr_counts and dr_counts:
             needed = "a dr and a nodr variant with the same frame count (e.g. " + ", ".join(
-                f"{variant_name(True, n)} beside {variant_name(False, n)}" for n in sorted(nodr_counts)) + ")"
+                f"{names.variant(True, n)} beside {names.variant(False, n)}" for n in sorted(nodr_counts)) + ")"
         elif nodr_counts or dr_counts:
             needed = f"a {'nodr (regolith.dr=false)' if dr_counts else 'dr (regolith.dr=true)'} variant"
         else:
             needed = "a nodr and a dr variant at the same frame count"
-        raise MissingGroup(f"the DR delta needs {needed}; found FINISHED training runs of: {found}")
+        raise Refused(f"experiment {experiment!r}: the DR delta needs {needed}; found FINISHED training runs of: "
+                      f"{found}")
     matched = max(common)
     if max(dr_counts) == matched:
-        raise MissingGroup(
-            f"the data-size delta needs a dr variant with more than the matched {matched} frames "
-            f"(e.g. {variant_name(True, 2 * matched)}); found FINISHED training runs of: {found}")
+        raise Refused(
+            f"experiment {experiment!r}: the data-size delta needs a dr variant with more than the matched {matched} "
+            f"frames (e.g. {names.variant(True, 2 * matched)}); found FINISHED training runs of: {found}")
     return matched, max(dr_counts)
 
 
-def delta(variants: dict, variant: str, baseline: str, score: str = HEADLINE) -> dict:
+def delta(variants: dict, variant: str, baseline: str, score: str = names.HEADLINE) -> dict:
     """``variant`` minus ``baseline`` on ``score``, absolute and relative to the baseline.
 
     Paired by seed: the delta of each seed both variants ran, then their mean and standard
@@ -176,7 +175,7 @@ def delta(variants: dict, variant: str, baseline: str, score: str = HEADLINE) ->
     """
     a, b = variants[variant], variants[baseline]
     seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
-    result = {"variant": variant, "baseline": baseline, "metric": f"best/{score}", "seeds": seeds,
+    result = {"variant": variant, "baseline": baseline, "metric": names.key(names.BEST, score), "seeds": seeds,
               "seed_interval": None}
     if seeds:
         pairs = [(a["per_seed"][str(s)][score], b["per_seed"][str(s)][score]) for s in seeds]
@@ -194,37 +193,40 @@ def delta(variants: dict, variant: str, baseline: str, score: str = HEADLINE) ->
     return result
 
 
-def rock_iou(confusion: np.ndarray) -> np.ndarray:
-    """Global rock-IoU of (..., 3, 3) confusion counts (rows: true class)."""
-    tp = confusion[..., ROCK, ROCK]
-    return tp / (confusion[..., ROCK, :].sum(-1) + confusion[..., :, ROCK].sum(-1) - tp)
+def rock_iou(counts: np.ndarray) -> np.ndarray:
+    """Global rock-IoU (``metrics.iou_per_class``) of flattened 3 x 3 confusion counts: (..., 9) -> (...)."""
+    return metrics.iou_per_class(torch.from_numpy(counts).reshape(*counts.shape[:-1], 3, 3))[..., ROCK].numpy()
 
 
 def paired_bootstrap(variant: np.ndarray, baseline: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
-    """95% interval of the rock-IoU delta by a paired bootstrap over validation frames.
+    """95% interval of the rock-IoU delta by a paired percentile bootstrap over validation frames.
 
     ``variant`` and ``baseline`` are frames x 3 x 3 confusion counts on the same frames. Each
     resample draws frames with replacement and recomputes global IoU on both sides from that
-    same draw, so frame difficulty, shared by both models, cancels out of the spread.
+    same draw (``scipy.stats.bootstrap(paired=True)``), so frame difficulty, shared by both models,
+    cancels out of the spread.
     """
     frames = len(variant)
-    draws = np.random.default_rng(seed).integers(0, frames, size=(resamples, frames))
-    times = np.stack([np.bincount(draw, minlength=frames) for draw in draws])  # resamples x frames
-    deltas = (rock_iou((times @ variant.reshape(frames, -1)).reshape(-1, 3, 3))
-              - rock_iou((times @ baseline.reshape(frames, -1)).reshape(-1, 3, 3)))
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    return {"low": float(low), "high": float(high), "point": float(rock_iou(variant.sum(0)) - rock_iou(baseline.sum(0))),
-            "frames": frames, "resamples": resamples, "includes_zero": bool(low <= 0 <= high)}
+    samples = (np.asarray(variant, float).reshape(frames, 9), np.asarray(baseline, float).reshape(frames, 9))
+
+    def rock_delta(v, b, axis=-1):  # scipy hands resamples with the frame axis last
+        return rock_iou(np.moveaxis(v.sum(axis), 0, -1)) - rock_iou(np.moveaxis(b.sum(axis), 0, -1))
+
+    point = float(rock_iou(samples[0].sum(0)) - rock_iou(samples[1].sum(0)))
+    result = stats.bootstrap(samples, rock_delta, paired=True, vectorized=True, axis=0, n_resamples=resamples,
+                             method="percentile", rng=np.random.default_rng(seed))
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return {"low": low, "high": high, "point": point, "frames": frames, "resamples": resamples,
+            "includes_zero": bool(low <= 0 <= high)}
 
 
 def seed_interval(deltas: list) -> dict | None:
-    """95% t-interval of the mean per-seed delta; None with fewer than two seeds."""
+    """95% t-interval of the mean per-seed delta (``scipy.stats.ttest_1samp``); None with fewer than two seeds."""
     if len(deltas) < 2:
         return None
-    mean, half = statistics.fmean(deltas), (student_t.ppf(0.975, len(deltas) - 1)
-                                            * statistics.stdev(deltas) / math.sqrt(len(deltas)))
-    return {"low": mean - half, "high": mean + half, "seeds": len(deltas),
-            "includes_zero": bool(mean - half <= 0 <= mean + half)}
+    interval = stats.ttest_1samp(deltas, 0.0).confidence_interval(0.95)
+    low, high = float(interval.low), float(interval.high)
+    return {"low": low, "high": high, "seeds": len(deltas), "includes_zero": bool(low <= 0 <= high)}
 
 
 def frame_interval(entry: dict, variants: dict, confusions: dict) -> dict | None:
@@ -284,15 +286,12 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
     its paired bootstrap interval over validation frames; without it, ``frame_interval`` is None.
     """
     variants = summarize_variants(runs)
-    try:
-        matched, largest = pick_comparisons(variants)
-    except MissingGroup as error:
-        raise MissingGroup(f"experiment {experiment!r}: {error}") from None
-    dr_matched, nodr_matched = variant_name(True, matched), variant_name(False, matched)
-    dr_largest = variant_name(True, largest)
+    matched, largest = pick_comparisons(variants, experiment)
+    dr_matched, nodr_matched = names.variant(True, matched), names.variant(False, matched)
+    dr_largest = names.variant(True, largest)
     results = {
         "experiment": experiment,
-        "metric": f"best/{HEADLINE}",
+        "metric": names.key(names.BEST, names.HEADLINE),
         "variants": variants,
         "dr_delta": {"question": f"domain randomization at matched size ({matched} frames)",
                      **delta(variants, dr_matched, nodr_matched)},
@@ -300,16 +299,18 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
                        **delta(variants, dr_largest, dr_matched)},
         "warnings": setting_differences(runs),
     }
-    for key in ("dr_delta", "size_delta"):
+    for key in DELTAS:
         results[key]["frame_interval"] = frame_interval(results[key], variants, confusions or {})
     return results
 
 
 # ---- presentation ------------------------------------------------------------------------------
 
-def _number(stats: dict, digits: int = 4) -> str:
-    text = f"{stats['mean']:.{digits}f}"
-    return text + (f" ± {stats['std']:.{digits}f}" if stats["std"] is not None else "")
+def _number(spread_: dict, digits: int = 4) -> str:
+    if spread_["mean"] is None:
+        return "not recorded"
+    text = f"{spread_['mean']:.{digits}f}"
+    return text + (f" ± {spread_['std']:.{digits}f}" if spread_["std"] is not None else "")
 
 
 def _signed(value, std=None, percent=False) -> str:
@@ -351,7 +352,7 @@ def format_table(results: dict) -> str:
     columns = ["variant", "dr", "frames", "seeds", "rock-IoU", "regolith", "sky", "mIoU", "best epoch"]
     rows = [[name, "yes" if v["dr"] else "no", str(v["frames"]), ",".join(map(str, v["seeds"])),
              _number(v["iou_rock"]), _number(v["iou_regolith"]), _number(v["iou_sky"]), _number(v["miou"]),
-             ",".join(map(str, v["best_epoch"]))]
+             ",".join("?" if epoch is None else str(epoch) for epoch in v["best_epoch"])]
             for name, v in results["variants"].items()]
     widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
     lines = [f"Size-matched ablation, experiment {results['experiment']!r}: best validation IoU per variant"
@@ -368,9 +369,9 @@ def _colors(variants: dict) -> dict:
 
     colors = {}
     for dr, cmap in ((False, "Greys"), (True, "Blues")):
-        names = [name for name, v in variants.items() if v["dr"] == dr]
-        for i, name in enumerate(names):
-            colors[name] = matplotlib.colormaps[cmap](0.55 + 0.35 * (i + 1) / len(names) - 0.35 / len(names))
+        group = [name for name, v in variants.items() if v["dr"] == dr]
+        for i, name in enumerate(group):
+            colors[name] = matplotlib.colormaps[cmap](0.55 + 0.35 * (i + 1) / len(group) - 0.35 / len(group))
     return colors
 
 
@@ -393,16 +394,16 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     import matplotlib.pyplot as plt
 
     variants = results["variants"]
-    names = list(variants)
+    shown = list(variants)
     colors = _colors(variants)
-    x = {name: i for i, name in enumerate(names)}
+    x = {name: i for i, name in enumerate(shown)}
     fig, (bars, lines, classes) = plt.subplots(1, 3, figsize=(17, 5.6), gridspec_kw={"width_ratios": [1, 1.15, 1.3]})
 
     # 1. best rock-IoU per variant, both deltas as brackets above the bars
-    rock = [variants[n]["iou_rock"] for n in names]
+    rock = [variants[n]["iou_rock"] for n in shown]
     means = [r["mean"] for r in rock]
     errors = [r["std"] or 0 for r in rock]
-    bars.bar(range(len(names)), means, color=[colors[n] for n in names], edgecolor="black", linewidth=0.6,
+    bars.bar(range(len(shown)), means, color=[colors[n] for n in shown], edgecolor="black", linewidth=0.6,
              yerr=errors if any(errors) else None, capsize=5)
     for i, value in enumerate(means):
         if value >= 0.15:
@@ -428,15 +429,15 @@ def plot_ablation(results: dict, curves: dict, path: Path):
         y += 0.06 + 0.05 * (text.count("\n") + 1)  # about 0.05 of height per label line
     bars.set_ylim(0, y)
     bars.set_yticks([tick / 10 for tick in range(0, 11, 2) if tick / 10 <= y])
-    bars.set_xticks(range(len(names)), [f"{n}\n({len(variants[n]['seeds'])} seed"
-                                        f"{'s' if len(variants[n]['seeds']) > 1 else ''})" for n in names])
+    bars.set_xticks(range(len(shown)), [f"{n}\n({len(variants[n]['seeds'])} seed"
+                                        f"{'s' if len(variants[n]['seeds']) > 1 else ''})" for n in shown])
     bars.set_ylabel("best validation rock-IoU")
     bars.set_title("Best rock-IoU per variant and the two deltas")
     bars.grid(axis="y", alpha=0.3)
     bars.set_axisbelow(True)
 
     # 2. per-epoch validation rock-IoU of every run, best epoch marked
-    for name in names:
+    for name in shown:
         v = variants[name]
         for i, (run_id, seed, best_epoch) in enumerate(zip(v["run_ids"], v["seeds"], v["best_epoch"])):
             points = curves.get(run_id, [])
@@ -460,14 +461,15 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     lines.legend(fontsize=9.5, loc="best")
 
     # 3. per-class IoU and mIoU of every variant's best checkpoint
-    labels = ["regolith", "rock", "sky", "mIoU"]
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
+    labels = [score.removeprefix("iou_") if score != "miou" else "mIoU" for score in SCORE_ORDER]
+    width = 0.8 / len(shown)
+    for i, name in enumerate(shown):
         v = variants[name]
-        stats = [v[s] for s in ("iou_regolith", "iou_rock", "iou_sky", "miou")]
-        offsets = [k + (i - (len(names) - 1) / 2) * width for k in range(len(labels))]
-        errors = [s["std"] or 0 for s in stats]
-        classes.bar(offsets, [s["mean"] for s in stats], width, color=colors[name], edgecolor="black",
+        scores = [v[score] for score in SCORE_ORDER]
+        offsets = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(labels))]
+        errors = [score["std"] or 0 for score in scores]
+        # A score no run of the variant recorded (older runs) is left out of the panel, not drawn as 0.
+        classes.bar(offsets, [np.nan if score["mean"] is None else score["mean"] for score in scores], width, color=colors[name], edgecolor="black",
                     linewidth=0.6, label=name, yerr=errors if any(errors) else None, capsize=3)
     classes.set_xticks(range(len(labels)), labels)
     classes.set_ylim(0, 1.25)  # room for the legend above bars that reach 1
@@ -476,7 +478,7 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     classes.set_title("IoU per class at each variant's best epoch")
     classes.grid(axis="y", alpha=0.3)
     classes.set_axisbelow(True)
-    classes.legend(fontsize=9.5, ncols=len(names), loc="upper center")
+    classes.legend(fontsize=9.5, ncols=len(shown), loc="upper center")
 
     for ax in (bars, lines, classes):
         ax.title.set_fontsize(12.5)
@@ -504,7 +506,7 @@ def results_folder(out: str, experiment: str) -> Path:
             return folder
         except FileExistsError:
             continue
-    raise UsageError(f"{root}: could not make a new results folder for {stamp}")
+    raise Refused(f"{root}: could not make a new results folder for {stamp}")
 
 
 def record(results: dict, curves: dict, args, run_id: str) -> Path:
@@ -514,22 +516,20 @@ def record(results: dict, curves: dict, args, run_id: str) -> Path:
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     source = [source_id for v in results["variants"].values() for source_id in v["run_ids"]]
     track.log_params({"experiment": shlex.quote(args.experiment), "out": shlex.quote(args.out)})
-    track.set_tags({"regolith.kind": "compare", "regolith.experiment": results["experiment"],
-                    "regolith.source_runs": ",".join(source), "regolith.results_dir": str(folder),
-                    **{f"regolith.source.{name}": ",".join(v["run_ids"]) for name, v in results["variants"].items()},
-                    **{f"regolith.{key}": f"{results[key]['variant']} vs {results[key]['baseline']}"
-                       for key in ("dr_delta", "size_delta")}})
-    logged = {f"{name}/{score}": v[score]["mean"] for name, v in results["variants"].items() for score in SCORES}
-    for key in ("dr_delta", "size_delta"):
-        for field in ("absolute", "absolute_std", "relative", "relative_std"):
-            if results[key][field] is not None:
-                logged[f"{key}/{field}"] = results[key][field]
-    for key in ("dr_delta", "size_delta"):
+    track.set_tags({names.KIND: names.KIND_COMPARE, names.EXPERIMENT: results["experiment"],
+                    names.SOURCE_RUNS: ",".join(source), names.RESULTS_DIR: str(folder),
+                    **{names.source_tag(name): ",".join(v["run_ids"]) for name, v in results["variants"].items()},
+                    **{names.delta_tag(key): f"{results[key]['variant']} vs {results[key]['baseline']}"
+                       for key in DELTAS}})
+    logged = {names.key(name, score): v[score]["mean"] for name, v in results["variants"].items()
+              for score in names.SCORES}
+    for key in DELTAS:
+        logged.update({names.key(key, field): results[key][field]
+                       for field in ("absolute", "absolute_std", "relative", "relative_std")})
         for kind in ("frame_interval", "seed_interval"):
             if results[key].get(kind):
-                logged[f"{key}/{kind}_low"] = results[key][kind]["low"]
-                logged[f"{key}/{kind}_high"] = results[key][kind]["high"]
-    track.log_metrics(logged)
+                logged.update({names.key(key, f"{kind}_{end}"): results[key][kind][end] for end in ("low", "high")})
+    track.log_metrics({key: value for key, value in logged.items() if value is not None})
 
     table = format_table(results)
     json_path, png_path, text_path = (folder / name for name in ("ablation-results.json", "ablation.png",
@@ -546,12 +546,12 @@ def record(results: dict, curves: dict, args, run_id: str) -> Path:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+    with refusals():
         track.check_reachable()
         experiment = track.default_experiment(args.experiment)
         attached = track.attached_experiment()
         if attached is not None and attached != experiment:
-            raise UsageError(f"experiment={args.experiment!r}, but mlflow run put this compare run in experiment "
+            raise Refused(f"experiment={args.experiment!r}, but mlflow run put this compare run in experiment "
                              f"{attached!r}; run `mlflow run . -e compare --experiment-name {args.experiment}` so "
                              f"the compare run lands beside the runs it compares")
         runs, ignored = select_runs(track.read_runs(experiment))
@@ -561,11 +561,9 @@ def main(argv=None):
         results = ablation_results(runs, experiment, {run["run_id"]: track.read_frame_confusions(run["run_id"])
                                                       for run in runs})
         results["ignored"] = ignored
-        curves = {run["run_id"]: track.read_metric_history(run["run_id"], f"val/{HEADLINE}") for run in runs}
+        curves = {run["run_id"]: track.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
         with track.run("ablation", experiment) as (run_id, _):
             record(results, curves, args, run_id)
-    except (MissingGroup, UsageError, track.ExperimentNotFound, track.TrackingError) as error:
-        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":
