@@ -1,15 +1,18 @@
 """Benchmark this project's training path against a plain baseline, in one process, on the same data.
 
-    python -m regolith.bench [--size 512] [--batch 8] [--frames 64] [--val-frames 32] [--steps N]
-                             [--compile auto|true|false] [--repeats R] [--out bench.json]
-    python -m regolith.bench --split DIR --val-split DIR ...   # rendered frames instead of generated ones
+    python -m benchmarks.bench [--size 512] [--batch 8] [--frames 64] [--val-frames 32] [--steps N]
+                               [--compile auto|true|false] [--repeats R] [--out bench.json]
+    python -m benchmarks.bench --split DIR --val-split DIR ...   # rendered frames instead of generated ones
+    mlflow run . --env-manager local -e bench -P size=512 -P batch=32
 
-It is a benchmark, not a timed test (issue 6). From the same initial weights and on the same frames,
-each of two paths trains N steps (default: one epoch of ``--frames``) and evaluates the validation split:
+A benchmark, not a timed test: it prints figures and asserts nothing about speed. It sits beside the
+package and reaches it only through public functions. From the same initial weights and on the same
+frames, each of two paths trains N steps (default: one epoch of ``--frames``) and evaluates the
+validation split:
 
 (a) this project's path: splits decoded once into uint8 tensors (``data.load_split``), normalized
-    on the device, ``train.train_epoch`` and ``train.evaluate`` with bf16 autocast, channels_last,
-    fused AdamW and torch.compile where the device has them, and a device confusion matrix;
+    on the device, and the training loop's own engine, ``train.train_epoch`` and ``train.validate``,
+    with bf16 autocast, channels_last, fused AdamW and torch.compile where the device has them;
 (b) a baseline written the way the HuggingFace semantic-segmentation example does it: a Dataset that
     PIL-decodes each PNG pair per item and normalizes on the host, a shuffling DataLoader with worker
     processes, fp32, plain AdamW, and a host-side metric per batch (argmax, ``.cpu().numpy()``, then
@@ -17,12 +20,12 @@ each of two paths trains N steps (default: one epoch of ``--frames``) and evalua
 
 Both draw the same frame order and dropout draws and, on the CPU in fp32, compute the same thing, so
 their metrics agree within ``AGREEMENT`` (measured: exactly); the difference is only how fast. It
-prints and writes to ``--out``: training and inference images/s, epoch seconds, peak memory, data
-loading's share of the time, and the ratio (a)/(b). With ``--repeats`` the paths alternate R times;
-the figures are medians, and each path's fastest repeat is kept too (other load on the machine only
-ever adds time). It also times IoU over ``--iou-frames`` frames of ``--iou-size`` pixels three ways
-(our confusion matrix, the numpy histograms, torchmetrics), one per-epoch MLflow log into a temporary
-SQLite store, and the per-epoch checkpoint writes, each as a share of the epoch.
+prints and writes to ``--out`` the figures a user decides on: training and inference images/s and the
+ratio (a)/(b), epoch seconds (and scaled to the study's 1,500 + 300 frames), peak memory, data
+loading's share of the time, MLflow's share of an epoch (``track.send_epochs`` into a temporary SQLite
+store), and IoU over ``--iou-frames`` frames of ``--iou-size`` pixels, ours against the numpy
+histograms. With ``--repeats`` the paths alternate R times; the figures are medians, and each path's
+fastest repeat is kept too (other load on the machine only ever adds time).
 
 On CUDA every timing is bracketed by ``torch.cuda.synchronize``, and warm-up steps run first (then the
 weights and optimizer are reset); compile time is the excess of the first warm-up step and is reported
@@ -47,7 +50,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, synth, track, train
+from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, names, synth, track, train
 
 # On the CPU in fp32 both paths run the same kernels on bit-identical inputs in the same order, so
 # they agree exactly; the tolerance only leaves room for float rounding in reductions (the summed
@@ -56,12 +59,13 @@ from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, s
 AGREEMENT = {"loss_rel": 1e-5, "iou_abs": 1e-9}
 
 # The keys bench.json always has; tests/test_bench.py checks them.
-PATH_FIELDS = ("train_images_per_s", "inference_images_per_s", "train_s", "eval_s", "epoch_s", "peak_memory_mb",
-               "data_s", "data_share", "metrics")
+PATH_FIELDS = ("train_images_per_s", "inference_images_per_s", "train_s", "eval_s", "epoch_s", "study_epoch_s",
+               "peak_memory_mb", "data_s", "data_share", "metrics")
+STUDY_FRAMES = (1500, 300)  # the reference study's largest training split and its validation split
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m regolith.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512, help="frame width and height of the generated splits")
     parser.add_argument("--batch", type=int, default=8, help="batch size of both paths")
@@ -148,10 +152,6 @@ def steps_per_epoch(frames: int, batch: int, drop_last: bool) -> int:
     return len(train.batches(torch.arange(frames), batch, drop_last))
 
 
-def new_optimizer(net, lr: float, device: torch.device, fused: bool):
-    return torch.optim.AdamW(net.parameters(), lr=lr, fused=fused and device.type == "cuda")
-
-
 def head_of(split: data.Split, frames: int) -> data.Split:
     """The first ``frames`` frames of a decoded split (for warm-up)."""
     return dataclasses.replace(split, names=split.names[:frames], images=split.images[:frames],
@@ -160,24 +160,17 @@ def head_of(split: data.Split, frames: int) -> data.Split:
 
 # --- (a) this project's path ---
 
-def load_timed(train_dir: Path, val_dir: Path, args) -> tuple:
-    """Both splits through ``data.load_split`` twice: (train, val, first-decode seconds, cached-load seconds).
-
-    The disk cache is a fresh temporary directory, so the first load decodes every PNG and the
-    second reads the cache; both still hash every file's bytes for the digest.
-    """
-    seconds = []
+def load_splits(train_dir: Path, val_dir: Path, args) -> tuple:
+    """Both splits through ``data.load_split``, with a fresh temporary disk cache: (train, val, seconds)."""
     with tempfile.TemporaryDirectory(prefix="regolith-bench-cache-") as cache, \
             track.scoped_env({"REGOLITH_CACHE_DIR": cache}):
-        for _ in range(2):
-            started = time.perf_counter()
-            splits = data.load_split(train_dir, args.frames), data.load_split(val_dir, args.val_frames)
-            seconds.append(time.perf_counter() - started)
-    return (*splits, *seconds)
+        started = time.perf_counter()
+        splits = data.load_split(train_dir, args.frames), data.load_split(val_dir, args.val_frames)
+        return (*splits, time.perf_counter() - started)
 
 
-def copy_seconds(train_split, val_split, args, device: torch.device, static: bool) -> tuple:
-    """(training, validation) seconds of the indexing and copies that train_epoch and evaluate do, without the model.
+def copy_seconds(train_split, val_split, args, device: torch.device, static: bool) -> float:
+    """Seconds of the batch indexing and copies an epoch does (``train.batches`` as the loop takes them), without the model.
 
     On the CPU this is the part of a step that is data handling rather than compute; on CUDA with
     the splits on the GPU it is a gather kernel per batch.
@@ -187,97 +180,73 @@ def copy_seconds(train_split, val_split, args, device: torch.device, static: boo
         for index in train.batches(order.to(train_split.images.device), args.batch, drop_last=static):
             train_split.images[index].to(device, non_blocking=True)
             train_split.masks[index].to(device, non_blocking=True).long()
-    train_copy_s = clock(device) - started
-    started = clock(device)
     for start in range(0, val_split.frames, args.batch):
-        images = val_split.images[start:start + args.batch].to(device, non_blocking=True)
-        masks = val_split.masks[start:start + args.batch].to(device, non_blocking=True).long()
-        if static and len(images) < args.batch:
-            pad = args.batch - len(images)
-            torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
-            torch.cat([masks, masks.new_full((pad, *masks.shape[1:]), IGNORE_INDEX)])
-    return train_copy_s, clock(device) - started
+        val_split.images[start:start + args.batch].to(device, non_blocking=True)
+        val_split.masks[start:start + args.batch].to(device, non_blocking=True).long()
+    return clock(device) - started
 
 
 def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init_state: dict,
                 compile_model: bool) -> dict:
-    """Path (a): decode once, then ``train.train_epoch`` and ``train.evaluate`` as train.py runs them."""
+    """Path (a): decode once, then the training loop's engine, ``train.train_epoch`` and ``train.validate``."""
     reset_peak_memory(device)
-    train_split, val_split, decode_s, cached_load_s = load_timed(train_dir, val_dir, args)
-    started = clock(device)
+    train_split, val_split, load_s = load_splits(train_dir, val_dir, args)
     for split in (train_split, val_split):
         train.keep_on(split, device)
-    to_device_s = clock(device) - started
-
     net = segformer.random_init()
     net.load_state_dict(init_state)
-    net.to(device)
-    forward = train.prepare(net, device, compile_model)
+    forward = train.prepare(net.to(device), device, compile_model)
     static = compile_model
     class_weights = torch.tensor(data.class_weights(train_split.pixel_counts), dtype=torch.float32, device=device)
-    run_args = argparse.Namespace(batch=args.batch, lr=args.lr, precision="auto")
+    engine = {"batch": args.batch, "class_weights": class_weights, "device": device,
+              "precision": segformer.resolve_precision("auto", device)}
+
+    def lr_at(step):
+        return train.get_lr(step, args.steps, args.lr)
 
     # Warm-up, one batch per call so that the first step's excess (compilation) can be told apart.
-    optimizer = new_optimizer(net, args.lr, device, fused=True)
+    optimizer = train.make_optimizer(net, args.lr, device)
     warmup_steps = []
     for step in range(args.warmup):
         order = torch.arange(step * args.batch, (step + 1) * args.batch) % train_split.frames
         started = clock(device)
-        train.train_epoch(forward, train_split, class_weights, optimizer, step, args.steps, run_args, order,
-                          device, 0, drop_last=static)
+        train.train_epoch(forward, train_split, order, optimizer=optimizer, lr_at=lr_at, step=step,
+                          drop_last=static, **engine)
         warmup_steps.append(clock(device) - started)
     warmup_eval = []
     for _ in range(2 if args.warmup else 0):
         started = clock(device)
-        train.evaluate(forward, head_of(val_split, args.batch), class_weights, args.batch, device, static)
+        train.validate(forward, head_of(val_split, args.batch), static=static, **engine)
         warmup_eval.append(clock(device) - started)
     net.load_state_dict(init_state)  # in place, so a compiled module keeps its graphs
-    optimizer = new_optimizer(net, args.lr, device, fused=True)
+    optimizer = train.make_optimizer(net, args.lr, device)
 
     torch.manual_seed(args.seed)  # the same dropout and drop-path draws as the baseline
     losses = []
     step = 0
     started = clock(device)
     for epoch, order in epoch_orders(train_split.frames, args.batch, args.steps, args.seed, static):
-        loss, next_step = train.train_epoch(forward, train_split, class_weights, optimizer, step, args.steps,
-                                            run_args, order, device, epoch + 1, drop_last=static)
-        losses.append((loss, next_step - step))
+        stats, next_step = train.train_epoch(forward, train_split, order, optimizer=optimizer, lr_at=lr_at,
+                                             step=step, epoch=epoch + 1, drop_last=static, **engine)
+        losses.append((stats[names.LOSS], next_step - step))
         step = next_step
     train_s = clock(device) - started
     started = clock(device)
-    val = train.evaluate(forward, val_split, class_weights, args.batch, device, static)
+    val = train.validate(forward, val_split, static=static, **engine)
     eval_s = clock(device) - started
     peak = peak_memory_mb(device)
-    train_copy_s, eval_copy_s = copy_seconds(train_split, val_split, args, device, static)
-    overhead = checkpoint_seconds(net, optimizer, val, device)
     result = summarize(args, train_split.frames, val_split.frames, train_s, eval_s, static,
-                       data_s=train_copy_s + eval_copy_s, peak=peak,
+                       data_s=copy_seconds(train_split, val_split, args, device, static), peak=peak,
                        train_loss=sum(loss * n for loss, n in losses) / sum(n for _, n in losses), val=val)
     compile_s = None
     if compile_model and warmup_steps:
         steady = statistics.median(warmup_steps[1:]) if len(warmup_steps) > 1 else 0.0
         compile_s = warmup_steps[0] - steady + (warmup_eval[0] - warmup_eval[-1] if warmup_eval else 0.0)
-    result.update({
-        "data_detail": {"decode_s": decode_s, "cached_load_s": cached_load_s, "to_device_s": to_device_s,
-                        "train_copy_s": train_copy_s, "eval_copy_s": eval_copy_s,
-                        "decode_share_of_first_epoch": decode_s / (decode_s + result["epoch_s"]),
-                        "cached_load_share_of_first_epoch": cached_load_s / (cached_load_s + result["epoch_s"])},
-        "warmup_s": sum(warmup_steps) + sum(warmup_eval), "compile_s": compile_s, "compiled": compile_model,
-        "checkpoint_s": overhead, "checkpoint_share": overhead / result["epoch_s"],
-        "digests": {"train": train_split.digest, "val": val_split.digest},
-        "class_weights": class_weights.tolist(),
-    })
+    result.update({"load_s": load_s, "warmup_s": sum(warmup_steps) + sum(warmup_eval), "compile_s": compile_s,
+                   "compiled": compile_model, "precision": engine["precision"],
+                   "digests": {"train": train_split.digest, "val": val_split.digest},
+                   "class_weights": class_weights.tolist()})
     return result
-
-
-def checkpoint_seconds(net, optimizer, val: dict, device: torch.device) -> float:
-    """What train.py writes after each epoch: state.pt (model and optimizer) and, on a gain, best.pt."""
-    with tempfile.TemporaryDirectory(prefix="regolith-bench-ckpt-") as folder:
-        started = time.perf_counter()
-        train.save_atomic({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, Path(folder) / "state.pt")
-        train.save_atomic(segformer.checkpoint(net, 1, val, {}, data.PREPROCESSING,
-                                               segformer.resolve_precision("auto", device)), Path(folder) / "best.pt")
-        return time.perf_counter() - started
 
 
 def summarize(args, frames, val_frames, train_s, eval_s, drop_last, data_s, peak, train_loss, val) -> dict:
@@ -290,9 +259,11 @@ def summarize(args, frames, val_frames, train_s, eval_s, drop_last, data_s, peak
         "train_images_per_s": trained / train_s, "inference_images_per_s": val_frames / eval_s,
         "train_s": train_s, "eval_s": eval_s, "trained_images": trained,
         "epoch_s": epoch_s, "epoch_basis": "measured" if args.steps == per_epoch else f"scaled from {args.steps} steps",
+        # The study's epoch (1,500 training + 300 validation frames), scaled from the per-image times measured.
+        "study_epoch_s": train_s / trained * STUDY_FRAMES[0] + eval_s / val_frames * STUDY_FRAMES[1],
         "peak_memory_mb": peak, "data_s": data_s, "data_share": data_s / (train_s + eval_s),
-        "metrics": {"train_loss": train_loss, "val_loss": val["loss"],
-                    **{f"iou_{name}": val[f"iou_{name}"] for name in CLASSES}, "miou": val["miou"]},
+        "metrics": {"train_loss": train_loss, "val_loss": val[names.LOSS],
+                    **{score: val[score] for score in names.SCORES}},
     }
 
 
@@ -372,27 +343,34 @@ def baseline_step(net, pixels, labels, weights, optimizer, step, args):
     return loss.detach()
 
 
+def timed_batches(loader, device: torch.device, waits: list):
+    """The loader's (pixels, labels) on ``device``, adding the seconds spent waiting for each to ``waits``."""
+    batches = iter(loader)
+    while True:
+        waiting = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            return  # ends the loader's workers, as leaving a for loop over a DataLoader does
+        pixels, labels = batch[0].to(device), batch[1].to(device)
+        waits.append(time.perf_counter() - waiting)
+        yield pixels, labels
+
+
 def baseline_train(net, loader, weights, optimizer, args, device: torch.device) -> tuple:
     """``args.steps`` steps over epochs of the shuffling loader: (mean loss, seconds, seconds waiting on the loader)."""
     net.train()
-    losses, step, epoch, wait_s = [], 0, 0, 0.0
+    losses, step, epoch, waits = [], 0, 0, []
     started = clock(device)
     while step < args.steps:
         loader.sampler.generator.manual_seed(order_seed(args.seed, epoch))
-        batches = iter(loader)
-        while step < args.steps:
-            waiting = time.perf_counter()
-            batch = next(batches, None)
-            if batch is None:
-                break
-            pixels, labels = batch[0].to(device), batch[1].to(device)
-            wait_s += time.perf_counter() - waiting
+        for pixels, labels in timed_batches(loader, device, waits):
             losses.append(baseline_step(net, pixels, labels, weights, optimizer, step, args))
             step += 1
-        del batches  # ends this epoch's workers, as leaving a for loop over a DataLoader does
+            if step == args.steps:
+                break
         epoch += 1
     mean_loss = torch.stack(losses).mean().item()
-    return mean_loss, clock(device) - started, wait_s
+    return mean_loss, clock(device) - started, sum(waits)
 
 
 @torch.no_grad()
@@ -401,16 +379,10 @@ def baseline_evaluate(net, loader, weights, device: torch.device) -> tuple:
     net.eval()
     iou_metric = HistogramIoU()
     host_weights = weights.double().cpu().numpy()
-    loss_sum = weight_sum = wait_s = metric_s = 0.0
+    loss_sum = weight_sum = metric_s = 0.0
+    waits = []
     started = clock(device)
-    batches = iter(loader)
-    while True:
-        waiting = time.perf_counter()
-        batch = next(batches, None)
-        if batch is None:
-            break
-        pixels, labels = batch[0].to(device), batch[1].to(device)
-        wait_s += time.perf_counter() - waiting
+    for pixels, labels in timed_batches(loader, device, waits):
         logits = net(pixel_values=pixels).logits
         upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         loss_sum += F.cross_entropy(upsampled, labels, weight=weights, ignore_index=IGNORE_INDEX,
@@ -422,12 +394,10 @@ def baseline_evaluate(net, loader, weights, device: torch.device) -> tuple:
         labelled = references[references != IGNORE_INDEX]
         weight_sum += float(np.bincount(labelled, minlength=len(CLASSES)) @ host_weights)
         metric_s += time.perf_counter() - measuring
-    del batches
     seconds = clock(device) - started
     iou = iou_metric.iou()
-    val = {"loss": loss_sum / weight_sum, **{f"iou_{name}": float(v) for name, v in zip(CLASSES, iou)},
-           "miou": float(np.nanmean(iou))}
-    return val, seconds, wait_s, metric_s
+    val = {names.LOSS: loss_sum / weight_sum, **dict(zip(names.SCORES, [*map(float, iou), float(np.nanmean(iou))]))}
+    return val, seconds, sum(waits), metric_s
 
 
 def run_baseline(train_dir: Path, val_dir: Path, args, device: torch.device, init_state: dict,
@@ -443,7 +413,7 @@ def run_baseline(train_dir: Path, val_dir: Path, args, device: torch.device, ini
     weights = torch.tensor(class_weights, dtype=torch.float32, device=device)
 
     net.train()
-    optimizer = new_optimizer(net, args.lr, device, fused=False)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
     for step, (pixels, labels) in zip(range(args.warmup), train_loader):
         baseline_step(net, pixels.to(device), labels.to(device), weights, optimizer, step, args)
     if args.warmup:
@@ -451,7 +421,7 @@ def run_baseline(train_dir: Path, val_dir: Path, args, device: torch.device, ini
         with torch.no_grad():
             net(pixel_values=next(iter(val_loader))[0].to(device))
     net.load_state_dict(init_state)
-    optimizer = new_optimizer(net, args.lr, device, fused=False)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
 
     torch.manual_seed(args.seed)  # the same dropout and drop-path draws as path (a)
     train_loss, train_s, wait_s = baseline_train(net, train_loader, weights, optimizer, args, device)
@@ -512,13 +482,11 @@ def agreement(project: dict, baseline: dict, device: torch.device) -> dict:
 # --- IoU three ways, MLflow's share ---
 
 def time_iou(args, device: torch.device) -> dict:
-    """IoU over ``--iou-frames`` label maps: our device confusion matrix, numpy histograms, torchmetrics.
+    """IoU over ``--iou-frames`` label maps: our device confusion matrix against the numpy histograms.
 
     The label maps are uint8, as the project keeps them: random classes with 2% ignored pixels, and
     predictions that agree with them on about 80% of the pixels.
     """
-    from torchmetrics.classification import MulticlassJaccardIndex
-
     generator = torch.Generator().manual_seed(args.seed)
     shape = (args.iou_frames, args.iou_size, args.iou_size)
     target = torch.randint(0, len(CLASSES), shape, generator=generator, dtype=torch.uint8)
@@ -541,53 +509,40 @@ def time_iou(args, device: torch.device) -> dict:
             totals.add_batch(pred[chunk].cpu().numpy(), target[chunk].cpu().numpy())
         return totals.iou()
 
-    def torchmetrics_iou(chunks):
-        jaccard = MulticlassJaccardIndex(num_classes=len(CLASSES), ignore_index=IGNORE_INDEX, average="none").to(device)
-        for chunk in chunks:
-            jaccard.update(pred[chunk], target[chunk])
-        return jaccard.compute()
-
-    ways = {"ours": ours, "numpy": histograms, "torchmetrics": torchmetrics_iou}
+    ways = {"ours": ours, "numpy": histograms}
     rounds, answers = {name: [] for name in ways}, {}
     for compute in ways.values():
-        compute(chunks[:1])  # warm-up: kernels, the allocator, lazy imports
+        compute(chunks[:1])  # warm-up: kernels, the allocator
     for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere falls on every way alike
         for name, compute in ways.items():
             started = clock(device)
             answer = compute(chunks)
             rounds[name].append(clock(device) - started)
-            answers[name] = [float(v) for v in (answer.tolist() if hasattr(answer, "tolist") else answer)]
+            answers[name] = [float(v) for v in answer.tolist()]
     seconds = {name: statistics.median(times) for name, times in rounds.items()}
     return {"frames": args.iou_frames, "size": args.iou_size, "chunk": args.batch, "seconds": seconds,
-            "seconds_per_repeat": rounds,
-            "speedup_vs_numpy": seconds["numpy"] / seconds["ours"],
-            "speedup_vs_torchmetrics": seconds["torchmetrics"] / seconds["ours"], "iou": answers,
-            "max_abs_diff": max(abs(a - b) for other in ("numpy", "torchmetrics")
-                                for a, b in zip(answers["ours"], answers[other]))}
+            "seconds_per_repeat": rounds, "speedup_vs_numpy": seconds["numpy"] / seconds["ours"], "iou": answers,
+            "max_abs_diff": max(abs(a - b) for a, b in zip(answers["ours"], answers["numpy"]))}
 
 
 def time_mlflow(project: dict, epochs: int = 6) -> dict:
     """One per-epoch ``track.send_epochs`` into a temporary SQLite store; the median over a few epochs.
 
-    Its share is of (a)'s least disturbed epoch (the fastest repeat), the one a busy machine inflates least.
+    The rows are the training loop's own (``train.epoch_row``). Its share is of (a)'s least disturbed
+    epoch (the fastest repeat), the one a busy machine inflates least.
     """
-    import mlflow
-
+    scores = project["metrics"]
+    val = {names.LOSS: scores["val_loss"], **{score: scores[score] for score in names.SCORES}}
+    history, seconds = [], []
     with tempfile.TemporaryDirectory(prefix="regolith-bench-mlflow-") as folder, track.scoped_env(
             {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "MLFLOW_RUN_ID": None,
-             "MLFLOW_EXPERIMENT_ID": None, "MLFLOW_EXPERIMENT_NAME": None}):
-        artifacts = Path(folder, "artifacts").as_uri()
-        experiment = mlflow.create_experiment("regolith-bench", artifact_location=artifacts)
-        history, seconds = [], []
-        with mlflow.start_run(experiment_id=experiment):
-            for epoch in range(1, epochs + 1):
-                history.append({"epoch": epoch, "train/loss": project["metrics"]["train_loss"],
-                                **{f"val/{key}": value for key, value in project["metrics"].items()
-                                   if key != "train_loss"},
-                                "lr": 1e-5, "time/epoch_s": project["epoch_s"]})
-                started = time.perf_counter()
-                track.send_epochs(history)
-                seconds.append(time.perf_counter() - started)
+             "MLFLOW_EXPERIMENT_ID": None, "MLFLOW_EXPERIMENT_NAME": None}), \
+            track.run("bench", "regolith-bench"):
+        for epoch in range(1, epochs + 1):
+            history.append(train.epoch_row(epoch, {names.LOSS: scores["train_loss"]}, val, 1e-5, project["epoch_s"]))
+            started = time.perf_counter()
+            track.send_epochs(history)
+            seconds.append(time.perf_counter() - started)
     per_epoch = statistics.median(seconds[1:])  # the first call also warms up the store's connection
     epoch_s = project["best"]["epoch_s"]
     return {"send_epochs_s": per_epoch, "first_call_s": seconds[0], "epoch_s": epoch_s,
@@ -613,9 +568,8 @@ def machine(device: torch.device) -> dict:
 
 
 def versions() -> dict:
-    import torchmetrics
     return {**{key.removeprefix("version."): value for key, value in train.library_versions().items()},
-            "torchmetrics": torchmetrics.__version__, "numpy": np.__version__}
+            "numpy": np.__version__}
 
 
 def generate_splits(folder: Path, args) -> tuple:
@@ -651,6 +605,7 @@ def report(result: dict) -> str:
             ("inference images/s", a["inference_images_per_s"], b["inference_images_per_s"], "{:.2f}",
              ratio["inference"]),
             ("epoch seconds", a["epoch_s"], b["epoch_s"], "{:.2f}", ratio["epoch"]),
+            (f"epoch s, {STUDY_FRAMES[0]}+{STUDY_FRAMES[1]}", a["study_epoch_s"], b["study_epoch_s"], "{:.1f}", None),
             ("peak memory MiB", a["peak_memory_mb"], b["peak_memory_mb"], "{:.0f}", None),
             ("data share", a["data_share"], b["data_share"], "{:.1%}", None),
             ("val loss", a["metrics"]["val_loss"], b["metrics"]["val_loss"], "{:.6f}", None),
@@ -668,17 +623,14 @@ def report(result: dict) -> str:
     verdict = ("within" if agree["within"] else "NOT within") if agree["checked"] else "not held (bf16 or compiled)"
     lines.append(f"agreement: {verdict} the tolerance {agree['tolerance']}, "
                  f"largest difference {max(agree['abs_diff'].values()):.3g}")
-    detail = a["data_detail"]
     compiled = f"compile {a['compile_s']:.1f}s" if a["compile_s"] is not None else "not compiled"
-    lines.append(f"(a) data: first decode {detail['decode_s']:.2f}s, cached load {detail['cached_load_s']:.2f}s, "
-                 f"index/copy per epoch {a['data_s']:.4f}s; {compiled}; checkpoint writes "
-                 f"{a['checkpoint_s']:.3f}s ({a['checkpoint_share']:.1%} of the epoch)")
+    lines.append(f"(a) data: load (decode, digest) {a['load_s']:.2f}s once, index/copy per epoch {a['data_s']:.4f}s; "
+                 f"{compiled}; {a['precision']}")
     lines.append(f"(b) data: waiting on the DataLoader {b['data_s']:.2f}s; host metric {b['metric_s']:.3f}s "
                  f"({b['metric_share_of_eval']:.1%} of evaluation)")
     iou = result["iou_timing"]
     lines.append(f"IoU over {iou['frames']} frames of {iou['size']}x{iou['size']}: ours {iou['seconds']['ours']:.3f}s, "
-                 f"numpy {iou['seconds']['numpy']:.3f}s ({iou['speedup_vs_numpy']:.1f}x slower), torchmetrics "
-                 f"{iou['seconds']['torchmetrics']:.3f}s ({iou['speedup_vs_torchmetrics']:.1f}x slower); "
+                 f"numpy {iou['seconds']['numpy']:.3f}s ({iou['speedup_vs_numpy']:.1f}x slower); "
                  f"largest difference {iou['max_abs_diff']:.2g}")
     mlflow = result["mlflow"]
     lines.append(f"MLflow per epoch: {mlflow['send_epochs_s'] * 1000:.1f} ms, "
@@ -691,7 +643,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     check_args(args, parser)
     device = train.pick_device()
-    compile_model = args.compile == "true" or (args.compile == "auto" and device.type == "cuda")
+    compile_model = train.resolve_compile(args.compile, device)
     if args.warmup < 0:
         args.warmup = 3 if device.type == "cuda" else 1
     load_before = os.getloadavg()  # other processes' load makes CPU timings vary; it is recorded with them
@@ -714,7 +666,8 @@ def main(argv=None):
     project, baseline = median_over(projects), median_over(baselines)
     for combined, runs in ((project, projects), (baseline, baselines)):
         combined["per_repeat"] = {key: [run[key] for run in runs]
-                                  for key in ("train_images_per_s", "inference_images_per_s", "epoch_s")}
+                                  for key in ("train_images_per_s", "inference_images_per_s", "epoch_s",
+                                              "study_epoch_s")}
         # Load from other processes only ever adds time, so the fastest repeat is the least disturbed one.
         combined["best"] = {"train_images_per_s": max(combined["per_repeat"]["train_images_per_s"]),
                             "inference_images_per_s": max(combined["per_repeat"]["inference_images_per_s"]),
