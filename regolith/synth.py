@@ -10,7 +10,7 @@ rendered datasets, and no number measured on them says anything about the
 real domain gap.
 
     python -m regolith.synth OUT [--size 128] [--seed 0] \\
-        [--dr-frames 160] [--nodr-frames 80] [--test-frames 32]
+        [--dr-frames 160] [--nodr-frames 80] [--test-frames 32] [--photos 0]
 
 writes, for each split,
 
@@ -20,6 +20,12 @@ writes, for each split,
 
 and prints the frame count and rock pixel share of each split. The default
 counts keep the real study's 1500/750/300 proportion, scaled down.
+
+With --photos N it also writes OUT/photos/photo_NNN.jpg: N rock-free frames in a
+photographic style (JPEG, sizes and aspect ratios other than the splits', some
+grayscale, no masks) for regolith.photos, the sim-to-real check; any rock a model
+finds there is a false hazard. They draw from a random stream of their own, so
+the splits are the same with or without them.
 
 Each frame is a pinhole view over gently undulating ground: a near-black sky,
 regolith with perspective value-noise texture and relief shaded by the
@@ -41,6 +47,13 @@ SPLITS = ("train_dr", "train_nodr", "test_photoreal")
 # Fixed per-split stream ids: frames of different splits never share random
 # numbers, and adding a split later cannot shift the existing ones.
 SPLIT_STREAMS = {"train_dr": 1, "train_nodr": 2, "test_photoreal": 3}
+
+# Photographic-style frames for regolith.photos: (width, height, PIL mode of the JPEG). Sizes,
+# aspect ratios and grayscale unlike the square RGB training frames, as real photographs are.
+PHOTO_SHAPES = ((320, 240, "RGB"), (200, 300, "L"), (400, 160, "RGB"),
+                (360, 270, "RGB"), (240, 320, "L"), (480, 200, "RGB"))
+PHOTO_STREAM = 4  # a stream id of its own beside SPLIT_STREAMS: photos never shift a split's frames
+PHOTO_QUALITY = 90
 
 # Camera at unit height over the ground plane with focal length equal to the
 # image width in pixels (about 53 degrees field of view). A ground point at
@@ -376,6 +389,100 @@ def render_frame(seed, kind, index, size=128):
     return rgb, labels
 
 
+def render_photo(seed, index, width, height):
+    """One rock-free frame in a photographic style, as H x W x 3 uint8 RGB.
+
+    Rough regolith under a low sun, the look of Apollo surface photographs: the relief is
+    steeper and finer than in the training frames, so its lit and self-shadowed faces make the
+    rough grey texture a model can take for rock. Half the frames look down at the ground in
+    front (the horizon above the frame), half out to a slightly tilted horizon and a black sky.
+    There are no rocks at all, so any rock a model predicts here is a false hazard.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    view_rng, pixel_rng = [np.random.default_rng(child)
+                           for child in np.random.SeedSequence([seed, PHOTO_STREAM, index]).spawn(2)]
+    focal = float(width)
+    columns = np.arange(width, dtype=np.float32)[None, :] + 0.5
+    rows = np.arange(height, dtype=np.float32)[:, None] + 0.5
+    if view_rng.random() < 0.5:
+        horizon_row = view_rng.uniform(0.12, 0.35) * height
+    else:
+        horizon_row = -view_rng.uniform(0.3, 1.5) * height  # pitched down: every row is ground
+    roll = math.tan(math.radians(view_rng.uniform(-3.0, 3.0)))
+    horizon = (horizon_row + roll * (columns - width / 2)).astype(np.float32)
+    elevation = math.radians(view_rng.uniform(15.0, 40.0))
+    azimuth = view_rng.uniform(-70.0, 70.0)
+    if view_rng.random() < 0.5:
+        azimuth = 180.0 - azimuth
+    azimuth = math.radians(azimuth)
+    sun = (math.cos(elevation) * math.cos(azimuth), math.sin(elevation),
+           math.cos(elevation) * math.sin(azimuth))
+    albedo = view_rng.uniform(0.35, 0.55)
+    relief = view_rng.uniform(0.3, 0.6)
+    # Clod slopes run about 2.7 at unit relief (slopes grow with frequency), so a few hundredths.
+    clod_relief = view_rng.uniform(0.04, 0.08)
+    texture_frequency = view_rng.uniform(1.5, 3.0)
+    texture_contrast = view_rng.uniform(0.25, 0.4)
+    tint = 1.0 + view_rng.uniform(-0.03, 0.03, 3)
+    exposure = EXPOSURE * view_rng.uniform(1.2, 1.7)
+
+    rows_below = rows - horizon
+    ground_cover = np.clip(rows_below + 0.5, 0.0, 1.0)
+    below = np.maximum(rows_below, 0.5)
+    distance = focal * CAMERA_HEIGHT / below
+    lateral = (columns - width / 2) * CAMERA_HEIGHT / below
+    footprint = CAMERA_HEIGHT * np.sqrt(focal) / below**1.5
+
+    material, _, _ = ground_fbm(pixel_rng, lateral, distance, texture_frequency, 6, footprint,
+                                persistence=0.8, slopes=False)
+    _, swell_x, swell_z = ground_fbm(pixel_rng, lateral, distance, 0.35, 7, footprint)
+    # Clods and small pits: relief at a few centimetres, which the training frames' smoother
+    # ground lacks and which photographs of the real surface are full of.
+    _, clod_x, clod_z = ground_fbm(pixel_rng, lateral, distance, 6.0, 4, footprint)
+    normal_x = -(relief * swell_x + clod_relief * clod_x)
+    normal_z = -(relief * swell_z + clod_relief * clod_z)
+    normal_norm = np.sqrt(normal_x**2 + 1.0 + normal_z**2)
+    cos_incidence = (normal_x * sun[0] + sun[1] + normal_z * sun[2]) / normal_norm
+    view_norm = np.sqrt(lateral**2 + CAMERA_HEIGHT**2 + distance**2)
+    cos_emission = (-normal_x * lateral + CAMERA_HEIGHT - normal_z * distance) / (normal_norm * view_norm)
+    ground_albedo = albedo * np.maximum(1 + 4 * texture_contrast * (material - 0.5), 0.2)
+    ground = ground_albedo * (AMBIENT + lunar_lambert(cos_incidence, cos_emission))
+    gray = ground_cover * ground + (1 - ground_cover) * 0.004
+
+    # A lens darkens towards the corners; film or sensor adds grain.
+    radius = ((columns - width / 2) ** 2 + (rows - height / 2) ** 2) / ((width / 2) ** 2 + (height / 2) ** 2)
+    gray = gray * (1.0 - 0.3 * radius)
+    rgb = exposure * gray[..., None] * tint.astype(np.float32)
+    rgb += 0.015 * math.sqrt(12.0) * (pixel_rng.random((height, width, 1), dtype=np.float32) - 0.5)
+    return np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_photos(out_dir, count=6, seed=0):
+    """Write ``count`` rock-free photographic frames as out_dir/photos/photo_NNN.jpg; return [(name, size, mode)].
+
+    Sizes, aspect ratios and colour modes cycle through PHOTO_SHAPES, none of them the training
+    frames' square RGB PNG; a frame depends only on (seed, index). Photos left from an earlier,
+    longer run are removed. There are no masks: these frames are for regolith.photos.
+    """
+    folder = Path(out_dir) / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index in range(count):
+        width, height, mode = PHOTO_SHAPES[index % len(PHOTO_SHAPES)]
+        image = Image.fromarray(render_photo(seed, index, width, height), mode="RGB")
+        if mode == "L":
+            image = image.convert("L")
+        name = f"photo_{index:03d}.jpg"
+        image.save(folder / name, quality=PHOTO_QUALITY)
+        written.append((name, (width, height), mode))
+    for stale in folder.glob("photo_*.jpg"):
+        number = stale.stem.removeprefix("photo_")
+        if number.isdigit() and int(number) >= count:
+            stale.unlink()
+    return written
+
+
 def write_split(out_dir, kind, frames, size=128, seed=0):
     """Write `frames` frames of split `kind` under out_dir/kind; return its summary.
 
@@ -413,12 +520,14 @@ def main(argv=None):
     parser.add_argument("--dr-frames", type=int, default=160)
     parser.add_argument("--nodr-frames", type=int, default=80)
     parser.add_argument("--test-frames", type=int, default=32)
+    parser.add_argument("--photos", type=int, default=0,
+                        help="also write this many rock-free photographic JPEG frames to OUT/photos/")
     args = parser.parse_args(argv)
     if args.size < 16:
         parser.error(f"--size must be at least 16 pixels, got {args.size}")
     if args.seed < 0:
         parser.error(f"--seed must be non-negative (it seeds numpy's SeedSequence), got {args.seed}")
-    for flag in ("dr_frames", "nodr_frames", "test_frames"):
+    for flag in ("dr_frames", "nodr_frames", "test_frames", "photos"):
         if getattr(args, flag) < 0:
             parser.error(f"--{flag.replace('_', '-')} must be non-negative, got {getattr(args, flag)}")
     counts = {"train_dr": args.dr_frames, "train_nodr": args.nodr_frames,
@@ -427,6 +536,10 @@ def main(argv=None):
         summary = write_split(args.out, kind, frames, args.size, args.seed)
         print(f"{kind}: {summary['frames']} frames, rock pixel share "
               f"{100 * summary['rock_share']:.1f}%")
+    if args.photos:
+        written = write_photos(args.out, args.photos, args.seed)
+        shapes = ", ".join(sorted({f"{w}x{h} {mode}" for _, (w, h), mode in written}))
+        print(f"photos: {len(written)} rock-free JPEG frames ({shapes}) in {Path(args.out) / 'photos'}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Procedural stand-in splits: layout, label set, determinism, and the differences between splits."""
+"""Procedural stand-in splits: layout, label set, determinism, and the differences between splits; the photographic frames."""
+
+import hashlib
 
 import numpy as np
 import pytest
@@ -153,3 +155,64 @@ def test_main_writes_every_split_and_reports_it(tmp_path, capsys):
 def test_unknown_split_kind_is_refused(tmp_path):
     with pytest.raises(ValueError, match="train_sim"):
         synth.write_split(tmp_path, "train_sim", 1, 32, 0)
+
+
+def test_split_frames_are_the_ones_the_demo_was_measured_on():
+    # The demo's numbers depend on these exact pixels; the photographic frames added beside the
+    # splits must not move them. Digest of the frames as rendered before the photos existed.
+    digest = hashlib.sha256()
+    for kind in synth.SPLITS:
+        for index in range(2):
+            rgb, labels = synth.render_frame(0, kind, index, 48)
+            digest.update(rgb.tobytes())
+            digest.update(labels.tobytes())
+    assert digest.hexdigest()[:16] == "611466508a4782dc"
+
+
+def test_photos_are_rock_free_jpegs_of_other_sizes_some_grayscale(tmp_path):
+    written = synth.write_photos(tmp_path, 6, seed=0)
+    folder = tmp_path / "photos"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [name for name, _, _ in written] == [f"photo_{i:03d}.jpg" for i in range(6)]
+    assert not any(name.startswith(("mask", "rgb")) or name.endswith(".png") for name in names)
+    assert not (tmp_path / "photos" / "mask").exists()
+    sizes, modes = set(), set()
+    for name, size, mode in written:
+        with Image.open(folder / name) as image:
+            assert image.format == "JPEG"
+            assert (image.size, image.mode) == (size, mode)
+            pixels = np.asarray(image)
+        assert pixels.std() > 5, f"{name} is nearly flat"
+        sizes.add(size)
+        modes.add(mode)
+    assert (128, 128) not in sizes  # the splits' frame size
+    assert {"L", "RGB"} <= modes
+    assert len({w / h for w, h in sizes}) >= 4  # several aspect ratios, not one size scaled
+
+
+def test_photos_are_deterministic_by_seed(tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        synth.write_photos(tmp_path / name, 3, seed)
+    for index in range(3):
+        relative = f"photos/photo_{index:03d}.jpg"
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
+        assert (tmp_path / "a" / relative).read_bytes() != (tmp_path / "c" / relative).read_bytes()
+    synth.write_photos(tmp_path / "a", 2, 0)  # fewer: the extra one goes, the others stay the same
+    assert sorted(p.name for p in (tmp_path / "a" / "photos").iterdir()) == ["photo_000.jpg", "photo_001.jpg"]
+    assert (tmp_path / "a" / "photos/photo_001.jpg").read_bytes() == (tmp_path / "b" / "photos/photo_001.jpg").read_bytes()
+
+
+def test_main_writes_photos_only_when_asked(tmp_path, capsys):
+    synth.main([str(tmp_path / "plain"), "--size", "32", "--dr-frames", "1", "--nodr-frames", "1",
+                "--test-frames", "1"])
+    assert not (tmp_path / "plain" / "photos").exists()
+    capsys.readouterr()
+    synth.main([str(tmp_path / "with"), "--size", "32", "--dr-frames", "1", "--nodr-frames", "1",
+                "--test-frames", "1", "--photos", "2"])
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in printed] == [*synth.SPLITS, "photos"]
+    assert "2 rock-free JPEG frames" in printed[-1]
+    assert sorted(p.name for p in (tmp_path / "with" / "photos").iterdir()) == ["photo_000.jpg", "photo_001.jpg"]
+    for kind in synth.SPLITS:  # the splits are the same with or without photos
+        for path in (tmp_path / "plain" / kind).rglob("*.png"):
+            assert path.read_bytes() == (tmp_path / "with" / path.relative_to(tmp_path / "plain")).read_bytes()
