@@ -304,3 +304,20 @@ def test_overlay_paints_rock_loud_and_padding_neutral():
     assert {tuple(c) for c in out[~valid.numpy()]} <= {photos.PAD_COLOUR, photos.PAD_HATCH}
     photo_pixel = out[valid.numpy()][0].astype(int)
     assert photo_pixel[0] > 150 and photo_pixel[2] < 60  # orange rock over grey ground
+
+
+def test_fitted_photos_go_through_the_model_as_one_batch():
+    # The seam the tracked verb will use: fit, stack, logits_at_mask_size, argmax, shares per photo.
+    from conftest import tiny_config
+    from regolith import model as segformer
+
+    torch.manual_seed(0)
+    net = segformer.random_init(tiny_config()).eval()
+    rng = np.random.default_rng(0)
+    fitted = [photos.fit(rng.integers(0, 255, shape, dtype=np.uint8), 64) for shape in ((30, 90, 3), (64, 64, 3))]
+    images, valid = photos.stack(fitted)
+    with torch.no_grad():
+        predictions = segformer.logits_at_mask_size(net, images).argmax(1)
+    assert predictions.shape == valid.shape == (2, 64, 64)
+    for prediction, photo_valid in zip(predictions, valid):
+        assert sum(photos.class_shares(prediction, photo_valid).values()) == pytest.approx(1.0)
