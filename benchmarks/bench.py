@@ -61,6 +61,8 @@ AGREEMENT = {"loss_rel": 1e-5, "iou_abs": 1e-9}
 # The keys bench.json always has; tests/test_bench.py checks them.
 PATH_FIELDS = ("train_images_per_s", "inference_images_per_s", "train_s", "eval_s", "epoch_s", "study_epoch_s",
                "peak_memory_mb", "data_s", "data_share", "metrics")
+# The recipe's AdamW weight decay (train's default), on both paths so that they compute the same thing.
+WEIGHT_DECAY = float(train.build_parser().get_default("weight_decay"))
 STUDY_FRAMES = (1500, 300)  # the reference study's largest training split and its validation split
 
 
@@ -205,7 +207,7 @@ def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init
         return train.get_lr(step, args.steps, args.lr)
 
     # Warm-up, one batch per call so that the first step's excess (compilation) can be told apart.
-    optimizer = train.make_optimizer(net, args.lr, device)
+    optimizer = train.make_optimizer(net, args.lr, WEIGHT_DECAY, device)
     warmup_steps = []
     for step in range(args.warmup):
         order = torch.arange(step * args.batch, (step + 1) * args.batch) % train_split.frames
@@ -219,7 +221,7 @@ def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init
         train.validate(forward, head_of(val_split, args.batch), static=static, **engine)
         warmup_eval.append(clock(device) - started)
     net.load_state_dict(init_state)  # in place, so a compiled module keeps its graphs
-    optimizer = train.make_optimizer(net, args.lr, device)
+    optimizer = train.make_optimizer(net, args.lr, WEIGHT_DECAY, device)
 
     torch.manual_seed(args.seed)  # the same dropout and drop-path draws as the baseline
     losses = []
@@ -413,7 +415,7 @@ def run_baseline(train_dir: Path, val_dir: Path, args, device: torch.device, ini
     weights = torch.tensor(class_weights, dtype=torch.float32, device=device)
 
     net.train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=WEIGHT_DECAY)
     for step, (pixels, labels) in zip(range(args.warmup), train_loader):
         baseline_step(net, pixels.to(device), labels.to(device), weights, optimizer, step, args)
     if args.warmup:
@@ -421,7 +423,7 @@ def run_baseline(train_dir: Path, val_dir: Path, args, device: torch.device, ini
         with torch.no_grad():
             net(pixel_values=next(iter(val_loader))[0].to(device))
     net.load_state_dict(init_state)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=WEIGHT_DECAY)
 
     torch.manual_seed(args.seed)  # the same dropout and drop-path draws as path (a)
     train_loss, train_s, wait_s = baseline_train(net, train_loader, weights, optimizer, args, device)
@@ -498,7 +500,7 @@ def time_iou(args, device: torch.device) -> dict:
     chunks = [slice(start, start + args.batch) for start in range(0, args.iou_frames, args.batch)]
 
     def ours(chunks):
-        confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.long, device=device)
+        confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
         for chunk in chunks:
             confusion += metrics.confusion_matrix(pred[chunk], target[chunk])
         return metrics.iou_per_class(confusion)

@@ -9,7 +9,8 @@
 #   mlflow run . --env-manager local -e ablation -P recipe=demo -P data=data/demo --experiment-name regolith-demo
 #
 # Optional environment: SEEDS="0 1 2" runs every variant once per seed (compare reports
-# mean ± std); EPOCHS and PRETRAINED override the recipe's for a quick check.
+# mean ± std); EPOCHS and PRETRAINED override the recipe's for a quick check; REAL_IMAGES=DIR points
+# every run at a folder of real photographs (experiments/common.sh).
 # Runs go to the experiment MLflow resolves (MLFLOW_EXPERIMENT_NAME, or the mlflow run's).
 set -euo pipefail
 ROOT=$(cd "${1:?usage: bash experiments/ablation_demo.sh DATA_ROOT (from python -m regolith.synth DATA_ROOT)}" && pwd)

@@ -9,7 +9,8 @@
 #
 # dr_750 is the first 750 frames of train_dr (-P frames=750); no symlinked copy is needed.
 # Optional environment: SEEDS="0 1 2" runs every variant once per seed (compare reports
-# mean ± std); EPOCHS and PRETRAINED override the recipe's for a quick check.
+# mean ± std); EPOCHS and PRETRAINED override the recipe's for a quick check; REAL_IMAGES=DIR points
+# every run at a folder of real photographs (experiments/common.sh).
 # Runs go to the experiment MLflow resolves (MLFLOW_EXPERIMENT_NAME, or the mlflow run's).
 set -euo pipefail
 ROOT=$(cd "${1:?usage: bash experiments/ablation_v2.sh DATASETS_ROOT (with train_nodr, train_dr, test_photoreal)}" && pwd)

@@ -1,7 +1,8 @@
 """Answer the size-matched ablation from the tracking store: what DR adds, and what more data adds.
 
     python -m regolith.compare [--experiment NAME] [--out DIR]
-    mlflow run . --env-manager local -e compare --experiment-name NAME
+    python -m regolith.compare --experiment v1 --experiment v2 [--experiment v3]   # generations side by side
+    mlflow run . --env-manager local -e compare --experiment-name NAME [-P experiment="v1 v2"]
 
 Reads the FINISHED training runs of one experiment (through MLflow's client, so a local
 SQLite store and a remote tracking server answer the same), groups them into variants by
@@ -13,13 +14,24 @@ the ``regolith.dr`` and ``regolith.frames`` tags, and compares best validation r
 
 A variant run with several seeds reports the mean and the standard deviation over seeds;
 the deltas pair runs by seed, since a seed fixes both the initialization and the data
-order. Of several runs with the same variant and seed, the latest counts.
+order. Of several runs with the same variant and seed, the latest counts. Where the runs
+were verified (``python -m regolith.evaluate``), each delta also gets a paired bootstrap
+interval over validation frames and a per-frame count (on how many frames it wins). Where the
+variants are the study's (nodr_750, dr_750, dr_1500), its numbers (``regolith.reference``)
+stand beside the measured ones.
 
 Writes ``ablation-results.json``, ``ablation.png`` and ``ablation.txt`` (the table printed
 here) into a new subfolder ``OUT/<UTC time>/`` of the results directory (default
 ``experiments/results/<experiment>``), so an earlier result is never overwritten, and
 records a compare run named ``ablation`` (tag ``regolith.kind=compare``) in the same
 experiment with the deltas as metrics and those files as artifacts.
+
+With several experiments (one per generation of the rendered data, named as the generations
+are), it writes one table and one figure across them instead (``generations-results.json``,
+``generations.txt``, ``generations.png`` under ``experiments/results/<v1+v2>/``): per generation
+the three variants and both gains with their intervals, and how the no-DR baseline and the DR
+gain moved from one generation to the next. Its compare run, ``generations``, goes to the
+``mlflow run``'s experiment, else to the last experiment named.
 """
 
 import argparse
@@ -32,26 +44,33 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.ticker import PercentFormatter
 from scipy import stats
 
-from regolith import ROCK, Refused, metrics, names, refusals, track
+from regolith import ROCK, Refused, metrics, names, photos, reference, refusals, track
 
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
 # compile, which change the numbers too (bf16 rounding; inductor's own dropout draws).
-SETTINGS = ("epochs", "lr", "batch", "patience", "pretrained_id", "image_size", names.VAL_DIGEST,
-            names.PRECISION, names.COMPILED)
+SETTINGS = ("epochs", "lr", "batch", "patience", "augment", "weight_decay", "schedule", "pretrained_id",
+            "image_size", names.VAL_DIGEST, names.PRECISION, names.COMPILED)
 TERMINAL_STATUSES = ("FAILED", "KILLED")
 SCORE_ORDER = names.SCORES  # the per-class panel's order: regolith, rock, sky, mIoU
 DELTAS = ("dr_delta", "size_delta")  # the two questions of the ablation, as keyed in the results
+GAINS = {"dr_delta": ("dr_750", "nodr_750"), "size_delta": ("dr_1500", "dr_750")}  # the study's own pairs
+# Best-checkpoint scores a variant summarizes: the standard rule's, the original study's strict one, and the
+# share of real photos' pixels called rock (the rock flood), where the runs were pointed at real photos.
+REAL_SHARE = "real_rock_share"
+RECORDED = (*names.SCORES, *names.STRICT_SCORES, REAL_SHARE)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags are the kebab-case twins of the MLproject parameters, with the same defaults."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--experiment", default="",
+    parser.add_argument("--experiment", action="append", default=[],
                         help="experiment to compare ('': the one training runs go to by default: the mlflow run's, "
-                             "else MLFLOW_EXPERIMENT_NAME or MLFLOW_EXPERIMENT_ID, else Default)")
+                             "else MLFLOW_EXPERIMENT_NAME or MLFLOW_EXPERIMENT_ID, else Default); give it once per "
+                             "generation, or one space-separated list (quote a name with spaces inside it)")
     parser.add_argument("--out", default="",
                         help="results directory; each compare writes a new subfolder "
                              "('': experiments/results/<experiment>)")
@@ -78,7 +97,7 @@ def training_run(row: dict) -> dict | None:
     return {"run_id": row["run_id"], "run_name": row["run_name"], "start_time": row["start_time"],
             "dr": dr, "frames": frames, "seed": seed, "variant": names.variant(dr, frames),
             "best_epoch": None if best_epoch is None else int(best_epoch),
-            **{score: recorded.get(names.key(names.BEST, score)) for score in names.SCORES}, names.HEADLINE: headline,
+            **{score: recorded.get(names.key(names.BEST, score)) for score in RECORDED}, names.HEADLINE: headline,
             "settings": {key: settings.get(key) for key in SETTINGS}}
 
 
@@ -133,8 +152,8 @@ def summarize_variants(runs: list) -> dict:
             "dr": group[0]["dr"], "frames": group[0]["frames"],
             "seeds": [r["seed"] for r in group], "run_ids": [r["run_id"] for r in group],
             "run_names": [r["run_name"] for r in group], "best_epoch": [r["best_epoch"] for r in group],
-            **{score: spread([r[score] for r in group]) for score in names.SCORES},
-            "per_seed": {str(r["seed"]): {score: r[score] for score in names.SCORES} for r in group},
+            **{score: spread([r.get(score) for r in group]) for score in RECORDED},
+            "per_seed": {str(r["seed"]): {score: r.get(score) for score in RECORDED} for r in group},
             "settings": group[0]["settings"],
         }
     return variants
@@ -214,7 +233,7 @@ def paired_bootstrap(variant: np.ndarray, baseline: np.ndarray, resamples: int =
 
     point = float(rock_iou(samples[0].sum(0)) - rock_iou(samples[1].sum(0)))
     result = stats.bootstrap(samples, rock_delta, paired=True, vectorized=True, axis=0, n_resamples=resamples,
-                             method="percentile", rng=np.random.default_rng(seed))
+                             method="percentile", random_state=np.random.default_rng(seed))
     low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     return {"low": low, "high": high, "point": point, "frames": frames, "resamples": resamples,
             "includes_zero": bool(low <= 0 <= high)}
@@ -229,23 +248,65 @@ def seed_interval(deltas: list) -> dict | None:
     return {"low": low, "high": high, "seeds": len(deltas), "includes_zero": bool(low <= 0 <= high)}
 
 
-def frame_interval(entry: dict, variants: dict, confusions: dict) -> dict | None:
-    """The paired bootstrap for a delta, pooling each side's confusions over the seeds both ran.
+def pooled_confusions(variants: dict, variant: str, baseline: str, seeds: list, confusions: dict) -> tuple | None:
+    """(variant, baseline) per-frame confusions (frames x 3 x 3), each pooled over ``seeds``, on the same frames.
 
     ``confusions`` maps a run id to its per-frame confusions (or None where the run has no fresh
-    inference pass); without them for every run involved, or on different frames, there is no interval.
+    inference pass); without them for every run involved, or on different frames, there is nothing to pool.
     """
     sides = []
-    for name in (entry["variant"], entry["baseline"]):
+    for name in (variant, baseline):
         runs = [run_id for run_id, run_seed in zip(variants[name]["run_ids"], variants[name]["seeds"])
-                if run_seed in entry["seeds"]]
+                if run_seed in seeds]
         found = [confusions.get(run_id) for run_id in runs]
         if not runs or any(f is None for f in found) or any(f["frames"] != found[0]["frames"] for f in found):
             return None
         sides.append((found[0]["frames"], np.sum([np.asarray(f["confusion"]) for f in found], axis=0)))
     if sides[0][0] != sides[1][0]:
         return None
-    return paired_bootstrap(sides[0][1], sides[1][1])
+    return sides[0][1], sides[1][1]
+
+
+def frame_interval(entry: dict, variants: dict, confusions: dict) -> dict | None:
+    """The paired bootstrap for a delta, pooling each side's confusions over the seeds both ran."""
+    pooled = pooled_confusions(variants, entry["variant"], entry["baseline"], entry["seeds"], confusions)
+    return paired_bootstrap(*pooled) if pooled else None
+
+
+def per_frame(variants: dict, variant: str, baseline: str, seeds: list, confusions: dict) -> dict | None:
+    """On how many validation frames ``variant`` scores a higher rock-IoU than ``baseline``, and the mean gain.
+
+    Per-frame rock-IoU from the fresh inference passes' confusions (pooled over ``seeds``). A frame
+    where either side has no rock-IoU (no rock labelled and none predicted) is left out.
+    """
+    pooled = pooled_confusions(variants, variant, baseline, seeds, confusions)
+    if not pooled:
+        return None
+    ours, theirs = (rock_iou(np.asarray(side, float).reshape(len(side), 9)) for side in pooled)
+    scored = ~(np.isnan(ours) | np.isnan(theirs))
+    gains = (ours - theirs)[scored]
+    return {"variant": variant, "baseline": baseline, "frames": int(scored.sum()), "of_frames": len(ours),
+            "wins": int((gains > 0).sum()), "losses": int((gains < 0).sum()), "ties": int((gains == 0).sum()),
+            "mean_gain": float(gains.mean()) if len(gains) else None}
+
+
+def reference_comparison(variants: dict, experiment: str) -> dict | None:
+    """The study's numbers beside the measured ones, where the variants are the study's (nodr_750, dr_750, dr_1500).
+
+    The generation is the experiment's name where that is one (v1, v2, v3), else v2, the write-up's.
+    """
+    if not set(reference.VARIANTS) <= set(variants):
+        return None
+    generation = reference.generation_for(experiment)
+    study = reference.ROCK_IOU[generation]
+    measured = {name: variants[name][names.HEADLINE]["mean"] for name in reference.VARIANTS}
+    rows = {name: {"study": study[name], "measured": measured[name], "difference": measured[name] - study[name]}
+            for name in reference.VARIANTS}
+    gains = {}
+    for key, (variant, baseline) in GAINS.items():
+        gains[key] = {"study": study[variant] - study[baseline], "measured": measured[variant] - measured[baseline]}
+        gains[key]["difference"] = gains[key]["measured"] - gains[key]["study"]
+    return {"generation": generation, "source": reference.SOURCE, "variants": rows, **gains}
 
 
 def _same(a, b) -> bool:
@@ -279,12 +340,18 @@ def setting_differences(runs: list) -> list:
     return lines
 
 
-def ablation_results(runs: list, experiment: str, confusions: dict | None = None) -> dict:
+def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None) -> dict:
     """The whole answer as plain data: the variants table, both deltas and their intervals.
 
     ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta
     its paired bootstrap interval over validation frames; without it, ``frame_interval`` is None.
+    ``real`` (run id -> per-photo rock shares of its latest ``regolith.photos`` measurement, or None)
+    is each run's real rock share where it has one; a run without takes the share training saw at
+    its best epoch (``best/real_rock_share``, with ``-P real_images``), if any.
     """
+    real = real or {}
+    runs = [{**run, REAL_SHARE: statistics.fmean(real[run["run_id"]]["rock"])} if real.get(run["run_id"]) else run
+            for run in runs]
     variants = summarize_variants(runs)
     matched, largest = pick_comparisons(variants, experiment)
     dr_matched, nodr_matched = names.variant(True, matched), names.variant(False, matched)
@@ -300,8 +367,53 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
         "warnings": setting_differences(runs),
     }
     for key in DELTAS:
-        results[key]["frame_interval"] = frame_interval(results[key], variants, confusions or {})
+        entry = results[key]
+        entry["frame_interval"] = frame_interval(entry, variants, confusions or {})
+        entry["per_frame"] = per_frame(variants, entry["variant"], entry["baseline"], entry["seeds"], confusions or {})
+    # The study's own per-frame count: its largest DR variant against no-DR at the matched size.
+    seeds = sorted(set(variants[dr_largest]["seeds"]) & set(variants[nodr_matched]["seeds"]))
+    results["per_frame_overall"] = per_frame(variants, dr_largest, nodr_matched, seeds, confusions or {})
+    results["reference"] = reference_comparison(variants, experiment)
+    results["real"] = real_deltas(results, variants, real)
     return results
+
+
+def real_deltas(results: dict, variants: dict, real: dict) -> dict | None:
+    """Both deltas in real rock share, with a seed interval and, where the runs' photos match, one over photos.
+
+    None unless every variant of both deltas has a real rock share.
+    """
+    if any(variants[results[key][side]][REAL_SHARE]["mean"] is None for key in DELTAS for side in ("variant", "baseline")):
+        return None
+    deltas = {}
+    for key in DELTAS:
+        entry = delta(variants, results[key]["variant"], results[key]["baseline"], score=REAL_SHARE)
+        entry["photo_interval"] = photo_interval(entry, variants, real)
+        deltas[key] = entry
+    return deltas
+
+
+def photo_interval(entry: dict, variants: dict, real: dict) -> dict | None:
+    """The paired bootstrap over photos of a rock-share delta, each side's per-photo shares averaged over the seeds.
+
+    Only where every run involved was measured by regolith.photos on the same photo set.
+    """
+    sides = []
+    for name in (entry["variant"], entry["baseline"]):
+        measured = [real.get(run_id) for run_id, seed in zip(variants[name]["run_ids"], variants[name]["seeds"])
+                    if seed in entry["seeds"]]
+        if not measured or any(m is None for m in measured):
+            return None
+        sides.append(measured)
+    digests = {m["digest"] for side in sides for m in side}
+    if len(digests) != 1:
+        return None
+    a, b = (np.mean([m["rock"] for m in side], axis=0) for side in sides)
+    difference = photos.paired_difference(a, b)
+    low, high = difference["interval"] or (None, None)
+    return {"low": low, "high": high, "photos": difference["photos"], "digest": digests.pop(),
+            "variant_more": difference["a_more"], "baseline_more": difference["b_more"],
+            "includes_zero": None if low is None else bool(low <= 0 <= high)}
 
 
 # ---- presentation ------------------------------------------------------------------------------
@@ -332,7 +444,7 @@ def delta_line(label: str, entry: dict) -> str:
 
 
 def interval_lines(entry: dict) -> list:
-    """The 95% intervals of a delta, each saying whether it includes zero."""
+    """The 95% intervals of a delta, each saying whether it includes zero, and the per-frame count."""
     lines = []
     frames, seeds = entry.get("frame_interval"), entry.get("seed_interval")
     if frames:
@@ -344,23 +456,111 @@ def interval_lines(entry: dict) -> list:
     if seeds:
         lines.append(f"95% CI over {seeds['seeds']} seeds (t): [{seeds['low']:+.4f}, {seeds['high']:+.4f}]"
                      + (" includes zero" if seeds["includes_zero"] else " excludes zero"))
+    if entry.get("per_frame"):
+        lines.append(per_frame_line(entry["per_frame"]))
     return lines
 
 
+def per_frame_line(counts: dict) -> str:
+    gain = "n/a" if counts["mean_gain"] is None else f"{counts['mean_gain']:+.4f}"
+    return (f"per frame: {counts['variant']} beats {counts['baseline']} on {counts['wins']} of {counts['frames']} "
+            f"frames (mean per-frame rock-IoU gain {gain}"
+            + (f"; {counts['of_frames'] - counts['frames']} frames without rock on either side left out)"
+               if counts["of_frames"] > counts["frames"] else ")"))
+
+
+def differs(a: float | None, b: float | None, digits: int = 4) -> bool:
+    """Whether two recorded numbers differ at the table's precision."""
+    return a is not None and b is not None and round(a, digits) != round(b, digits)
+
+
 def format_table(results: dict) -> str:
-    """The terminal table: every variant's best IoUs (mean ± std over seeds), then the two deltas."""
-    columns = ["variant", "dr", "frames", "seeds", "rock-IoU", "regolith", "sky", "mIoU", "best epoch"]
-    rows = [[name, "yes" if v["dr"] else "no", str(v["frames"]), ",".join(map(str, v["seeds"])),
-             _number(v["iou_rock"]), _number(v["iou_regolith"]), _number(v["iou_sky"]), _number(v["miou"]),
+    """The terminal table: every variant's best IoUs (mean ± std over seeds), the two deltas, the study's numbers.
+
+    The original study's strict rock-IoU gets a column where it differs from the standard number.
+    """
+    variants = results["variants"]
+    strict = any(differs(v["iou_rock_strict"]["mean"], v["iou_rock"]["mean"]) for v in variants.values())
+    real = any(v[REAL_SHARE]["mean"] is not None for v in variants.values())
+    columns = ["variant", "dr", "frames", "seeds", "rock-IoU", *(["rock (strict)"] if strict else []),
+               "regolith", "sky", "mIoU", *(["real rock share"] if real else []), "best epoch"]
+    rows = [[name, "yes" if v["dr"] else "no", str(v["frames"]), ",".join(map(str, v["seeds"])), _number(v["iou_rock"]),
+             *([_number(v["iou_rock_strict"])] if strict else []), _number(v["iou_regolith"]), _number(v["iou_sky"]),
+             _number(v["miou"]), *([_share(v[REAL_SHARE])] if real else []),
              ",".join("?" if epoch is None else str(epoch) for epoch in v["best_epoch"])]
-            for name, v in results["variants"].items()]
-    widths = [max(len(row[i]) for row in [columns, *rows]) for i in range(len(columns))]
+            for name, v in variants.items()]
     lines = [f"Size-matched ablation, experiment {results['experiment']!r}: best validation IoU per variant"
-             " (mean ± std over seeds)", ""]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [columns, *rows]]
-    lines += ["", delta_line("DR delta  ", results["dr_delta"]), delta_line("size delta", results["size_delta"])]
+             " (mean ± std over seeds)", "", *aligned([columns, *rows]), "",
+             delta_line("DR delta  ", results["dr_delta"]), delta_line("size delta", results["size_delta"])]
+    overall = results.get("per_frame_overall")
+    if overall and (overall["variant"], overall["baseline"]) not in {
+            (results[key]["variant"], results[key]["baseline"]) for key in DELTAS}:
+        lines.append(per_frame_line(overall))
+    if results.get("real"):
+        lines += ["", *real_lines(results["real"])]
+    if results.get("reference"):
+        lines += ["", *reference_lines(results["reference"], overall)]
     lines += [f"warning: {warning}" for warning in results["warnings"]]
     return "\n".join(lines)
+
+
+def _share(spread_: dict) -> str:
+    if spread_["mean"] is None:
+        return "not measured"
+    return f"{spread_['mean']:.1%}" + (f" ± {spread_['std']:.1%}" if spread_["std"] is not None else "")
+
+
+def real_lines(deltas: dict) -> list:
+    """The deltas in real rock share (the rock flood on real photos), each with its intervals."""
+    lines = ["On real photos, the share of their pixels called rock (synthetic gains can come with a flood):"]
+    for key, label in (("dr_delta", "DR delta  "), ("size_delta", "size delta")):
+        entry = deltas[key]
+        lines.append(f"{label}: {entry['variant']} - {entry['baseline']} = {_signed_share(entry['absolute'])} "
+                     f"real rock share")
+        photo, seeds = entry.get("photo_interval"), entry.get("seed_interval")
+        if photo and photo["low"] is not None:
+            lines.append(f"            95% CI over {photo['photos']} photos (paired bootstrap): "
+                         f"[{_signed_share(photo['low'])}, {_signed_share(photo['high'])}]"
+                         + (" includes zero" if photo["includes_zero"] else " excludes zero")
+                         + f"; more rock on {photo['variant_more']} photos, less on {photo['baseline_more']}")
+        if seeds:
+            lines.append(f"            95% CI over {seeds['seeds']} seeds (t): [{_signed_share(seeds['low'])}, "
+                         f"{_signed_share(seeds['high'])}]" + (" includes zero" if seeds["includes_zero"] else
+                                                                " excludes zero"))
+    return lines
+
+
+def _signed_share(value: float) -> str:
+    return f"{value * 100:+.1f} points"
+
+
+def aligned(rows: list) -> list:
+    """Rows of cells as lines of left-aligned columns."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def reference_lines(comparison: dict, overall: dict | None) -> list:
+    """The study's numbers beside the measured ones, with the differences."""
+    rows = [["", "study", "measured", "measured - study"]]
+    rows += [[name, f"{row['study']:.4f}", f"{row['measured']:.4f}", f"{row['difference']:+.4f}"]
+             for name, row in comparison["variants"].items()]
+    rows += [[label, _gain(comparison[key]["study"]), _gain(comparison[key]["measured"]),
+              f"{comparison[key]['difference']:+.4f}"]
+             for key, label in (("dr_delta", "DR gain"), ("size_delta", "more-data gain"))]
+    lines = [f"Beside the study ({comparison['generation']}, numbers from regolith/reference.py): best validation rock-IoU",
+             *aligned(rows)]
+    study = reference.PER_FRAME_V2
+    if comparison["generation"] == "v2" and overall:
+        lines.append(f"per frame, the study: {study['variant']} beat {study['baseline']} on {study['wins']} of "
+                     f"{study['frames']} frames (mean gain {study['mean_gain']:+.4f}); measured: {overall['wins']} of "
+                     f"{overall['frames']}")
+    return lines
+
+
+def _gain(value: float | None) -> str:
+    """A gain to the study's 3 decimals; float noise is rounded away first (0.8521 - 0.8486 is +0.0035, not less)."""
+    return "n/a" if value is None else f"{round(value, 10):+.3f}"
 
 
 def _colors(variants: dict) -> dict:
@@ -384,7 +584,8 @@ def _bracket(ax, x0: float, x1: float, y: float, text: str, color: str):
 
 
 def plot_ablation(results: dict, curves: dict, path: Path):
-    """One figure: best rock-IoU with both deltas, the validation rock-IoU curves, per-class IoU.
+    """One figure: best rock-IoU with both deltas, the validation rock-IoU curves, per-class IoU, and where the
+    runs were pointed at real photos, synthetic rock-IoU against the real rock share.
 
     ``curves`` maps a run id to its (epoch, val/iou_rock) pairs.
     """
@@ -397,7 +598,10 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     shown = list(variants)
     colors = _colors(variants)
     x = {name: i for i, name in enumerate(shown)}
-    fig, (bars, lines, classes) = plt.subplots(1, 3, figsize=(17, 5.6), gridspec_kw={"width_ratios": [1, 1.15, 1.3]})
+    real = any(variants[name][REAL_SHARE]["mean"] is not None for name in shown)
+    ratios = [1, 1.15, 1.3] + ([1.15] if real else [])
+    fig, axes = plt.subplots(1, len(ratios), figsize=(17 + 5.5 * real, 5.6), gridspec_kw={"width_ratios": ratios})
+    bars, lines, classes = axes[:3]
 
     # 1. best rock-IoU per variant, both deltas as brackets above the bars
     rock = [variants[n]["iou_rock"] for n in shown]
@@ -412,6 +616,12 @@ def plot_ablation(results: dict, curves: dict, path: Path):
         else:  # too short a bar to write in
             bars.text(i, value + errors[i] + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=11,
                       fontweight="bold")
+    comparison = results.get("reference")
+    if comparison:  # the study's number as a dashed mark on each of its variants' bars
+        for name, row in comparison["variants"].items():
+            bars.plot([x[name] - 0.42, x[name] + 0.42], [row["study"]] * 2, color="black", ls="--", lw=1.4,
+                      label=f"the study ({comparison['generation']})" if name == reference.VARIANTS[0] else None)
+        bars.legend(loc="lower right", fontsize=9.5)
     top = max(m + e for m, e in zip(means, errors))
     dr_entry, size_entry = results["dr_delta"], results["size_delta"]
     y = top + 0.06  # each bracket sits above the one before and its label
@@ -480,7 +690,9 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     classes.set_axisbelow(True)
     classes.legend(fontsize=9.5, ncols=len(shown), loc="upper center")
 
-    for ax in (bars, lines, classes):
+    if real:
+        plot_real(axes[3], results, colors)
+    for ax in axes:
         ax.title.set_fontsize(12.5)
         ax.xaxis.label.set_fontsize(11.5)
         ax.yaxis.label.set_fontsize(11.5)
@@ -492,11 +704,39 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     plt.close(fig)
 
 
-# ---- the verb ----------------------------------------------------------------------------------
+def plot_real(ax, results: dict, colors: dict):
+    """Synthetic rock-IoU against the real rock share, one point per variant: the study's punchline is that they part."""
+    variants = results["variants"]
+    for name, v in variants.items():
+        share = v[REAL_SHARE]
+        if share["mean"] is None:
+            continue
+        ax.errorbar(v[names.HEADLINE]["mean"], share["mean"], xerr=v[names.HEADLINE]["std"], yerr=share["std"],
+                    marker="o", ms=11, color=colors[name], markeredgecolor="black", capsize=4, label=name,
+                    linestyle="none")
+        ax.annotate(name, (v[names.HEADLINE]["mean"], share["mean"]), textcoords="offset points", xytext=(9, 6),
+                    fontsize=10)
+    comparison = results.get("reference")
+    if comparison:  # the study's dr_1500 from one generation to the next, on its own real photos
+        points = [(reference.ROCK_IOU[g]["dr_1500"], reference.REAL_ROCK_SHARE[g][0], g) for g in reference.ROCK_IOU]
+        ax.plot([p[0] for p in points], [p[1] for p in points], color="0.55", ls=":", marker="s", mfc="white",
+                label="the study's dr_1500, v1→v3 (its photos)")
+        for x, y, generation in points:
+            ax.annotate(generation, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=9, color="0.4")
+    ax.margins(0.18)  # room for the labels beside the points
+    ax.set_xlabel("best validation rock-IoU (synthetic)")
+    ax.set_ylabel("share of real photos' pixels called rock")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title("Synthetic rock-IoU against the rock flood on real photos")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="best")
+
+
+# ---- the results on disk and in the compare run ---------------------------------------------------
 
 def results_folder(out: str, experiment: str) -> Path:
     """A new subfolder of the results directory, named by the UTC time; never one that exists."""
-    root = Path(out) if out else Path("experiments/results") / re.sub(r"[^A-Za-z0-9._-]+", "_", experiment)
+    root = Path(out) if out else Path("experiments/results") / re.sub(r"[^A-Za-z0-9._+-]+", "_", experiment)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 100):
@@ -512,15 +752,27 @@ def results_folder(out: str, experiment: str) -> Path:
 def record(results: dict, curves: dict, args, run_id: str) -> Path:
     """Inside the compare run: write the JSON, the table and the figure, then log them and the deltas."""
     folder = results_folder(args.out, results["experiment"])
-    results = {**results, "compare_run_id": run_id,
-               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    results = stamped(results, run_id)
     source = [source_id for v in results["variants"].values() for source_id in v["run_ids"]]
-    track.log_params({"experiment": shlex.quote(args.experiment), "out": shlex.quote(args.out)})
     track.set_tags({names.KIND: names.KIND_COMPARE, names.EXPERIMENT: results["experiment"],
                     names.SOURCE_RUNS: ",".join(source), names.RESULTS_DIR: str(folder),
                     **{names.source_tag(name): ",".join(v["run_ids"]) for name, v in results["variants"].items()},
                     **{names.delta_tag(key): f"{results[key]['variant']} vs {results[key]['baseline']}"
                        for key in DELTAS}})
+    track.log_metrics(delta_metrics(results))
+    files = write_results(folder, "ablation", results, format_table(results),
+                          lambda path: plot_ablation(results, curves, path))
+    print(f"\nresults: {files[0]}\nfigure:  {files[1]}\n"
+          f"compare run {run_id} ('ablation', kind=compare) in experiment {results['experiment']!r}")
+    return folder
+
+
+def stamped(results: dict, run_id: str) -> dict:
+    return {**results, "compare_run_id": run_id, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def delta_metrics(results: dict, prefix: str = "") -> dict:
+    """The compare run's metrics: each variant's mean best scores, each delta and its interval ends."""
     logged = {names.key(name, score): v[score]["mean"] for name, v in results["variants"].items()
               for score in names.SCORES}
     for key in DELTAS:
@@ -529,41 +781,186 @@ def record(results: dict, curves: dict, args, run_id: str) -> Path:
         for kind in ("frame_interval", "seed_interval"):
             if results[key].get(kind):
                 logged.update({names.key(key, f"{kind}_{end}"): results[key][kind][end] for end in ("low", "high")})
-    track.log_metrics({key: value for key, value in logged.items() if value is not None})
+    return {prefix + key: value for key, value in logged.items() if value is not None}
 
-    table = format_table(results)
-    json_path, png_path, text_path = (folder / name for name in ("ablation-results.json", "ablation.png",
-                                                                 "ablation.txt"))
+
+def write_results(folder: Path, stem: str, results: dict, table: str, plot) -> list:
+    """``<stem>-results.json``, ``<stem>.png`` (drawn by ``plot(path)``) and ``<stem>.txt``, logged to the compare run."""
+    json_path, png_path, text_path = folder / f"{stem}-results.json", folder / f"{stem}.png", folder / f"{stem}.txt"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     text_path.write_text(table + "\n")
-    plot_ablation(results, curves, png_path)
+    plot(png_path)
     track.log_artifacts([json_path, png_path, text_path])
     print(table)
-    print(f"\nresults: {json_path}\nfigure:  {png_path}\n"
-          f"compare run {run_id} ('ablation', kind=compare) in experiment {results['experiment']!r}")
+    return [json_path, png_path, text_path]
+
+
+# ---- generations side by side ------------------------------------------------------------------
+
+def generations_results(per_experiment: list) -> dict:
+    """One row per experiment (a generation of the rendered data): its variants, both gains, the study's.
+
+    ``per_experiment`` holds each experiment's ``ablation_results``, oldest generation first.
+    """
+    rows = []
+    for results in per_experiment:
+        dr, size = results["dr_delta"], results["size_delta"]
+        shown = (dr["baseline"], dr["variant"], size["variant"])
+        rows.append({"experiment": results["experiment"], "variants": list(shown),
+                     "rock_iou": {name: results["variants"][name][names.HEADLINE]["mean"] for name in shown},
+                     **{key: {field: results[key].get(field) for field in
+                              ("absolute", "absolute_std", "frame_interval", "seed_interval", "per_frame")}
+                        for key in DELTAS},
+                     "study": reference.ROCK_IOU.get(results["experiment"]) if results.get("reference") else None})
+    first, last = rows[0], rows[-1]
+    return {"experiments": [row["experiment"] for row in rows], "metric": names.key(names.BEST, names.HEADLINE),
+            "generations": rows,
+            "baseline_change": last["rock_iou"][last["variants"][0]] - first["rock_iou"][first["variants"][0]],
+            "dr_gain_change": last["dr_delta"]["absolute"] - first["dr_delta"]["absolute"],
+            "per_experiment": per_experiment}
+
+
+def format_generations(results: dict) -> str:
+    """One table across generations, then how the no-DR baseline and the DR gain moved."""
+    rows = [["generation", "no DR", "DR", "DR, more data", "DR gain", "more-data gain", "the study: DR / more data"]]
+    for row in results["generations"]:
+        gains = []
+        for key in DELTAS:
+            entry, interval = row[key], row[key]["frame_interval"] or row[key]["seed_interval"]
+            gains.append(_gain(entry["absolute"]) + (f" [{interval['low']:+.3f}, {interval['high']:+.3f}]"
+                                                     if interval else ""))
+        study = row["study"]
+        rows.append([row["experiment"], *(f"{row['rock_iou'][name]:.4f} {name}" for name in row["variants"]), *gains,
+                     f"{_gain(study['dr_750'] - study['nodr_750'])} / {_gain(study['dr_1500'] - study['dr_750'])}"
+                     if study else ""])
+    first, last = results["generations"][0], results["generations"][-1]
+    return "\n".join([
+        f"Generations side by side ({', '.join(results['experiments'])}): best validation rock-IoU; gains with "
+        "95% CI over frames (else seeds) where the store has it", "", *aligned(rows), "",
+        f"no-DR baseline {first['experiment']} -> {last['experiment']}: "
+        f"{first['rock_iou'][first['variants'][0]]:.4f} -> {last['rock_iou'][last['variants'][0]]:.4f} "
+        f"({results['baseline_change']:+.4f}); DR gain {_gain(first['dr_delta']['absolute'])} -> "
+        f"{_gain(last['dr_delta']['absolute'])} ({results['dr_gain_change']:+.4f})"])
+
+
+def plot_generations(results: dict, path: Path):
+    """Two panels: each generation's three variants, and the no-DR baseline against the two gains over generations."""
+    from matplotlib.figure import Figure
+
+    rows = results["generations"]
+    labels = [row["experiment"] for row in rows]
+    fig = Figure(figsize=(15, 5.8))
+    bars, trend = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
+    colours = ("#8c8c8c", "#6baed6", "#08519c")
+    width = 0.8 / 3
+    for k, role in enumerate(("no DR", "DR", "DR, more data")):
+        values = [row["rock_iou"][row["variants"][k]] for row in rows]
+        bars.bar([i + (k - 1) * width for i in range(len(rows))], values, width, color=colours[k],
+                 edgecolor="black", linewidth=0.6, label=role)
+        for i, (row, value) in enumerate(zip(rows, values)):
+            bars.text(i + (k - 1) * width, value + 0.01, f"{value:.4f}\n{row['variants'][k]}", ha="center",
+                      va="bottom", fontsize=8.5)
+    bars.set_xticks(range(len(rows)), labels)
+    bars.set_ylim(0, 1.15)
+    bars.set_ylabel("best validation rock-IoU")
+    bars.set_title("Each generation's variants")
+    bars.legend(loc="upper left", ncols=3, fontsize=9.5)
+    bars.grid(axis="y", alpha=0.3)
+    bars.set_axisbelow(True)
+
+    x = range(len(rows))
+    baseline = [row["rock_iou"][row["variants"][0]] for row in rows]
+    trend.plot(x, baseline, color="#4d4d4d", marker="o", lw=2.2, label="no-DR baseline (rock-IoU, left)")
+    for i, value in zip(x, baseline):
+        trend.annotate(f"{value:.4f}", (i, value), textcoords="offset points", xytext=(8, -12), fontsize=9,
+                       color="#4d4d4d")
+    gains = trend.twinx()
+    for key, colour, label in (("dr_delta", "#b2182b", "DR gain (right)"),
+                               ("size_delta", "#2166ac", "more-data gain (right)")):
+        values = [row[key]["absolute"] for row in rows]
+        intervals = [row[key]["frame_interval"] or row[key]["seed_interval"] for row in rows]
+        low = [v - i["low"] if i else 0 for v, i in zip(values, intervals)]
+        high = [i["high"] - v if i else 0 for v, i in zip(values, intervals)]
+        gains.errorbar(x, values, yerr=[low, high] if any(low + high) else None, color=colour, marker="s", lw=2,
+                       capsize=4, label=label)
+        for i, value in zip(x, values):
+            gains.annotate(_gain(value), (i, value), textcoords="offset points", xytext=(8, 4), fontsize=9,
+                           color=colour)
+    gains.axhline(0, color="black", lw=0.6)
+    trend.set_xticks(list(x), labels)
+    trend.set_xlim(-0.25, len(rows) - 0.6)  # room for the labels beside the last points
+    trend.set_ylabel("no-DR baseline rock-IoU")
+    gains.set_ylabel("gain in rock-IoU")
+    trend.set_title("The baseline rose while the DR gain shrank")
+    handles = trend.get_legend_handles_labels()[0] + gains.get_legend_handles_labels()[0]
+    trend.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.07),
+                 ncols=3, fontsize=9.5, frameon=False)
+    trend.grid(alpha=0.3)
+    fig.suptitle(f"Generations side by side: {', '.join(labels)} (best validation rock-IoU)", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+def record_generations(results: dict, args, run_id: str) -> Path:
+    folder = results_folder(args.out, "+".join(results["experiments"]))
+    results = stamped(results, run_id)
+    track.set_tags({names.KIND: names.KIND_COMPARE, names.EXPERIMENT: ",".join(results["experiments"]),
+                    names.RESULTS_DIR: str(folder),
+                    names.SOURCE_RUNS: ",".join(run_id for r in results["per_experiment"]
+                                                for v in r["variants"].values() for run_id in v["run_ids"])})
+    track.log_metrics({key: value for r in results["per_experiment"]
+                       for key, value in delta_metrics(r, prefix=metric_safe(r["experiment"]) + "/").items()})
+    files = write_results(folder, "generations", results, format_generations(results),
+                          lambda path: plot_generations(results, path))
+    print(f"\nresults: {files[0]}\nfigure:  {files[1]}\ncompare run {run_id} ('generations', kind=compare)")
     return folder
+
+
+def metric_safe(name: str) -> str:
+    """An experiment name as a metric-key prefix (MLflow allows letters, digits, _ - . / and spaces)."""
+    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", name)
+
+
+# ---- the verb ----------------------------------------------------------------------------------
+
+def experiment_names(given: list) -> list:
+    """The experiments asked for: each ``--experiment`` value split like a shell would (the MLproject's list)."""
+    return [name for value in given for name in shlex.split(value)]
+
+
+def read_ablation(experiment: str) -> tuple:
+    """(the experiment's ablation results, each counted run's validation rock-IoU curve), from the store."""
+    runs, ignored = select_runs(track.read_runs(experiment))
+    left_out = ", ".join(f"{count} {why}" for why, count in ignored.items() if count)
+    print(f"experiment {experiment!r}: {len(runs)} training run(s) count" + (f"; left out: {left_out}" if left_out else ""))
+    results = ablation_results(runs, experiment, {run["run_id"]: track.read_frame_confusions(run["run_id"])
+                                                  for run in runs},
+                               {run["run_id"]: track.read_real_photos(run["run_id"]) for run in runs})
+    results["ignored"] = ignored
+    curves = {run["run_id"]: track.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
+    return results, curves
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with refusals():
         track.check_reachable()
-        experiment = track.default_experiment(args.experiment)
+        experiments = experiment_names(args.experiment) or [track.default_experiment("")]
         attached = track.attached_experiment()
-        if attached is not None and attached != experiment:
-            raise Refused(f"experiment={args.experiment!r}, but mlflow run put this compare run in experiment "
-                             f"{attached!r}; run `mlflow run . -e compare --experiment-name {args.experiment}` so "
-                             f"the compare run lands beside the runs it compares")
-        runs, ignored = select_runs(track.read_runs(experiment))
-        left_out = ", ".join(f"{count} {why}" for why, count in ignored.items() if count)
-        print(f"experiment {experiment!r}: {len(runs)} training run(s) count"
-              + (f"; left out: {left_out}" if left_out else ""))
-        results = ablation_results(runs, experiment, {run["run_id"]: track.read_frame_confusions(run["run_id"])
-                                                      for run in runs})
-        results["ignored"] = ignored
-        curves = {run["run_id"]: track.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
-        with track.run("ablation", experiment) as (run_id, _):
-            record(results, curves, args, run_id)
+        params = {"experiment": shlex.quote(" ".join(args.experiment)), "out": shlex.quote(args.out)}
+        if len(experiments) == 1:
+            experiment = experiments[0]
+            if attached is not None and attached != experiment:
+                raise Refused(f"experiment={experiment!r}, but mlflow run put this compare run in experiment "
+                              f"{attached!r}; run `mlflow run . -e compare --experiment-name {experiment}` so "
+                              f"the compare run lands beside the runs it compares")
+            results, curves = read_ablation(experiment)
+            with track.run("ablation", experiment, params=params) as (run_id, _):
+                record(results, curves, args, run_id)
+            return
+        results = generations_results([read_ablation(experiment)[0] for experiment in experiments])
+        with track.run("generations", attached or experiments[-1], params=params) as (run_id, _):
+            record_generations(results, args, run_id)
 
 
 if __name__ == "__main__":

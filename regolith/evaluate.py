@@ -28,21 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
-from matplotlib.patches import Patch
 
-from regolith import CLASSES, IGNORE_INDEX, ROCK, Refused, data, metrics, model as segformer, names, refusals, track
+from regolith import CLASSES, IGNORE_INDEX, ROCK, Refused, data, figures, metrics, model as segformer, names, refusals, track
 
 # The reference study's own check: 0.8520 fresh against 0.8521 at training time.
 TOLERANCE = 1e-3
-
-# Okabe-Ito hues (distinguishable with the common colour-vision deficiencies); rock is the loud one.
-CLASS_COLOURS = {"regolith": (204, 180, 134), "rock": (213, 94, 0), "sky": (0, 114, 178)}
-IGNORE_COLOUR = (255, 255, 255)
-ERROR_COLOURS = {"rock found": (0, 158, 115), "rock missed": (240, 228, 66), "false rock": (204, 121, 167)}
-
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags are the kebab-case twins of the MLproject ``evaluate`` parameters, with the same defaults."""
@@ -57,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @torch.no_grad()
 def frame_confusions(model, split: data.Split, batch: int, device, precision: str) -> torch.Tensor:
-    """One confusion matrix per frame (N x C x C, rows true class), logits upsampled as in validation."""
+    """One confusion matrix per frame (N x (C + 1) x C: rows the true class, then label 255), as validation counts."""
     model.eval()
-    confusions = torch.zeros(split.frames, len(CLASSES), len(CLASSES), dtype=torch.long)
+    confusions = torch.zeros(split.frames, len(CLASSES) + 1, len(CLASSES), dtype=torch.long)
     for start in range(0, split.frames, batch):
         images = split.images[start:start + batch].to(device)
         predictions = segformer.logits_at_mask_size(model, images, precision).argmax(1).cpu()
@@ -68,21 +59,16 @@ def frame_confusions(model, split: data.Split, batch: int, device, precision: st
     return confusions
 
 
-@torch.no_grad()
-def predict(model, images: torch.Tensor, device, precision: str) -> torch.Tensor:
-    """Class map per image (N x H x W), for the few frames drawn on the overlay sheet."""
-    model.eval()
-    return segformer.logits_at_mask_size(model, images.to(device), precision).argmax(1).cpu()
-
-
-def frame_table(names: list, confusions: torch.Tensor) -> list:
-    """Per-frame rows in frame order: IoU per class (NaN where a class is absent from both) and rock pixels."""
+def frame_table(frames: list, confusions: torch.Tensor) -> list:
+    """Per-frame rows in frame order: IoU per class (NaN where a class is absent from both), mIoU over the
+    classes present, and rock pixels (labelled ones)."""
     rows = []
-    for name, confusion in zip(names, confusions):
-        iou = metrics.iou_per_class(confusion).tolist()
-        rows.append({"frame": name, **{f"iou_{c}": value for c, value in zip(CLASSES, iou)},
-                     "rock_pixels": int(confusion[ROCK].sum()), "rock_pixels_predicted": int(confusion[:, ROCK].sum()),
-                     "labelled_pixels": int(confusion.sum())})
+    for name, confusion in zip(frames, confusions):
+        iou = metrics.iou_per_class(confusion)
+        labelled = confusion[:len(CLASSES)]
+        rows.append({"frame": name, **dict(zip(names.SCORES, [*iou.tolist(), metrics.mean_iou(iou).item()])),
+                     "rock_pixels": int(labelled[ROCK].sum()), "rock_pixels_predicted": int(labelled[:, ROCK].sum()),
+                     "labelled_pixels": int(labelled.sum())})
     return rows
 
 
@@ -110,65 +96,8 @@ def pick_frames(rows: list, per_group: int = 2) -> list:
     return picked
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    """H x W class ids -> H x W x 3 uint8 in the class colours; ignored pixels white."""
-    out = np.empty((*labels.shape, 3), np.uint8)
-    out[:] = IGNORE_COLOUR
-    for index, name in enumerate(CLASSES):
-        out[labels == index] = CLASS_COLOURS[name]
-    return out
-
-
-def rock_errors(image: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """The image dimmed to grey, with rock hits, misses and false alarms painted over it."""
-    grey = (image.mean(-1, keepdims=True) * 0.5).astype(np.uint8).repeat(3, -1)
-    labelled = truth != IGNORE_INDEX
-    is_rock, said_rock = (truth == ROCK) & labelled, (prediction == ROCK) & labelled
-    for name, where in (("rock found", is_rock & said_rock), ("rock missed", is_rock & ~said_rock),
-                        ("false rock", ~is_rock & said_rock)):
-        grey[where] = ERROR_COLOURS[name]
-    return grey
-
-
-def overlay_sheet(panels: list, title: str, path: Path):
-    """A grid, one row per frame: image, ground truth, prediction, rock errors; a legend on top.
-
-    ``panels`` holds (row label, image H x W x 3 uint8, truth H x W, prediction H x W).
-    """
-    height, width = panels[0][2].shape
-    panel_w = 3.6
-    panel_h = panel_w * height / width
-    top, left = 1.4, 1.7  # inches for the title, note and legend, and for the row labels
-    fig_w, fig_h = left + 4 * panel_w + 0.2, top + len(panels) * (panel_h + 0.1) + 0.1
-    fig = Figure(figsize=(fig_w, fig_h))
-    axes = fig.subplots(len(panels), 4, squeeze=False)
-    fig.subplots_adjust(left=left / fig_w, right=1 - 0.2 / fig_w, top=1 - top / fig_h, bottom=0.1 / fig_h,
-                        wspace=0.03, hspace=0.06)
-    for row, (label, image, truth, prediction) in enumerate(panels):
-        pictures = (image, colorize(truth), colorize(prediction), rock_errors(image, truth, prediction))
-        for column, picture in enumerate(pictures):
-            ax = axes[row, column]
-            ax.imshow(picture, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(("image", "ground truth", "prediction", "rock errors")[column], fontsize=12)
-        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10, labelpad=8)
-    classes = [Patch(facecolor=np.array(CLASS_COLOURS[name]) / 255, edgecolor="black", label=name)
-               for name in CLASSES]
-    classes.append(Patch(facecolor="white", edgecolor="black", label=f"ignored ({IGNORE_INDEX})"))
-    errors = [Patch(facecolor=np.array(colour) / 255, edgecolor="black", label=name)
-              for name, colour in ERROR_COLOURS.items()]
-    fig.legend(handles=classes + errors, loc="upper center", ncol=7, frameon=False, fontsize=10,
-               bbox_to_anchor=(0.5, 1 - 0.68 / fig_h))
-    fig.suptitle(title, fontsize=12, y=1 - 0.08 / fig_h, va="top")
-    fig.text(0.5, 1 - 0.38 / fig_h, "rows: the worst, median and best frames by rock-IoU; rock errors are drawn "
-             "over the dimmed image", ha="center", va="top", fontsize=10, color="0.3")
-    fig.savefig(path, dpi=110)
-
-
 def write_frames_csv(rows: list, path: Path):
-    columns = ["frame", *(f"iou_{c}" for c in CLASSES), "rock_pixels", "rock_pixels_predicted", "labelled_pixels"]
+    columns = ["frame", *names.SCORES, "rock_pixels", "rock_pixels_predicted", "labelled_pixels"]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
@@ -176,11 +105,13 @@ def write_frames_csv(rows: list, path: Path):
             writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
 
 
-def write_confusions(names: list, confusions: torch.Tensor, path: Path):
+def write_confusions(frames: list, confusions: torch.Tensor, path: Path):
     path.write_text(json.dumps({
         "classes": list(CLASSES),
-        "layout": f"confusion[frame][true class][predicted class], pixel counts, label {IGNORE_INDEX} excluded",
-        "frames": names, "confusion": confusions.tolist()}) + "\n")
+        "layout": f"confusion[frame][true class][predicted class], pixel counts, label {IGNORE_INDEX} excluded; "
+                  f"ignored_predicted[frame][predicted class]: the pixels labelled {IGNORE_INDEX}",
+        "frames": frames, "confusion": confusions[:, :len(CLASSES)].tolist(),
+        "ignored_predicted": confusions[:, len(CLASSES)].tolist()}) + "\n")
 
 
 def same_split(split: data.Split, tags: dict) -> tuple:
@@ -202,22 +133,11 @@ def same_split(split: data.Split, tags: dict) -> tuple:
 
 def training_numbers(run: dict, payload: dict) -> tuple:
     """The training-time validation IoU: the run's best/* metrics, else the checkpoint's own record."""
-    best = {score: run["metrics"].get(names.key(names.BEST, score)) for score in names.SCORES}
-    if None not in best.values():
-        return best, "best/* metrics"
+    best = {score: run["metrics"].get(names.key(names.BEST, score)) for score in (*names.SCORES, *names.STRICT_SCORES)}
+    if all(best[score] is not None for score in names.SCORES):  # the strict pair only from runs that logged it
+        return {score: value for score, value in best.items() if value is not None}, "best/* metrics"
     return ({score: float(payload["metrics"][score]) for score in names.SCORES if score in payload.get("metrics", {})},
             "checkpoint metrics")
-
-
-def fresh_folder(run_id: str, stamp: str = "") -> tuple:
-    """(artifact path ``verify/<UTC time>``, evaluation number): never one that exists already."""
-    existing = set(track.artifact_dirs(run_id, names.VERIFY))
-    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name, n = stamp, 1
-    while name in existing:
-        n += 1
-        name = f"{stamp}-{n}"
-    return names.key(names.VERIFY, name), len(existing) + 1
 
 
 def format_comparison(training: dict, fresh: dict, compared: bool, source: str) -> str:
@@ -274,7 +194,7 @@ def evaluate(args) -> dict:
         check = "pass" if abs(difference) <= TOLERANCE else "fail"
 
     rows = frame_table(split.names, confusions)
-    folder, number = fresh_folder(run["run_id"])
+    folder, number = track.fresh_folder(run["run_id"], names.VERIFY)
     label = f"{run['run_name']} ({run['run_id'][:8]})"
     summary = {
         "run_id": run["run_id"], "run_name": run["run_name"], "ref": run["ref"], "model_version": run["model_version"],
@@ -307,13 +227,13 @@ def evaluate(args) -> dict:
 def draw_overlays(model, split: data.Split, rows: list, device, precision: str, path: Path, title: str):
     """Predict the picked frames again and draw them; the sheet is the first thing a researcher opens."""
     picks = pick_frames(rows)
-    predictions = predict(model, split.images[[i for _, i in picks]], device, precision)
+    predictions = segformer.predict(model, split.images[[i for _, i in picks]], precision, device)
     panels = []
     for (group, i), prediction in zip(picks, predictions):
         row = rows[i]
         panels.append((f"{group}\nframe {row['frame']}\nrock-IoU {row['iou_rock']:.3f}\n{row['rock_pixels']} rock px",
                        split.images[i].permute(1, 2, 0).numpy(), split.masks[i].numpy(), prediction.numpy()))
-    overlay_sheet(panels, title, path)
+    figures.overlay_sheet(panels, title, path)
 
 
 def report(summary: dict, label: str, compared: bool):

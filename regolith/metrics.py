@@ -3,40 +3,61 @@
 Counting and reducing are separate so that IoU is always global over every pixel of
 the split, never an average of per-batch IoUs. Imports torch only, so the training
 loop, the fresh inference pass and the tests all use the same arithmetic.
+
+The matrix keeps one more row than there are classes: what was predicted on pixels labelled
+255. The standard rule (the headline) leaves those pixels out; the original study's rule counts
+a 255 pixel predicted as class c as a false positive of c (``strict``). Both come from the same
+counts.
 """
 
 import torch
 
-from regolith import CLASSES, IGNORE_INDEX, names
+from regolith import CLASSES, IGNORE_INDEX, ROCK, names
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int = len(CLASSES),
                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Counts of (true class, predicted class) over all pixels whose label is not ignored.
+    """Counts of (true class, predicted class): (C + 1) x C, the last row the pixels labelled ``ignore_index``.
 
     Built with one bincount on the tensors' device, so accumulating it per batch needs
-    no host sync. Rows are the true class, columns the prediction.
+    no host sync. Rows are the true class, columns the prediction. A label other than the
+    classes and ``ignore_index`` (labels are checked on load) would land past the kept bins.
     """
-    # No boolean indexing (it would force a host sync per batch): ignored pixels land in bins past
-    # the first num_classes**2, which are dropped. Labels are checked to be in {0, 1, 2, 255} on load.
-    index = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
-    counts = torch.bincount(index, minlength=(max(ignore_index, num_classes) + 1) * num_classes)
-    return counts[:num_classes * num_classes].reshape(num_classes, num_classes)
+    target = target.reshape(-1).long()
+    # No boolean indexing (it would force a host sync per batch): the ignore label becomes row C.
+    target = torch.where(target == ignore_index, num_classes, target)
+    index = target * num_classes + pred.reshape(-1).long()
+    counts = torch.bincount(index, minlength=(num_classes + 1) * num_classes)
+    return counts[:(num_classes + 1) * num_classes].reshape(num_classes + 1, num_classes)
 
 
-def iou_per_class(confusion: torch.Tensor) -> torch.Tensor:
-    """Intersection over union per class, as float64, of a C x C matrix or a stack of them (... x C x C).
+def iou_per_class(confusion: torch.Tensor, strict: bool = False) -> torch.Tensor:
+    """Intersection over union per class, as float64, of a confusion matrix or a stack of them (... x R x C).
 
-    A class absent from both the labels and the predictions has no union; its IoU is
-    NaN rather than 0 or 1, so it cannot silently lift or sink a mean.
+    The first C rows are the labelled pixels; a last row, where present, holds the predictions on
+    pixels labelled 255, which count only with ``strict`` (as false positives of the class
+    predicted there: the original study's rule). A class absent from both the labels and the
+    predictions has no union; its IoU is NaN rather than 0 or 1, so it cannot silently lift or
+    sink a mean.
     """
     confusion = confusion.double()
-    intersection = confusion.diagonal(dim1=-2, dim2=-1)
-    union = confusion.sum(-2) + confusion.sum(-1) - intersection
-    return intersection / union
+    classes = confusion.shape[-1]
+    labelled = confusion[..., :classes, :]
+    intersection = labelled.diagonal(dim1=-2, dim2=-1)
+    predicted = (confusion if strict else labelled).sum(-2)
+    return intersection / (predicted + labelled.sum(-1) - intersection)
+
+
+def mean_iou(iou: torch.Tensor) -> torch.Tensor:
+    """The mean over the classes present: a class absent from labels and predictions (NaN) is left out."""
+    return iou.nanmean(-1)
 
 
 def iou_summary(confusion: torch.Tensor) -> dict:
-    """Per-class IoU and mIoU (the mean over the classes) as plain floats keyed as logged (``names.SCORES``)."""
-    iou = iou_per_class(confusion).tolist()
-    return dict(zip(names.SCORES, [*iou, sum(iou) / len(iou)]))
+    """Per-class IoU and mIoU as plain floats keyed as logged (``names.SCORES``); with the 255 row, the strict pair too."""
+    iou = iou_per_class(confusion)
+    summary = dict(zip(names.SCORES, [*iou.tolist(), mean_iou(iou).item()]))
+    if confusion.shape[-2] > confusion.shape[-1]:
+        strict = iou_per_class(confusion, strict=True)
+        summary.update(dict(zip(names.STRICT_SCORES, [strict[ROCK].item(), mean_iou(strict).item()])))
+    return summary

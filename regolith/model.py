@@ -91,6 +91,14 @@ def logits_at_mask_size(model, images: torch.Tensor, precision: str = "fp32") ->
     return F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+@torch.no_grad()
+def predict(model, images: torch.Tensor, precision: str, device, batch: int = 8) -> torch.Tensor:
+    """Class ids (N x H x W, on the CPU) of uint8 images, in batches on ``device`` at ``precision``, in eval mode."""
+    model.eval()
+    return torch.cat([logits_at_mask_size(model, images[start:start + batch].to(device), precision).argmax(1).cpu()
+                      for start in range(0, len(images), batch)])
+
+
 def pretrained_id(pretrained: str, model) -> str:
     """What the encoder really came from: the hub id at its commit, a directory, or random init."""
     if pretrained.lower() == "none":

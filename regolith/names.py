@@ -10,6 +10,9 @@ from regolith import CLASSES
 # ---- scores of one split (``metrics.iou_summary``), logged under a prefix: val/iou_rock, best/miou ----
 SCORES = (*(f"iou_{name}" for name in CLASSES), "miou")
 HEADLINE = "iou_rock"  # picks the best checkpoint (strictly greater: the earliest wins ties); the deltas are on it
+# The original study's rule beside ours: a pixel labelled 255 predicted as class c is a false positive of c.
+STRICT_SCORES = ("iou_rock_strict", "miou_strict")
+TRAIN_SCORES = ("iou_rock", "miou")  # of the training batches, from the loop's own predictions
 
 TRAIN, VAL, BEST, VERIFY = "train", "val", "best", "verify"  # metric prefixes
 
@@ -33,9 +36,19 @@ def prefixed(prefix: str, values: dict) -> dict:
 LOSS = "loss"
 LR = "lr"  # the rate of the epoch's last step
 EPOCH_SECONDS = "time/epoch_s"
-EPOCH_METRICS = (key(TRAIN, LOSS), key(VAL, LOSS), *(key(VAL, s) for s in SCORES), LR, EPOCH_SECONDS)
+EPOCH_METRICS = (key(TRAIN, LOSS), *(key(TRAIN, s) for s in TRAIN_SCORES), key(VAL, LOSS),
+                 *(key(VAL, s) for s in (*SCORES, *STRICT_SCORES)), LR, EPOCH_SECONDS)
 # Every epoch logs it, so its steps say which epochs the store already has (resume, a server that blipped).
 EPOCH_MARKER = key(VAL, HEADLINE)
+
+# Real photographs, no masks (regolith.photos, and -P real_images on main): the share of their own pixels
+# predicted as rock, the study's "rock flood".
+REAL = "real"
+REAL_ROCK_SHARE = key(REAL, "rock_share_mean")  # per epoch in training; at the checkpoint's epoch from photos
+REAL_SET = tuple(key(REAL, name) for name in ("rock_share_mean", "rock_share_min", "rock_share_max", "photos"))
+BEST_REAL_ROCK_SHARE = key(BEST, "real_rock_share")  # the real share at the epoch checkpoint selection picked
+EPOCH_IMAGES_SECONDS = "time/epoch_images_s"  # what drawing and logging the per-epoch images cost
+PEAK_MEMORY = "memory/peak_allocated_mb"  # torch's own peak per epoch, on CUDA (a GB10's NVML reports none)
 
 # ---- logged once, when a training run finishes ----
 BEST_EPOCH = key(BEST, "epoch")
@@ -81,6 +94,14 @@ def delta_tag(delta: str) -> str:
     return f"regolith.{delta}"
 
 
+GIT_COMMIT = "regolith.git_commit"  # the code a run ran: the commit, "+dirty" with uncommitted changes
+ENVIRONMENT = "environment.txt"  # artifact: every installed distribution and its version
+# the real photos a run was pointed at (regolith.photos, or -P real_images during training)
+REAL_DIGEST = "real/photos_digest"
+REAL_ARTIFACTS = "real/artifacts"  # the latest real/<UTC time>/ folder of regolith.photos
+# the per-epoch images in MLflow's image view (mlflow.log_image keys)
+IMAGE_PREDICTIONS = "predictions"
+IMAGE_REAL = "real_photos"
 # the fresh inference pass (evaluate), on the run it verified
 VERIFY_SPLIT = "verify/split"
 VERIFY_SPLIT_DIGEST = "verify/split_digest"

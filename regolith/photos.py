@@ -41,20 +41,22 @@ panorama's bars never count as regolith or rock (the original tool's shares incl
 ``cover`` scales the short side to the frame and centre-crops, losing the photo's ends.
 """
 
+import argparse
+import csv
 import hashlib
 import io
-import math
+import json
+import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
-from matplotlib.patches import Patch, Rectangle
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import stats
 
-from regolith import CLASSES, ROCK, Refused
+from regolith import CLASSES, Refused, figures, model as segformer, names, refusals, track
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Named when skipped rather than ignored: a folder of scans is often TIFF, and silence would
@@ -68,8 +70,6 @@ CLASS_IDS = tuple(range(len(CLASSES)))
 SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 CONFIDENCE = 0.95
 RESAMPLES = 9999  # scipy's default; the mean of a few dozen photos resamples in milliseconds
-PAD_COLOUR = (128, 128, 128)  # how padding is drawn: neutral grey, hatched, never a class colour
-PAD_HATCH = (168, 168, 168)
 
 
 # ---- reading ----
@@ -321,147 +321,182 @@ def paired_difference(a_shares, b_shares, seed: int = 0) -> dict:
             "a_more": int((a > b).sum()), "b_more": int((a < b).sum()), "ties": int((a == b).sum())}
 
 
-# ---- pictures ----
-
-def _palette():
-    # evaluate owns the class colours; imported here, not at the top, because evaluate imports
-    # track and so MLflow, which the reading and statistics above must not need.
-    from regolith.evaluate import CLASS_COLOURS
-    return {index: np.array(CLASS_COLOURS[name], np.float32) for index, name in enumerate(CLASSES)}
 
 
-def _hwc(image) -> np.ndarray:
-    """A fitted image as H x W x 3 uint8, from ``fit``'s 3 x S x S tensor or an H x W x 3 array."""
-    if isinstance(image, torch.Tensor):
-        return image.permute(1, 2, 0).cpu().numpy()
-    return np.asarray(image)
+# ---- a folder of photos through a checkpoint ----
 
+def prepare(folder, size: int, mode: str = "letterbox") -> dict:
+    """A folder of photos read and fitted for the model: names, images (N x 3 x S x S uint8), valid, digest, ...
 
-def overlay(image, valid, prediction, classes=CLASS_IDS) -> np.ndarray:
-    """The photo with the given classes' colours blended over it, rock loudest; padding grey and hatched."""
-    rgb = _hwc(image).astype(np.float32)
-    valid = np.asarray(torch.as_tensor(valid, dtype=torch.bool).cpu())
-    prediction = np.asarray(torch.as_tensor(prediction).cpu())
-    palette = _palette()
-    out = rgb.copy()
-    for index in classes:
-        # Rock is the hazard the picture is about: near-opaque so a flood reads from across the room;
-        # the other classes only tint, so the photo stays readable under them.
-        strength = 0.6 if index == ROCK else 0.3
-        where = (prediction == index) & valid
-        out[where] = (1 - strength) * rgb[where] + strength * palette[index]
-    size = valid.shape[0]
-    period = max(4, size // 32)  # stripes scale with the frame, so they survive a thumbnail
-    rows, columns = np.indices(valid.shape)
-    hatch = (rows + columns) % period < period // 3
-    out[~valid] = PAD_COLOUR
-    out[~valid & hatch] = PAD_HATCH
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def _legend_handles(classes) -> list:
-    palette = _palette()
-    handles = [Patch(facecolor=palette[i] / 255, edgecolor="black", label=CLASSES[i]) for i in classes]
-    handles.append(Patch(facecolor=np.array(PAD_COLOUR) / 255, edgecolor="black", hatch="///",
-                         label="padding (not counted)"))
-    return handles
-
-
-def _short(name: str, limit: int) -> str:
-    """A file name cut in the middle to ``limit`` characters, keeping its start and its suffix."""
-    if len(name) <= limit:
-        return name
-    keep = limit - 1
-    return f"{name[:keep - keep // 3]}…{name[-(keep // 3):]}"
-
-
-def photo_panel(name: str, image, valid, predictions: list, path=None) -> Figure:
-    """One photo in a row: the fitted photo, then each checkpoint's prediction over it, rock share in the title.
-
-    ``image`` and ``valid`` are what ``fit`` returned; ``predictions`` holds (label, S x S class
-    ids), one per checkpoint. Saved as PNG to ``path`` when given.
+    ``digest`` covers exactly the photos read (not the skipped ones); ``padding`` is each photo's
+    count of padding pixels, which the shares leave out.
     """
-    valid_t = torch.as_tensor(valid, dtype=torch.bool)
-    panel = 3.4  # inches per picture
-    columns = 1 + len(predictions)
-    fig_w, fig_h = columns * panel + 0.3, panel + 1.15
-    fig = Figure(figsize=(fig_w, fig_h))
-    axes = fig.subplots(1, columns, squeeze=False)[0]
-    fig.subplots_adjust(left=0.15 / fig_w, right=1 - 0.15 / fig_w, top=1 - 0.75 / fig_h, bottom=0.4 / fig_h,
-                        wspace=0.04)
-    padding = 1 - valid_t.float().mean().item()
-    pictures = [(_hwc(image), f"photo ({padding:.0%} padding)" if padding else "photo")]
-    for label, prediction in predictions:
-        shares = class_shares(prediction, valid_t)
-        title = (f"{label}\nrock {shares['rock']:.1%}  (regolith {shares['regolith']:.0%}, "
-                 f"sky {shares['sky']:.0%})")
-        pictures.append((overlay(image, valid_t, prediction), title))
-    for ax, (picture, title) in zip(axes, pictures):
-        ax.imshow(picture, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(title, fontsize=9)
-    if padding:  # outline the photo's own pixels: its black sky and the black bars would run together
-        photo_rows, photo_columns = valid_t.any(1).nonzero().flatten(), valid_t.any(0).nonzero().flatten()
-        axes[0].add_patch(Rectangle((photo_columns[0].item() - 0.5, photo_rows[0].item() - 0.5),
-                                    len(photo_columns), len(photo_rows),
-                                    fill=False, edgecolor="0.6", linewidth=0.8, linestyle="--"))
-    fig.suptitle(name, fontsize=11, y=1 - 0.08 / fig_h, va="top")
-    fig.legend(handles=_legend_handles(CLASS_IDS), loc="lower center", ncol=len(CLASSES) + 1,
-               frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.0))
-    if path is not None:
-        fig.savefig(path, dpi=110)
-    return fig
+    folder = Path(folder).resolve()
+    found, skipped, warnings = read_photos(folder)
+    images, valid = stack([fit(rgb, size, mode) for _, rgb in found])
+    return {"folder": folder, "names": [name for name, _ in found], "images": images, "valid": valid,
+            "digest": photo_set_digest([folder / name for name, _ in found]), "size": size, "fit": mode,
+            "padding": (~valid).flatten(1).sum(1).tolist(), "skipped": skipped, "warnings": warnings}
 
 
-def sheet_layout(count: int) -> tuple:
-    """(columns, thumbnail inches) for a contact sheet of ``count`` photos, no wider than about 14 inches."""
-    if count <= 30:
-        return max(1, min(count, 6)), 2.2
-    # Beyond 30 the grid widens and the thumbnails shrink, so the sheet stays about 1,500 px wide.
-    columns = min(12, max(6, math.ceil(math.sqrt(count))))
-    return columns, min(1.8, 13.2 / columns)
+def rock_flood(predictions: torch.Tensor, valid: torch.Tensor) -> tuple:
+    """(per-photo class shares, set statistics of the rock share) of one checkpoint's predictions."""
+    shares = [class_shares(prediction, photo_valid) for prediction, photo_valid in zip(predictions, valid)]
+    return shares, set_statistics([share["rock"] for share in shares])
 
 
-def contact_sheet(entries: list, path, title: str) -> Figure:
-    """Every photo at a glance: each thumbnail the photo with its predicted rock painted over it and its rock share.
+# ---- the verb: python -m regolith.photos -----------------------------------------------------------
 
-    ``entries`` holds (name, image, valid, prediction) per photo, as for ``photo_panel`` with one
-    checkpoint's prediction; drawn in the order given. Saved as PNG to ``path``.
-    """
-    if not entries:
-        raise ValueError("contact_sheet: no photos")
-    columns, thumb = sheet_layout(len(entries))
-    rows = math.ceil(len(entries) / columns)
-    label_h = 0.22 * thumb / 2.2 + 0.08  # room for the file name under each thumbnail
-    top = 0.9
-    # At least 6.5 inches wide, so the title and the note fit over a sheet of one or two photos.
-    fig_w, fig_h = max(columns * thumb + 0.3, 6.5), top + rows * (thumb + label_h) + 0.05
-    fig = Figure(figsize=(fig_w, fig_h))
-    axes = fig.subplots(rows, columns, squeeze=False)
-    fig.subplots_adjust(left=0.15 / fig_w, right=1 - 0.15 / fig_w, top=1 - top / fig_h,
-                        bottom=(label_h + 0.05) / fig_h,
-                        wspace=0.04, hspace=label_h / thumb)
-    font = max(6.0, 8.5 * thumb / 2.2)
-    rock_shares = []
-    for ax, (name, image, valid, prediction) in zip(axes.flat, entries):
-        rock = class_shares(prediction, valid)["rock"]
-        rock_shares.append(rock)
-        ax.imshow(overlay(image, valid, prediction, classes=(ROCK,)), interpolation="bilinear")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel(_short(name, int(4 + 11 * thumb)), fontsize=font, labelpad=2)
-        # The share is the number the sheet is for: large, in the corner, legible on any photo.
-        ax.text(0.03, 0.96, f"rock {rock:.0%}", transform=ax.transAxes, ha="left", va="top",
-                fontsize=font * 1.15, fontweight="bold", color="white",
-                bbox={"boxstyle": "round,pad=0.2", "facecolor": "black", "alpha": 0.6, "linewidth": 0})
-    for ax in axes.flat[len(entries):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=11, y=1 - 0.08 / fig_h, va="top")
-    counted = f"{len(entries)} photo{'s' if len(entries) > 1 else ''}"
-    fig.text(0.5, 1 - 0.4 / fig_h, f"{counted}, mean rock share {np.mean(rock_shares):.1%}; "
-             f"predicted rock painted over each photo", ha="center", va="top", fontsize=9, color="0.3")
-    fig.legend(handles=_legend_handles((ROCK,)), loc="upper center", ncol=2, frameon=False, fontsize=8,
-               bbox_to_anchor=(0.5, 1 - 0.62 / fig_h))
-    fig.savefig(path, dpi=110)
-    return fig
+def build_parser() -> argparse.ArgumentParser:
+    """Flags are the kebab-case twins of the MLproject ``photos`` parameters, with the same defaults."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True,
+                        help="run id, run name in the experiment, or models:/regolith-segformer@<variant>")
+    parser.add_argument("--images", required=True, help="folder of photographs (JPEG or PNG); nothing in it is written")
+    parser.add_argument("--compare", default="", help="a second checkpoint, referred to as --run is, on the same photos")
+    parser.add_argument("--fit", default="letterbox", choices=FIT_MODES,
+                        help="letterbox: the long side to the training size, padded (padding never counts); "
+                             "cover: centre-cropped square")
+    parser.add_argument("--experiment", default="", help="experiment to look a run name up in; '' means the "
+                                                          "active one (MLFLOW_EXPERIMENT_NAME, else Default)")
+    return parser
+
+
+def training_size(run: dict) -> int:
+    """The square a checkpoint's photos are fitted to: its training frames' long side (param ``image_size``)."""
+    try:
+        return max(int(side) for side in run["params"]["image_size"].split("x"))
+    except (KeyError, ValueError) as error:
+        raise Refused(f"run {run['run_id']} ({run['run_name']}) records no image_size param (HxW); expected a "
+                      f"training run of regolith.train") from error
+
+
+def measure(args) -> dict:
+    """Every checkpoint over every photo; everything recorded on each checkpoint's source run. Returns the summary."""
+    runs = [track.find_run(args.run, args.experiment)]
+    if args.compare:
+        runs.append(track.find_run(args.compare, args.experiment))
+        if runs[1]["run_id"] == runs[0]["run_id"]:
+            raise Refused(f"--compare {args.compare!r} is the same run as --run {args.run!r}; give another checkpoint")
+    track.label_launcher_run("photos", runs[0])
+    with tempfile.TemporaryDirectory(prefix="regolith-photos-") as scratch:
+        payloads = [segformer.load_checkpoint(track.download_checkpoint(run, Path(scratch) / run["run_id"]),
+                                              f"run {run['run_id']} ({run['run_name']})") for run in runs]
+    size = training_size(runs[0])
+    photo_set = prepare(args.images, size, args.fit)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    checkpoints = []
+    for run, payload in zip(runs, payloads):
+        net = segformer.model_from_checkpoint(payload).to(device)
+        # The precision its validation ran at; a checkpoint from before it was recorded ran bf16 exactly on CUDA.
+        precision = payload.get("precision") or segformer.resolve_precision("auto", device)
+        started = time.perf_counter()
+        predictions = segformer.predict(net, photo_set["images"], precision, device)
+        seconds = time.perf_counter() - started
+        shares, flood = rock_flood(predictions, photo_set["valid"])
+        checkpoints.append({"run": run, "label": run["run_name"], "epoch": payload.get("epoch"),
+                            "precision": precision, "seconds": seconds, "predictions": predictions,
+                            "shares": shares, "flood": flood})
+    comparison = None
+    if len(checkpoints) == 2:
+        comparison = paired_difference(*([share["rock"] for share in c["shares"]] for c in checkpoints))
+    summary = photo_summary(photo_set, checkpoints, comparison, device)
+    with tempfile.TemporaryDirectory(prefix="regolith-real-") as staging:
+        write_photo_files(Path(staging), photo_set, checkpoints, summary)
+        for checkpoint in checkpoints:
+            record_photos(checkpoint, photo_set, Path(staging))
+    report_photos(summary, photo_set)
+    return summary
+
+
+def photo_summary(photo_set: dict, checkpoints: list, comparison: dict | None, device) -> dict:
+    """The JSON of a measurement: the set, each checkpoint's flood and per-photo shares, the paired difference."""
+    return {
+        "images": str(photo_set["folder"]), "photos_digest": photo_set["digest"], "fit": photo_set["fit"],
+        "size": photo_set["size"], "device": device.type, "skipped": photo_set["skipped"],
+        "warnings": photo_set["warnings"],
+        "shares_over": "each photo's own pixels; letterbox padding is never counted",
+        "photos": [{"photo": name, "padding_pixels": padding}
+                   for name, padding in zip(photo_set["names"], photo_set["padding"])],
+        # shares[i]: photo i's {regolith, rock, sky}, over its own pixels
+        "checkpoints": [{"run_id": c["run"]["run_id"], "run_name": c["run"]["run_name"], "ref": c["run"]["ref"],
+                         "checkpoint": c["run"]["checkpoint_uri"], "epoch": c["epoch"], "precision": c["precision"],
+                         "seconds": c["seconds"], "rock_share": c["flood"], "shares": c["shares"]}
+                        for c in checkpoints],
+        "comparison": comparison and {"run": checkpoints[0]["label"], "compare": checkpoints[1]["label"],
+                                      "rock_share_difference": comparison},
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_photo_files(folder: Path, photo_set: dict, checkpoints: list, summary: dict):
+    """photos.csv, photos.json, a panel per photo (panels/) and one contact sheet per checkpoint."""
+    with (folder / "photos.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["photo", "padding_pixels", *(f"{c['label']}:{name}" for c in checkpoints for name in CLASSES)])
+        for n, (name, padding) in enumerate(zip(photo_set["names"], photo_set["padding"])):
+            writer.writerow([name, padding, *(f"{c['shares'][n][cls]:.6f}" for c in checkpoints for cls in CLASSES)])
+    (folder / "photos.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "panels").mkdir()
+    for n, name in enumerate(photo_set["names"]):
+        figures.photo_panel(name, photo_set["images"][n], photo_set["valid"][n],
+                            [(c["label"], c["predictions"][n], c["shares"][n]) for c in checkpoints],
+                            folder / "panels" / f"{Path(name).stem}.png")
+    for i, c in enumerate(checkpoints):
+        flood = c["flood"]
+        figures.contact_sheet(
+            [(name, photo_set["images"][n], photo_set["valid"][n], c["predictions"][n], c["shares"][n]["rock"])
+             for n, name in enumerate(photo_set["names"])],
+            folder / ("contact_sheet.png" if i == 0 else f"contact_sheet_{c['label']}.png"),
+            f"{c['label']} (epoch {c['epoch']}): rock on real photos, mean {flood['mean']:.1%} "
+            f"(min {flood['min']:.1%}, max {flood['max']:.1%})")
+
+
+def record_photos(checkpoint: dict, photo_set: dict, staging: Path):
+    """On the checkpoint's source run, never overwriting: metrics at the checkpoint's epoch, tags, dataset, files."""
+    run_id = checkpoint["run"]["run_id"]
+    folder, _ = track.fresh_folder(run_id, names.REAL)
+    flood = checkpoint["flood"]
+    track.log_artifacts_to_run(run_id, staging, folder)
+    track.log_dataset(photo_set["folder"], photo_set["digest"], "real", run_id=run_id)
+    # Step: the epoch the checkpoint is from, so these sit beside a training run's own per-epoch real/ series.
+    track.log_to_run(run_id, dict(zip(names.REAL_SET, (flood["mean"], flood["min"], flood["max"], flood["photos"]))),
+                     {names.REAL_DIGEST: photo_set["digest"], names.REAL_ARTIFACTS: folder},
+                     step=checkpoint["epoch"] or 0)
+    checkpoint["artifacts"] = folder
+
+
+def report_photos(summary: dict, photo_set: dict):
+    print(f"{len(photo_set['names'])} photos from {photo_set['folder']} (digest {photo_set['digest']}), "
+          f"{photo_set['fit']} to {photo_set['size']}x{photo_set['size']}; shares over each photo's own pixels")
+    for warning in photo_set["warnings"]:
+        print(f"warning: {warning}")
+    for name, reason in photo_set["skipped"]:
+        print(f"skipped {name}: {reason}")
+    for checkpoint in summary["checkpoints"]:
+        flood = checkpoint["rock_share"]
+        interval = flood["interval"]
+        print(f"{checkpoint['run_name']} ({checkpoint['run_id'][:8]}, epoch {checkpoint['epoch']}, "
+              f"{checkpoint['precision']}): mean rock share {flood['mean']:.1%} (min {flood['min']:.1%}, max "
+              f"{flood['max']:.1%}" + (f", 95% CI [{interval[0]:.1%}, {interval[1]:.1%}]" if interval else "")
+              + f") in {checkpoint['seconds']:.2f}s on {summary['device']}")
+    if summary["comparison"]:
+        difference = summary["comparison"]["rock_share_difference"]
+        interval = difference["interval"]
+        run, other = summary["comparison"]["run"], summary["comparison"]["compare"]
+        print(f"{run} - {other}: {difference['mean']:+.1%} rock share"
+              + (f" (95% CI [{interval[0]:+.1%}, {interval[1]:+.1%}])" if interval else "")
+              + f"; {run} calls more rock on {difference['a_more']} photos, {other} on {difference['b_more']}, "
+              f"{difference['ties']} ties")
+    print(f"logged {', '.join(names.REAL_SET)} and tag {names.REAL_DIGEST} to each run; artifacts in a new "
+          f"{names.REAL}/<UTC time>/ folder: photos.csv, photos.json, panels/, contact_sheet.png")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    with refusals():
+        measure(args)
+
+
+if __name__ == "__main__":
+    main()

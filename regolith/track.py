@@ -19,11 +19,15 @@ import mlflow
 import requests
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from regolith import Refused, names
+
+# A progress bar per downloaded checkpoint or JSON file buries what the verbs print; a user's setting wins.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
@@ -184,13 +188,20 @@ def name_run(variant: str):
         MlflowClient().update_run(run_id, name=variant)
 
 
-def log_dataset(path: Path, digest: str, context: str):
-    """Record a split as an MLflow dataset input, identified by the digest of the frames used."""
+def log_dataset(path: Path, digest: str, context: str, run_id: str | None = None):
+    """Record a split (or a photo set) as an MLflow dataset input, identified by the digest of the files used.
+
+    Into the active run, or into ``run_id`` without reopening it (a finished run, as regolith.photos does).
+    """
     dataset = MetaDataset(source=LocalArtifactDatasetSource(str(Path(path).resolve())),
                           name=Path(path).name, digest=digest)
     for attempt in range(3):
         try:
-            mlflow.log_input(dataset, context=context)
+            if run_id:
+                MlflowClient().log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                                [InputTag(MLFLOW_DATASET_CONTEXT, context)])])
+            else:
+                mlflow.log_input(dataset, context=context)
             return
         except MlflowException as error:
             # MLflow's SQL store looks for the (experiment, name, digest) row, then inserts it: runs of
@@ -198,6 +209,16 @@ def log_dataset(path: Path, digest: str, context: str):
             # gets a unique-key violation on "dataset_pk". The row exists by then, so a retry links it.
             if attempt == 2 or "dataset_pk" not in str(error):
                 raise
+
+
+def log_images(pictures: dict, step: int):
+    """The per-epoch pictures (key -> H x W x 3 uint8) for MLflow's image view; a picture never stops training."""
+    for key, picture in pictures.items():
+        try:
+            with shielded(), _http_retries(1):
+                mlflow.log_image(picture, key=key, step=step, synchronous=True)
+        except Exception as error:
+            warn(f"could not log the {key} image of epoch {step} ({type(error).__name__}: {error})")
 
 
 def log_metrics(metrics: dict, step: int | None = None):
@@ -275,8 +296,8 @@ def send_epochs(history: list, patient: bool = False):
              f"and sent when it is back")
 
 
-def start(name: str, params: dict, tags: dict, datasets: list, history: list = ()):
-    """Once, when a training run is set up: name it, log its params, tags and dataset inputs.
+def start(name: str, params: dict, tags: dict, datasets: list, files: list = (), history: list = ()):
+    """Once, when a training run is set up: name it, log its params, tags, dataset inputs and files.
 
     ``datasets`` holds (path, digest, context) triples. ``history`` is what a resumed run's state
     holds: epochs the store may never have got (a crash between saving and sending) go first.
@@ -286,6 +307,7 @@ def start(name: str, params: dict, tags: dict, datasets: list, history: list = (
     set_tags(tags)
     for path, digest, context in datasets:
         log_dataset(path, digest, context)
+    log_artifacts(files)
     send_epochs(list(history))
 
 
@@ -444,6 +466,17 @@ def download_checkpoint(run: dict, dst_dir: Path) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
 
 
+def fresh_folder(run_id: str, prefix: str, stamp: str = "") -> tuple:
+    """(artifact path ``<prefix>/<UTC time>``, how many such folders there are with it): never one that exists."""
+    existing = set(artifact_dirs(run_id, prefix))
+    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name, n = stamp, 1
+    while name in existing:
+        n += 1
+        name = f"{stamp}-{n}"
+    return f"{prefix}/{name}", len(existing) + 1
+
+
 def artifact_dirs(run_id: str, path: str) -> list:
     """Names of the folders directly under ``path`` in the run's artifacts."""
     return [Path(info.path).name for info in MlflowClient().list_artifacts(run_id, path) if info.is_dir]
@@ -537,6 +570,24 @@ def read_metric_history(run_id: str, key: str) -> list:
     """(step, value) pairs of one metric of a run, by step; a step logged twice keeps its last value."""
     history = sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
     return sorted({m.step: m.value for m in history}.items())
+
+
+def read_real_photos(run_id: str) -> dict | None:
+    """The run's latest regolith.photos measurement of its own checkpoint: {"digest", "photos", "rock"}, or None.
+
+    ``rock`` is each photo's rock share, in the order of ``photos`` (file names); the set's digest
+    says whether two runs were pointed at the same photos.
+    """
+    folder = MlflowClient().get_run(run_id).data.tags.get(names.REAL_ARTIFACTS)
+    if not folder:
+        return None
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/photos.json")
+    loaded = json.loads(Path(path).read_text())
+    own = [c for c in loaded.get("checkpoints", []) if c["run_id"] == run_id and "shares" in c]
+    if not own:
+        return None
+    return {"digest": loaded["photos_digest"], "photos": [p["photo"] for p in loaded["photos"]],
+            "rock": [share["rock"] for share in own[0]["shares"]]}
 
 
 def read_frame_confusions(run_id: str) -> dict | None:

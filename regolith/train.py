@@ -19,7 +19,9 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -31,10 +33,12 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from regolith import CLASSES, IGNORE_INDEX, Refused, data, metrics, model as segformer, names, refusals, track
+from regolith import (CLASSES, IGNORE_INDEX, ROCK, Refused, data, figures, metrics, model as segformer, names, photos,
+                      refusals, track)
 
 MIN_LR = 1e-7
 STATE_FILE = "state.pt"
+PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default="6e-5", help="AdamW peak learning rate")
     parser.add_argument("--batch", type=int, default="8", help="batch size")
     parser.add_argument("--seed", type=int, default="0", help="seed for initialization and data order")
-    parser.add_argument("--patience", type=int, default="8", help="early stopping on validation rock-IoU")
+    parser.add_argument("--patience", type=int, default="8",
+                        help="early stopping on validation rock-IoU after this many epochs without gain (0: never)")
+    parser.add_argument("--augment", default="hflip", choices=["hflip", "none"],
+                        help="training-frame augmentation: hflip flips image and mask together with p = 0.5")
+    parser.add_argument("--weight-decay", type=float, default="1e-4", help="AdamW weight decay")
+    parser.add_argument("--schedule", default="epoch", choices=["epoch", "step"],
+                        help="cosine decay to 1e-7 stepped once per epoch (the original's) or every step")
     parser.add_argument("--pretrained", default="nvidia/mit-b0",
                         help="hub id or local directory of the encoder; 'none' means random init")
     parser.add_argument("--dr", default="auto", choices=["true", "false", "auto"],
@@ -59,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parent", default="", help="run id of a parent run (a sweep) to nest this run under")
     parser.add_argument("--register", default="true", choices=["true", "false"],
                         help="register best.pt in the Model Registry as regolith-segformer@<variant>")
+    parser.add_argument("--out", default="", help="also write best.pt, metrics.jsonl and summary.json into this "
+                                                   "folder (never over a finished result)")
+    parser.add_argument("--real-images", default="",
+                        help="a folder of real photographs (no masks) to predict after each validation pass: "
+                             "real/rock_share_mean per epoch and a contact sheet in MLflow's image view")
+    parser.add_argument("--epoch-images", default="true", choices=["true", "false"],
+                        help="log image | truth | prediction of the 4 validation frames with the most rock each epoch")
     parser.add_argument("--run-name", default=None, help="MLflow run name (default: the variant, e.g. dr_750)")
     parser.add_argument("--experiment", default=None, help="MLflow experiment name when run directly")
     parser.add_argument("--resume", default=None, metavar="RUN_ID",
@@ -67,8 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The MLproject parameters: what mlflow run logs itself, and what a direct run logs the same way.
-RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "pretrained", "dr",
-              "compile", "precision", "parent", "register")
+RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "augment",
+              "weight_decay", "schedule", "pretrained", "dr", "compile", "precision", "parent", "register", "out",
+              "real_images", "epoch_images")
+# What a run only looks at or writes elsewhere, not what it computes: free to differ on resume.
+OBSERVING = ("register", "parent", "out", "real_images", "epoch_images")
+# What a state.pt written before a parameter existed ran with: the code of that time's behaviour.
+EARLIER_DEFAULTS = {"precision": "auto", "augment": "none", "weight_decay": 0.01, "schedule": "step"}
 
 
 def as_given(parser: argparse.ArgumentParser, argv) -> dict:
@@ -85,9 +107,13 @@ def as_given(parser: argparse.ArgumentParser, argv) -> dict:
 
 
 def check_args(args, world: int = 1):
-    for name in ("epochs", "batch", "patience"):
+    for name in ("epochs", "batch"):
         if getattr(args, name) < 1:
             raise Refused(f"{name}={getattr(args, name)}: expected a positive integer")
+    if args.patience < 0:
+        raise Refused(f"patience={args.patience}: expected 0 (no early stopping) or a positive integer")
+    if not args.weight_decay >= 0:
+        raise Refused(f"weight_decay={args.weight_decay}: expected 0 or a positive number")
     if not args.lr > 0:
         raise Refused(f"lr={args.lr}: expected a positive learning rate")
     if world > 1 and (args.batch % world or args.batch < world):
@@ -115,6 +141,19 @@ def get_lr(step: int, total_steps: int, peak_lr: float) -> float:
     """Cosine decay per step from ``peak_lr`` to 1e-7 over the whole run (epochs x steps per epoch)."""
     progress = min(step / max(total_steps, 1), 1.0)
     return MIN_LR + 0.5 * (peak_lr - MIN_LR) * (1 + math.cos(math.pi * progress))
+
+
+def epoch_lr(epoch: int, epochs: int, peak_lr: float) -> float:
+    """The original's per-epoch cosine (``CosineAnnealingLR(T_max=epochs, eta_min=1e-7)`` stepped once an epoch):
+    epoch k, counted from 1, trains at the cosine value of (k - 1) / epochs."""
+    return get_lr(epoch - 1, epochs, peak_lr)
+
+
+def lr_schedule(schedule: str, peak_lr: float, epochs: int, steps_per_epoch: int):
+    """The learning rate as a pure function of the step, so the step is the whole schedule state on resume."""
+    if schedule == "epoch":
+        return lambda step: epoch_lr(step // steps_per_epoch + 1, epochs, peak_lr)
+    return lambda step: get_lr(step, epochs * steps_per_epoch, peak_lr)
 
 
 # ---- the device and the module the loop calls -------------------------------------------------
@@ -179,9 +218,9 @@ def keep_on(split, device: torch.device, budget: float = 0.5):
         split.images, split.masks = split.images.pin_memory(), split.masks.pin_memory()
 
 
-def make_optimizer(net, lr: float, device: torch.device):
+def make_optimizer(net, lr: float, weight_decay: float, device: torch.device):
     """AdamW; fused on CUDA: one kernel for all parameters instead of several per tensor."""
-    return torch.optim.AdamW(net.parameters(), lr=lr, fused=device.type == "cuda")
+    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
 
 
 # ---- the engine: one training epoch, one validation pass ---------------------------------------
@@ -199,25 +238,47 @@ def weight_per_label(class_weights: torch.Tensor) -> torch.Tensor:
     return label_weight
 
 
+def draw_flips(augment: str, frames: int, generator: torch.Generator) -> torch.Tensor | None:
+    """Which positions of an epoch's frame order flip horizontally (p = 0.5), or None without augmentation.
+
+    Drawn from the run's data generator, which state.pt saves, so a resumed run flips as an unbroken one.
+    """
+    return torch.rand(frames, generator=generator) < 0.5 if augment == "hflip" else None
+
+
+def hflip(images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor) -> tuple:
+    """Flip image and mask together where ``flip`` (one bool per frame) says so; on the device, no host sync."""
+    return (torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images),
+            torch.where(flip.view(-1, 1, 1), masks.flip(-1), masks))
+
+
 def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights: torch.Tensor, optimizer,
-                lr_at, step: int, precision: str, device: torch.device, epoch: int = 1, drop_last: bool = False,
-                rank: int = 0, world: int = 1, progress=None) -> tuple:
+                lr_at, step: int, precision: str, device: torch.device, flips: torch.Tensor | None = None,
+                epoch: int = 1, drop_last: bool = False, rank: int = 0, world: int = 1, progress=None) -> tuple:
     """One pass over the training frames in ``order``: returns (statistics, the next step).
 
-    The statistics are a dict keyed as logged under ``train/`` (the mean batch loss). ``lr_at``
-    maps a step to its learning rate: the schedule is a pure function of the step. Losses stay on
-    the device until the epoch ends (no host sync per step); a NaN or inf loss is then refused
-    with its epoch and step, before anything of that epoch is kept. Under torchrun each rank
-    takes its share of every global batch, and the loss is normalized by the whole batch's summed
-    class weights, so DDP's gradient average equals the gradient of the single-process loss.
+    The statistics are keyed as logged under ``train/``: the mean batch loss, and rock-IoU and
+    mIoU of the training batches' own predictions (a device confusion matrix, no extra pass).
+    ``lr_at`` maps a step to its learning rate: the schedule is a pure function of the step.
+    ``flips`` (one bool per position of ``order``) flips those frames with their masks. Losses
+    stay on the device until the epoch ends (no host sync per step); a NaN or inf loss is then
+    refused with its epoch and step, before anything of that epoch is kept. Under torchrun each
+    rank takes its share of every global batch, and the loss is normalized by the whole batch's
+    summed class weights, so DDP's gradient average equals the gradient of the single-process loss.
     """
     model.train()
     losses = []
+    confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
     label_weight = weight_per_label(class_weights)
-    for index in batches(order.to(split.images.device), batch, drop_last):
-        index = index.chunk(world)[rank] if world > 1 else index
+    order = order.to(split.images.device)
+    flips = flips.to(device) if flips is not None else None
+    for positions in batches(torch.arange(len(order)), batch, drop_last):
+        positions = positions.chunk(world)[rank] if world > 1 else positions
+        index = order[positions.to(order.device)]
         images = split.images[index].to(device, non_blocking=True)
         masks = split.masks[index].to(device, non_blocking=True).long()
+        if flips is not None:
+            images, masks = hflip(images, masks, flips[positions.to(device)])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         logits = segformer.logits_at_mask_size(model, images, precision)
@@ -235,6 +296,7 @@ def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights:
         loss.backward()
         optimizer.step()
         losses.append(batch_loss)
+        confusion += metrics.confusion_matrix(logits.detach().argmax(1), masks)
         step += 1
         if progress is not None:
             progress.update(len(index) * world)
@@ -245,20 +307,25 @@ def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights:
         raise Refused(f"training loss is {losses[first].item()} in epoch {epoch} at step "
                       f"{step - len(losses) + first + 1} (batch {first + 1} of the epoch); "
                       f"lower lr or check the encoder and the data")
-    return {names.LOSS: losses.mean().item()}, step
+    if world > 1:
+        dist.all_reduce(confusion)
+    scores = metrics.iou_summary(confusion.cpu())
+    return {names.LOSS: losses.mean().item(), **{score: scores[score] for score in names.TRAIN_SCORES}}, step
 
 
 @torch.no_grad()
 def validate(model, split, *, batch: int, class_weights: torch.Tensor, precision: str, device: torch.device,
              static: bool = False, rank: int = 0, world: int = 1) -> dict:
-    """Weighted loss and global per-class IoU over every pixel of ``split`` (255 ignored), keyed as logged under ``val/``.
+    """Weighted loss and global per-class IoU over every pixel of ``split``, keyed as logged under ``val/``.
+
+    IoU by the standard rule (255 ignored) and by the original study's (``names.STRICT_SCORES``).
 
     Everything accumulates on the device; the only host sync is the final ``.item()``. With
     ``static``, the last batch is padded with ignored pixels so every batch has one shape.
     Under torchrun each rank evaluates a contiguous share and the sums are all-reduced.
     """
     model.eval()
-    confusion = torch.zeros(len(CLASSES), len(CLASSES), dtype=torch.long, device=device)
+    confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     weight_sum = torch.zeros((), dtype=torch.float64, device=device)
     label_weight = weight_per_label(class_weights)
@@ -267,7 +334,8 @@ def validate(model, split, *, batch: int, class_weights: torch.Tensor, precision
     for start in range(first, last, batch):
         images = split.images[start:min(start + batch, last)].to(device, non_blocking=True)
         masks = split.masks[start:min(start + batch, last)].to(device, non_blocking=True).long()
-        if static and len(images) < batch:
+        real = len(images)  # the padding below is not the split's: it stays out of the confusion matrix
+        if static and real < batch:
             pad = batch - len(images)
             images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
             masks = torch.cat([masks, masks.new_full((pad, *masks.shape[1:]), IGNORE_INDEX)])
@@ -275,7 +343,7 @@ def validate(model, split, *, batch: int, class_weights: torch.Tensor, precision
         # Summed, then divided by the summed weights once: the split's weighted mean, not a mean of means.
         loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
         weight_sum += label_weight[masks].sum()
-        confusion += metrics.confusion_matrix(logits.argmax(1), masks)
+        confusion += metrics.confusion_matrix(logits[:real].argmax(1), masks[:real])
     if world > 1:
         for total in (confusion, loss_sum, weight_sum):
             dist.all_reduce(total)
@@ -314,8 +382,80 @@ def library_versions() -> dict:
             **{f"version.{name}": metadata.version(name) for name in ("transformers", "mlflow")}}
 
 
+def epoch_views(args, train_split, val_split) -> dict:
+    """What the run looks at after each validation pass, besides validation: fixed frames, real photos."""
+    views = {}
+    if args.epoch_images == "true":
+        # The frames with the most rock, ties by index: the same every epoch, chosen from the labels alone.
+        rock = (val_split.masks == ROCK).flatten(1).sum(1).tolist()
+        views["frames"] = sorted(range(val_split.frames), key=lambda i: (-rock[i], i))[:PREVIEW_FRAMES]
+    if args.real_images:  # read and fitted once, at the training frames' size, as regolith.photos fits them
+        views["real"] = photos.prepare(args.real_images, max(train_split.image_size))
+    return views
+
+
+@torch.no_grad()
+def look(net, val_split, views: dict, precision: str, device) -> tuple:
+    """(metrics, pictures) of one epoch's views: the preview frames' predictions and the real photos' rock flood.
+
+    Through the plain module in eval mode (not the compiled or DDP one: other shapes, rank 0 alone).
+    """
+    seen, pictures = {}, {}
+    if "frames" in views:
+        images, truths = val_split.images[views["frames"]], val_split.masks[views["frames"]]
+        predictions = segformer.predict(net, images, precision, device)
+        pictures[names.IMAGE_PREDICTIONS] = figures.prediction_strip(
+            images.permute(0, 2, 3, 1).cpu().numpy(), truths.cpu().numpy(), predictions.numpy())
+    if "real" in views:
+        real = views["real"]
+        predictions = segformer.predict(net, real["images"], precision, device)
+        rock = [photos.class_shares(p, valid)[CLASSES[ROCK]] for p, valid in zip(predictions, real["valid"])]
+        seen[names.REAL_ROCK_SHARE] = sum(rock) / len(rock)
+        pictures[names.IMAGE_REAL] = figures.flood_sheet(real["images"], real["valid"], predictions, rock)
+    return seen, pictures
+
+
+def watch(log, net, val_split, views: dict, precision: str, device, epoch: int) -> dict:
+    """Look at the epoch's views and log their pictures at step ``epoch``; returns what it saw and what that cost."""
+    if not views:
+        return {}
+    started = time.perf_counter()
+    seen, pictures = look(net, val_split, views, precision, device)
+    log.log_images(pictures, step=epoch)
+    return {**seen, names.EPOCH_IMAGES_SECONDS: time.perf_counter() - started}
+
+
+def peak_memory(device) -> dict:
+    """torch's peak allocation since the last call, in MiB, on CUDA (a GB10's NVML reports none); nothing on a CPU."""
+    if device.type != "cuda":
+        return {}
+    peak = torch.cuda.max_memory_allocated(device) / 2**20
+    torch.cuda.reset_peak_memory_stats(device)
+    return {names.PEAK_MEMORY: peak}
+
+
+def environment() -> str:
+    """environment.txt: the Python, the platform and every installed distribution with its version, sorted."""
+    installed = sorted({f"{dist.metadata['Name']}=={dist.version}" for dist in metadata.distributions()
+                        if dist.metadata["Name"]}, key=str.lower)
+    return f"# python {platform.python_version()} on {platform.platform()}\n" + "\n".join(installed) + "\n"
+
+
+def git_commit() -> str:
+    """The commit of the code this run runs, with "+dirty" when it has uncommitted changes; "unknown" outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
 def run_record(args, dr: bool, train_split, val_split, net, source: str, device, compiled: bool,
-               precision: str) -> dict:
+               precision: str, views: dict) -> dict:
     """What the store records when the run starts (name, params, tags, dataset inputs) and the line that says it."""
     variant = names.variant(dr, train_split.frames)
     weights, shares = data.class_weights(train_split.pixel_counts), data.pixel_shares(train_split.pixel_counts)
@@ -337,10 +477,12 @@ def run_record(args, dr: bool, train_split, val_split, net, source: str, device,
             names.FRAMES: train_split.frames, names.VAL_SPLIT: str(val_split.path),
             names.VAL_DIGEST: val_split.digest, names.SEED: args.seed, names.DEVICE: device_name(device),
             names.COMPILED: str(compiled).lower(), names.PRECISION: precision,
-            names.ATTENTION: net.config._attn_implementation or "eager",
-            **({names.PARENT: args.parent} if args.parent else {})},
+            names.ATTENTION: net.config._attn_implementation or "eager", names.GIT_COMMIT: git_commit(),
+            **({names.PARENT: args.parent} if args.parent else {}),
+            **({names.REAL_DIGEST: views["real"]["digest"]} if "real" in views else {})},
         "datasets": [(train_split.path, train_split.digest, "training"),
-                     (val_split.path, val_split.digest, "validation")],
+                     (val_split.path, val_split.digest, "validation"),
+                     *([(views["real"]["folder"], views["real"]["digest"], "real")] if "real" in views else [])],
     }
 
 
@@ -370,7 +512,7 @@ def write_history(path: Path, history: list):
 
 def resume_key(args) -> dict:
     """The arguments a resumed run must share with its start: everything that changes the computation."""
-    return {key: getattr(args, key) for key in RUN_PARAMS if key not in ("register", "parent")}
+    return {key: getattr(args, key) for key in RUN_PARAMS if key not in OBSERVING}
 
 
 def new_progress(train_split, val_split, source: str) -> dict:
@@ -379,13 +521,13 @@ def new_progress(train_split, val_split, source: str) -> dict:
             "dataset_digest": train_split.digest, "val_digest": val_split.digest, "pretrained_id": source}
 
 
-def save_state(path: Path, net, optimizer, order_rng, progress: dict, args):
+def save_state(path: Path, net, optimizer, data_rng, progress: dict, args):
     """Everything needed to continue after the last finished epoch, written atomically.
 
     The learning rate is a pure function of the step, so the step is the whole schedule state;
     the RNG states make the resumed run draw the same data order and dropout as an unbroken one.
     """
-    rng = {"torch": torch.get_rng_state(), "order": order_rng.get_state()}
+    rng = {"torch": torch.get_rng_state(), "order": data_rng.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     save_atomic({"model": net.state_dict(), "config": json.loads(net.config.to_json_string()),
@@ -403,8 +545,7 @@ def load_state(path: Path, run_id: str, args) -> dict:
     except Exception as error:
         raise Refused(f"run {run_id}: resumable state {path} is corrupt ({error}); refusing to resume. "
                       f"Start a new run instead") from error
-    # States written before ``precision`` existed ran at what ``auto`` gives now.
-    saved = {"precision": "auto", **state["args"]}
+    saved = {**EARLIER_DEFAULTS, **state["args"]}
     if saved != resume_key(args):
         changed = {k: (saved.get(k), v) for k, v in resume_key(args).items() if saved.get(k) != v}
         raise Refused(f"run {run_id}: resume with other parameters than it started with "
@@ -414,11 +555,11 @@ def load_state(path: Path, run_id: str, args) -> dict:
     return state
 
 
-def restore(state: dict, optimizer, order_rng) -> dict:
+def restore(state: dict, optimizer, data_rng) -> dict:
     """Put the optimizer and the RNGs back where the state left them; returns its progress."""
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"]["torch"])
-    order_rng.set_state(state["rng"]["order"])
+    data_rng.set_state(state["rng"]["order"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     return {key: state[key] for key in ("epoch", "step", "best", "best_epoch", "epochs_without_gain", "history",
@@ -427,10 +568,15 @@ def restore(state: dict, optimizer, order_rng) -> dict:
 
 # ---- per epoch: the row, the best, the line ------------------------------------------------------
 
-def epoch_row(epoch: int, train_stats: dict, val: dict, lr: float, seconds: float) -> dict:
-    """One epoch's metrics, keyed as logged (step = ``epoch``)."""
+def epoch_row(epoch: int, train_stats: dict, val: dict, lr: float, seconds: float, seen: dict | None = None) -> dict:
+    """One epoch's metrics, keyed as logged (step = ``epoch``); ``seen``: what ``look`` measured, already keyed."""
     return {"epoch": epoch, **names.prefixed(names.TRAIN, train_stats), **names.prefixed(names.VAL, val),
-            names.LR: lr, names.EPOCH_SECONDS: seconds}
+            names.LR: lr, names.EPOCH_SECONDS: seconds, **(seen or {})}
+
+
+def stop_early(progress: dict, patience: int) -> bool:
+    """``patience`` epochs without a rock-IoU gain; patience 0 never stops early (the original's switch)."""
+    return patience > 0 and progress["epochs_without_gain"] >= patience
 
 
 def advance(progress: dict, row: dict, val: dict, step: int) -> tuple:
@@ -447,35 +593,75 @@ def epoch_line(epochs: int, row: dict, best: bool) -> str:
     return (f"epoch {row['epoch']:3d}/{epochs}  train/loss {row[names.key(names.TRAIN, names.LOSS)]:.4f}  "
             f"val/loss {row[names.key(names.VAL, names.LOSS)]:.4f}  iou {ious}  "
             f"miou {row[names.key(names.VAL, 'miou')]:.4f}  lr {row[names.LR]:.2e}  "
-            f"{row[names.EPOCH_SECONDS]:.1f}s" + ("  *best" if best else ""))
+            f"{row[names.EPOCH_SECONDS]:.1f}s"
+            + (f"  real rock {row[names.REAL_ROCK_SHARE]:.1%}" if names.REAL_ROCK_SHARE in row else "")
+            + ("  *best" if best else ""))
 
 
-def final_metrics(summary: dict) -> dict:
-    """What the store records when the run finishes: the best epoch's scores, the best epoch, the last epoch."""
+def final_metrics(summary: dict, progress: dict) -> dict:
+    """What the store records when the run finishes: the best epoch's scores (and real rock share), the best
+    epoch, the last epoch."""
+    best_row = progress["history"][progress["best_epoch"] - 1]
     return {**names.prefixed(names.BEST, summary["best"]), names.BEST_EPOCH: summary["best_epoch"],
-            names.STOPPED_EPOCH: summary["stopped_epoch"]}
+            names.STOPPED_EPOCH: summary["stopped_epoch"],
+            **({names.BEST_REAL_ROCK_SHARE: best_row[names.REAL_ROCK_SHARE]} if names.REAL_ROCK_SHARE in best_row
+               else {})}
 
 
-def run_summary(record: dict, progress: dict, train_split, val_split) -> dict:
-    """summary.json: the best epoch's scores, where the run stopped, and the data it saw."""
+def run_summary(record: dict, progress: dict, args, train_split, val_split) -> dict:
+    """summary.json: the best epoch's scores, where the run stopped, and the data it saw.
+
+    It also carries the original study's keys (epochs_requested ... wall_time_s), so the study's
+    own result scripts read our runs; ``wall_time_s`` is the seconds its epochs took, summed over resumes.
+    """
     weights, shares = data.class_weights(train_split.pixel_counts), data.pixel_shares(train_split.pixel_counts)
+    best = progress["best"]
     return {"variant": record["name"], "best_epoch": progress["best_epoch"], "stopped_epoch": progress["epoch"],
-            "best": {score: progress["best"][score] for score in names.SCORES},
+            "best": {score: best[score] for score in (*names.SCORES, *names.STRICT_SCORES)},
             "class_weights": dict(zip(CLASSES, weights)), "pixel_shares": dict(zip(CLASSES, shares)),
             "frames": train_split.frames, "dataset_digest": train_split.digest,
-            "val_frames": val_split.frames, "val_digest": val_split.digest}
+            "val_frames": val_split.frames, "val_digest": val_split.digest,
+            # the original's keys
+            "epochs_requested": args.epochs, "epochs_run": progress["epoch"],
+            "best_val_rock_iou": best[names.HEADLINE], "best_val_miou": best["miou"],
+            "best_val_class_iou": {name: best[f"iou_{name}"] for name in CLASSES},
+            "wall_time_s": sum(row[names.EPOCH_SECONDS] for row in progress["history"]),
+            "train_split": str(train_split.path), "val_split": str(val_split.path), "seed": args.seed,
+            "lr": args.lr, "batch": args.batch, "patience": args.patience}
+
+
+def check_results_dir(results_dir: str):
+    """``-P out=DIR`` must not hold a finished result already: refused before anything is decoded or trained."""
+    if results_dir and (Path(results_dir) / names.SUMMARY).exists():
+        raise Refused(f"out={results_dir}: already holds a finished result ({names.SUMMARY}); it is never "
+                      f"overwritten. Give another folder")
+
+
+def copy_results(out: Path, results_dir: str):
+    """The run's best.pt, metrics.jsonl and summary.json into ``-P out=DIR`` too, as the original's --out wrote them.
+
+    Each file is copied whole, then renamed, summary.json last: a folder with summary.json holds a finished result.
+    """
+    if not results_dir:
+        return
+    folder = Path(results_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (names.CHECKPOINT, names.HISTORY, names.SUMMARY):
+        partial = folder / f"{name}.partial"
+        shutil.copyfile(out / name, partial)
+        os.replace(partial, folder / name)
 
 
 # ---- the run ------------------------------------------------------------------------------------
 
-def save_epoch(out: Path, net, optimizer, order_rng, progress: dict, args, precision: str, improved: bool):
+def save_epoch(out: Path, net, optimizer, data_rng, progress: dict, args, precision: str, improved: bool):
     """The epoch's files: best.pt on a gain, then state.pt and metrics.jsonl; a stop lands before or after, not between."""
     with track.shielded():
         if improved:
             save_atomic(segformer.checkpoint(net, progress["epoch"], progress["best"], vars(args), data.PREPROCESSING,
                                              precision), out / names.CHECKPOINT)
         # State first, then the store: a crash in between is repaired by replaying the state's history.
-        save_state(out / STATE_FILE, net, optimizer, order_rng, progress, args)
+        save_state(out / STATE_FILE, net, optimizer, data_rng, progress, args)
         write_history(out / names.HISTORY, progress["history"])
 
 
@@ -487,6 +673,7 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     """
     log, say = (track, print) if rank == 0 else (track.silent, lambda *_, **__: None)
     check_args(args, world)
+    check_results_dir(args.out)
     out = output_dir(run_id)
     state = load_state(out / STATE_FILE, run_id, args) if resume else None
     train_split, val_split = load_splits(args, run_id, state)
@@ -494,55 +681,63 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     device = pick_device()
     precision, compiled = segformer.resolve_precision(args.precision, device), resolve_compile(args.compile, device)
     net, source = build_model(args, state, say)
-    record = run_record(args, dr, train_split, val_split, net, source, device, compiled, precision)
+    views = epoch_views(args, train_split, val_split) if rank == 0 else {}
+    record = run_record(args, dr, train_split, val_split, net, source, device, compiled, precision, views)
     forward = prepare(net.to(device), device, compiled, world)
     for split in (train_split, val_split):
         keep_on(split, device)
     class_weights = torch.tensor(data.class_weights(train_split.pixel_counts), dtype=torch.float32, device=device)
-    optimizer = make_optimizer(net, args.lr, device)
-    order_rng = torch.Generator().manual_seed(args.seed)  # data order, independent of the model's RNG use
-    progress = restore(state, optimizer, order_rng) if state else new_progress(train_split, val_split, source)
+    optimizer = make_optimizer(net, args.lr, args.weight_decay, device)
+    data_rng = torch.Generator().manual_seed(args.seed)  # data order and flips, independent of the model's RNG use
+    progress = restore(state, optimizer, data_rng) if state else new_progress(train_split, val_split, source)
     # Ranks need equal shares of every batch, so the ragged last batch is dropped under torchrun too.
     drop_last = compiled or world > 1
-    total_steps = args.epochs * len(batches(torch.arange(train_split.frames), args.batch, drop_last))
+    lr_at = lr_schedule(args.schedule, args.lr, args.epochs,
+                        len(batches(torch.arange(train_split.frames), args.batch, drop_last)))
     engine = {"batch": args.batch, "class_weights": class_weights, "precision": precision, "device": device,
               "rank": rank, "world": world}  # what the training epoch and the validation pass share
     # A resumed run may hold epochs the store never got (a crash between saving and sending): sent first.
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        (out / names.ENVIRONMENT).write_text(environment())
     log.start(record["name"], record["params"], record["tags"], [] if resume else record["datasets"],
-              progress["history"])
+              [] if resume else [out / names.ENVIRONMENT], progress["history"])
     if state:
         say(f"resuming run {run_id} after epoch {progress['epoch']} from {out / STATE_FILE}")
     say(record["line"])
 
-    out.mkdir(parents=True, exist_ok=True)
     try:
-        while progress["epoch"] < args.epochs and progress["epochs_without_gain"] < args.patience:
+        while progress["epoch"] < args.epochs and not stop_early(progress, args.patience):
             started, epoch = time.perf_counter(), progress["epoch"] + 1
-            order = torch.randperm(train_split.frames, generator=order_rng)
+            order = torch.randperm(train_split.frames, generator=data_rng)
+            flips = draw_flips(args.augment, train_split.frames, data_rng)
             with tqdm(total=train_split.frames, desc=f"epoch {epoch}", unit="img", leave=False, file=sys.stderr,
                       disable=None if rank == 0 else True) as bar:
                 train_stats, step = train_epoch(
                     forward, train_split, order, optimizer=optimizer, step=progress["step"], epoch=epoch,
-                    lr_at=lambda s: get_lr(s, total_steps, args.lr), drop_last=drop_last, progress=bar, **engine)
+                    lr_at=lr_at, flips=flips, drop_last=drop_last, progress=bar, **engine)
             val = validate(forward, val_split, static=compiled, **engine)
-            row = epoch_row(epoch, train_stats, val, get_lr(step - 1, total_steps, args.lr),
-                            time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            seen = {**watch(log, net, val_split, views, precision, device, epoch), **peak_memory(device)}
+            # The rate of the epoch's last step: with the per-epoch schedule, the rate the whole epoch trained at.
+            row = epoch_row(epoch, train_stats, val, lr_at(step - 1), seconds, seen)
             progress, improved = advance(progress, row, val, step)
             if rank == 0:
-                save_epoch(out, net, optimizer, order_rng, progress, args, precision, improved)
+                save_epoch(out, net, optimizer, data_rng, progress, args, precision, improved)
             say(epoch_line(args.epochs, row, improved), flush=True)
             log.send_epochs(progress["history"])
-        if progress["epochs_without_gain"] >= args.patience:
+        if stop_early(progress, args.patience):
             say(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {progress['best_epoch']}")
     finally:
         # Whatever happened, keep what was earned: every finished epoch's metrics (a stop can land
         # between saving an epoch and sending it), the best checkpoint and the per-epoch history.
         log.keep(progress["history"], [out / names.CHECKPOINT, out / names.HISTORY])
 
-    summary = run_summary(record, progress, train_split, val_split)
+    summary = run_summary(record, progress, args, train_split, val_split)
     if rank == 0:
         (out / names.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    version = log.finish(progress["history"], final_metrics(summary), [out / names.SUMMARY],
+        copy_results(out, args.out)
+    version = log.finish(progress["history"], final_metrics(summary, progress), [out / names.SUMMARY],
                          register=record["name"] if args.register == "true" else None)
     if version:
         say(f"registered {version} as models:/{names.MODEL_NAME}@{record['name']}")

@@ -6,8 +6,10 @@ whose tensors carry the legacy names (``segformer.encoder.block.…``) that tran
 renames on load, so the tests go through the same loading path as the real encoder.
 """
 
+import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +19,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 from transformers import SegformerConfig, SegformerForImageClassification
+
+from regolith import synth
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -196,6 +200,46 @@ def copy_project(destination: Path) -> Path:
                                     "results", ".pytest_cache", "tests")
     shutil.copytree(REPO, destination, ignore=ignore)
     return destination
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_encoder) -> dict:
+    """A finished, registered tiny training run in its own store, trained once per test session.
+
+    `python -m regolith.train` with the tiny encoder on 32 px frames for 2 epochs, pointed at three
+    rock-free photographic JPEGs from ``synth`` (``--real-images``), as a user's run would be.
+    """
+    root = tmp_path_factory.getbasetemp() / "trained-run"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", REGOLITH_OUTPUT_DIR=str(root / "outputs"),
+               PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    record = root / "run.json"
+    if not record.exists():
+        make_split(root / "data" / "train_dr", frames=6, seed=0)
+        make_split(root / "data" / "test_photoreal", frames=4, seed=1)
+        synth.write_photos(root / "data", 3, seed=0)
+        cmd = [sys.executable, "-m", "regolith.train", "--split", str(root / "data" / "train_dr"),
+               "--pretrained", str(tiny_encoder), "--epochs", "2", "--batch", "4",
+               "--real-images", str(root / "data" / "photos")]
+        done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "registered models:/regolith-segformer/1 as models:/regolith-segformer@dr_6" in done.stdout
+        record.write_text(json.dumps({"run_id": done.stdout.split("; run ")[1].split(",")[0]}))
+    return {"root": root, "env": env, "uri": env["MLFLOW_TRACKING_URI"], "name": "dr_6",
+            "alias": "models:/regolith-segformer@dr_6", "val_split": root / "data" / "test_photoreal",
+            "train_split": root / "data" / "train_dr", "photos": root / "data" / "photos",
+            **json.loads(record.read_text())}
+
+
+@pytest.fixture
+def in_store(trained, monkeypatch) -> dict:
+    """Point this process at the trained run's store, as a user's shell would be."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(trained["root"])
+    return trained
 
 
 def make_demo_layout(root: Path) -> Path:

@@ -172,8 +172,8 @@ def ablation_store(store, tmp_path, ablation_template):
     return counted
 
 
-def results_in(folder: Path) -> dict:
-    return json.loads((folder / "ablation-results.json").read_text())
+def results_in(folder: Path, stem: str = "ablation") -> dict:
+    return json.loads((folder / f"{stem}-results.json").read_text())
 
 
 def only_folder(root: Path) -> Path:
@@ -415,3 +415,123 @@ def test_intervals_appear_in_results_and_table():
     table = compare.format_table(results)
     assert "95% CI over 10 validation frames" in table and "95% CI over 2 seeds" in table
     assert "includes zero" in table and "no frame interval" in table
+
+
+# ---- the study's tables side by side (issue 12) ------------------------------------------------------
+
+STUDY = {"v1": {"nodr_750": 0.689, "dr_750": 0.788, "dr_1500": 0.815},  # shared/reference/original-system.md
+         "v2": {"nodr_750": 0.8025, "dr_750": 0.8486, "dr_1500": 0.8521}}
+
+
+@pytest.fixture
+def generations_store(store):
+    client = MlflowClient()
+    for generation, numbers in STUDY.items():
+        experiment_id = client.create_experiment(generation)
+        for start, (variant, rock) in enumerate(numbers.items()):
+            log_train_run(client, experiment_id, variant.startswith("dr"), int(variant.split("_")[1]), 0, rock,
+                          start=start)
+    return client
+
+
+def test_generations_side_by_side_reproduce_the_studys_gains_and_the_baselines_rise(generations_store, tmp_path,
+                                                                                      capsys):
+    compare.main(["--experiment", "v1", "--experiment", "v2"])
+    printed = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in printed.splitlines() if line.startswith(("v1 ", "v2 "))}
+    # The gains to the digits the study reports: v1 +0.099 / +0.027, v2 +0.046 / +0.004.
+    for generation, (dr_gain, size_gain) in {"v1": ("+0.099", "+0.027"), "v2": ("+0.046", "+0.004")}.items():
+        cells = rows[generation].split()
+        assert cells[7] == dr_gain and cells[8] == size_gain  # measured
+        assert cells[-3:] == [dr_gain, "/", size_gain]  # and the study's own column agrees
+    assert "no-DR baseline v1 -> v2: 0.6890 -> 0.8025 (+0.1135); DR gain +0.099 -> +0.046" in printed
+    results = results_in(only_folder(tmp_path / "experiments/results/v1+v2"), "generations")
+    assert [row["experiment"] for row in results["generations"]] == ["v1", "v2"]
+    assert results["generations"][0]["dr_delta"]["absolute"] == pytest.approx(0.099)
+    assert results["baseline_change"] == pytest.approx(0.8025 - 0.689)
+    assert results["dr_gain_change"] == pytest.approx(0.0461 - 0.099)
+    figure = only_folder(tmp_path / "experiments/results/v1+v2") / "generations.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 30_000
+    runs = generations_store.search_runs([generations_store.get_experiment_by_name("v2").experiment_id],
+                                         "tags.`regolith.kind` = 'compare'")
+    assert [run.info.run_name for run in runs] == ["generations"]  # recorded beside the newest generation
+    assert runs[0].data.metrics["v1/dr_delta/absolute"] == pytest.approx(0.099)
+
+
+def test_the_mlproject_list_names_each_experiment():
+    assert compare.experiment_names(["v1 v2"]) == ["v1", "v2"]
+    assert compare.experiment_names(["v1", "'v 2'"]) == ["v1", "v 2"] and compare.experiment_names([]) == []
+
+
+def test_the_studys_variants_get_its_numbers_beside_them(generations_store, tmp_path, capsys):
+    compare.main(["--experiment", "v2"])
+    printed = capsys.readouterr().out
+    assert "Beside the study (v2," in printed
+    assert re.search(r"dr_1500\s+0\.8521\s+0\.8521\s+\+0\.0000", printed)
+    assert re.search(r"DR gain\s+\+0\.046\s+\+0\.046\s+\+0\.0000", printed)
+    results = results_in(only_folder(tmp_path / "experiments/results/v2"))
+    assert results["reference"]["generation"] == "v2"
+    assert results["reference"]["variants"]["nodr_750"] == {"study": 0.8025, "measured": 0.8025, "difference": 0.0}
+
+
+def test_per_frame_wins_and_mean_gain_from_the_fresh_passes():
+    def run(dr, frames, run_id, rock):
+        return {"run_id": run_id, "run_name": run_id, "start_time": 0, "dr": dr, "frames": frames, "seed": 0,
+                "variant": names.variant(dr, frames), "best_epoch": 1, "iou_rock": rock, "iou_regolith": 0.9,
+                "iou_sky": 0.9, "miou": 0.8, "settings": {}}
+    runs = [run(False, 8, "n", 0.5), run(True, 8, "d", 0.6), run(True, 16, "D", 0.7)]
+    frame_names = [f"{i:05d}" for i in range(10)]
+    # Rock-IoU per frame tp / (tp + fn): dr_8 is 0.8 on frames 0-6 and 0.2 on 7-9; nodr_8 0.5 everywhere;
+    # frame 9 has no rock on either side for dr_16 and nodr_8 (left out of that count).
+    tp_d = np.array([8] * 7 + [2] * 3)
+    confusions = {"n": _frames(np.full(10, 5), np.full(10, 5), np.zeros(10)),
+                  "d": _frames(tp_d, 10 - tp_d, np.zeros(10)),
+                  "D": _frames(np.full(10, 9), np.full(10, 1), np.zeros(10))}
+    confusions["n"][9, 1] = confusions["D"][9, 1] = 0
+    confusions = {run_id: {"frames": frame_names, "confusion": c.tolist()} for run_id, c in confusions.items()}
+    results = compare.ablation_results(runs, "x", confusions)
+    dr = results["dr_delta"]["per_frame"]
+    assert (dr["wins"], dr["losses"], dr["frames"], dr["of_frames"]) == (7, 2, 9, 10)
+    assert dr["mean_gain"] == pytest.approx((7 * 0.3 + 2 * -0.3) / 9)
+    overall = results["per_frame_overall"]
+    assert (overall["variant"], overall["baseline"], overall["wins"], overall["frames"]) == ("dr_16", "nodr_8", 9, 9)
+    table = compare.format_table(results)
+    assert "per frame: dr_8 beats nodr_8 on 7 of 9 frames (mean per-frame rock-IoU gain +0.1667" in table
+    assert "per frame: dr_16 beats nodr_8 on 9 of 9 frames" in table
+
+
+def test_the_strict_rule_shows_where_it_differs():
+    rows = [row(False, 8, 0, 0.5), row(True, 8, 0, 0.6), row(True, 16, 0, 0.7)]
+    runs, _ = compare.select_runs(rows)
+    assert "rock (strict)" not in compare.format_table(compare.ablation_results(runs, "x"))  # not recorded: no column
+    for r, strict in zip(rows, (0.45, 0.58, 0.7)):
+        r["metrics"]["best/iou_rock_strict"] = strict
+    runs, _ = compare.select_runs(rows)
+    table = compare.format_table(compare.ablation_results(runs, "x"))
+    assert "rock (strict)" in table and re.search(r"nodr_8 .* 0\.5000\s+0\.4500", table)
+
+
+def test_real_rock_share_per_variant_and_both_deltas_with_an_interval_over_photos():
+    def run(dr, frames, run_id, rock, real=None):
+        return {"run_id": run_id, "run_name": run_id, "start_time": 0, "dr": dr, "frames": frames, "seed": 0,
+                "variant": names.variant(dr, frames), "best_epoch": 1, "iou_rock": rock, "iou_regolith": 0.9,
+                "iou_sky": 0.9, "miou": 0.8, "real_rock_share": real, "settings": {}}
+    # nodr_8 was measured by regolith.photos on five photos; dr_8 and dr_16 too, on the same set.
+    real = {"n": [0.10, 0.20, 0.00, 0.30, 0.10], "d": [0.40, 0.30, 0.50, 0.60, 0.20], "D": [0.50, 0.60, 0.40, 0.70, 0.30]}
+    measured = {run_id: {"digest": "abc", "photos": [f"p{i}.jpg" for i in range(5)], "rock": shares}
+                for run_id, shares in real.items()}
+    runs = [run(False, 8, "n", 0.5), run(True, 8, "d", 0.6, real=0.99), run(True, 16, "D", 0.7)]
+    results = compare.ablation_results(runs, "x", real=measured)
+    assert results["variants"]["dr_8"]["real_rock_share"]["mean"] == pytest.approx(0.4)  # the photos' measurement wins
+    dr = results["real"]["dr_delta"]
+    assert dr["absolute"] == pytest.approx(0.4 - 0.14)
+    assert dr["photo_interval"]["photos"] == 5 and dr["photo_interval"]["variant_more"] == 5
+    assert not dr["photo_interval"]["includes_zero"]
+    assert results["real"]["size_delta"]["absolute"] == pytest.approx(0.1)
+    table = compare.format_table(results)
+    assert "real rock share" in table and "DR delta  : dr_8 - nodr_8 = +26.0 points real rock share" in table
+    # Another photo set on one side: no interval over photos, the delta itself stays.
+    measured["n"] = {**measured["n"], "digest": "other"}
+    assert compare.ablation_results(runs, "x", real=measured)["real"]["dr_delta"]["photo_interval"] is None
+    # A variant that was never pointed at real photos: no real deltas at all.
+    assert compare.ablation_results(runs[:1] + [run(True, 8, "d", 0.6)] + runs[2:], "x")["real"] is None

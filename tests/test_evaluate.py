@@ -1,15 +1,13 @@
 """The fresh inference pass: it reproduces validation, logs back to the run, and refuses what it should.
 
-One tiny run is trained per session (`python -m regolith.train`, the tiny encoder, 32 px frames,
-2 epochs) into a temp SQLite store; every test here and in test_pull evaluates or resolves it there.
+The tiny run of conftest's ``trained`` fixture (one per session) is what every test here and in
+test_pull and test_photos evaluates or resolves.
 """
 
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -18,48 +16,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from conftest import REPO, make_split
-from regolith import CLASSES, data, evaluate, model as segformer
+from conftest import REPO
+from regolith import CLASSES, data, evaluate, model as segformer, track
 
 CLASS_KEYS = [f"iou_{c}" for c in CLASSES] + ["miou"]
 VERIFY_FILES = {"frames.csv", "confusion_per_frame.json", "overlays.png", "summary.json"}
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory, tiny_encoder) -> dict:
-    """A finished, registered tiny training run in its own store, trained once per test session.
-
-    test_pull imports this fixture, which gives it a fixture of its own; the run's record in the
-    session's temp dir lets the second one reuse the run rather than train it again.
-    """
-    root = tmp_path_factory.getbasetemp() / "trained-run"
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", REGOLITH_OUTPUT_DIR=str(root / "outputs"),
-               PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
-    record = root / "run.json"
-    if not record.exists():
-        make_split(root / "data" / "train_dr", frames=6, seed=0)
-        make_split(root / "data" / "test_photoreal", frames=4, seed=1)
-        cmd = [sys.executable, "-m", "regolith.train", "--split", str(root / "data" / "train_dr"),
-               "--pretrained", str(tiny_encoder), "--epochs", "2", "--batch", "4"]
-        done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert "registered models:/regolith-segformer/1 as models:/regolith-segformer@dr_6" in done.stdout
-        record.write_text(json.dumps({"run_id": done.stdout.split("; run ")[1].split(",")[0]}))
-    return {"root": root, "env": env, "uri": env["MLFLOW_TRACKING_URI"], "name": "dr_6",
-            "alias": "models:/regolith-segformer@dr_6", "val_split": root / "data" / "test_photoreal",
-            "train_split": root / "data" / "train_dr", **json.loads(record.read_text())}
-
-
-@pytest.fixture
-def in_store(trained, monkeypatch) -> dict:
-    """Point this process at the trained run's store, as a user's shell would be."""
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(trained["root"])
-    return trained
 
 
 def run_evaluate(*argv) -> int:
@@ -159,7 +120,7 @@ def test_re_runs_never_overwrite_an_earlier_result(in_store, tmp_path):
     (tmp_path / "20990101T000000Z").mkdir()
     (tmp_path / "20990101T000000Z" / "summary.json").write_text("{}")
     MlflowClient().log_artifacts(other, str(tmp_path), "verify")
-    assert evaluate.fresh_folder(other, "20990101T000000Z") == ("verify/20990101T000000Z-2", 2)
+    assert track.fresh_folder(other, "verify", "20990101T000000Z") == ("verify/20990101T000000Z-2", 2)
 
 
 def test_another_split_is_reported_not_compared(in_store, tmp_path, capsys):

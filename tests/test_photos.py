@@ -1,16 +1,22 @@
-"""Real photographs: reading them as found, fitting them to the frame, shares, statistics and pictures.
+"""Real photographs: reading them as found, fitting them to the frame, shares and statistics (pictures: test_figures).
 
 Every photo here is made by the test itself with PIL (or, for 16-bit RGB, a few lines of PNG).
 """
 
+import json
 import struct
+import subprocess
 import zlib
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from PIL import Image, ImageFile
 
+from conftest import REPO, make_split
 from regolith import CLASSES, ROCK, Refused, photos
 
 REGOLITH, SKY = CLASSES.index("regolith"), CLASSES.index("sky")
@@ -261,51 +267,6 @@ def test_paired_difference_counts_photo_by_photo():
         photos.paired_difference(a, b[:4])
 
 
-# ---- pictures ----
-
-def fitted_entries(count, size=64):
-    rng = np.random.default_rng(1)
-    entries = []
-    for index in range(count):
-        height, width = (40, 120) if index % 3 == 0 else (120, 50) if index % 3 == 1 else (90, 90)
-        image, valid = photos.fit(rng.integers(60, 200, (height, width, 3), dtype=np.uint8), size)
-        prediction = torch.from_numpy(rng.integers(0, 3, (size, size)))
-        prediction[: size // 2] = SKY if index % 2 else ROCK
-        entries.append((f"AS11-40-{5850 + index}_a_rather_long_file_name.jpg", image, valid, prediction))
-    return entries
-
-
-def test_photo_panel_and_contact_sheet_are_sane_pngs(tmp_path):
-    name, image, valid, prediction = fitted_entries(1)[0]
-    photos.photo_panel(name, image, valid, [("dr_750", prediction), ("nodr_750", 2 - prediction)],
-                       tmp_path / "panel.png")
-    with Image.open(tmp_path / "panel.png") as panel:
-        assert 800 < panel.width < 4000 and panel.height < 1000
-    for count in (5, 35):
-        photos.contact_sheet(fitted_entries(count), tmp_path / f"sheet{count}.png", f"{count} photos")
-        with Image.open(tmp_path / f"sheet{count}.png") as sheet:
-            assert sheet.width < 4000 and sheet.height < 4000
-
-
-def test_sheet_layout_shrinks_thumbnails_beyond_thirty():
-    assert photos.sheet_layout(3) == (3, 2.2)
-    assert photos.sheet_layout(30) == (6, 2.2)
-    columns, thumb = photos.sheet_layout(31)
-    assert columns == 6 and thumb < 2.2
-    for count in (100, 400):
-        columns, thumb = photos.sheet_layout(count)
-        assert columns * thumb <= 13.3
-
-
-def test_overlay_paints_rock_loud_and_padding_neutral():
-    image, valid = photos.fit(np.full((20, 80, 3), 100, np.uint8), 40)
-    prediction = torch.full(valid.shape, ROCK)
-    out = photos.overlay(image, valid, prediction)
-    assert {tuple(c) for c in out[~valid.numpy()]} <= {photos.PAD_COLOUR, photos.PAD_HATCH}
-    photo_pixel = out[valid.numpy()][0].astype(int)
-    assert photo_pixel[0] > 150 and photo_pixel[2] < 60  # orange rock over grey ground
-
-
 def test_fitted_photos_go_through_the_model_as_one_batch():
     # The seam the tracked verb will use: fit, stack, logits_at_mask_size, argmax, shares per photo.
     from conftest import tiny_config
@@ -321,3 +282,77 @@ def test_fitted_photos_go_through_the_model_as_one_batch():
     assert predictions.shape == valid.shape == (2, 64, 64)
     for prediction, photo_valid in zip(predictions, valid):
         assert sum(photos.class_shares(prediction, photo_valid).values()) == pytest.approx(1.0)
+
+
+# ---- tracked: during training, and the verb through the store ----------------------------------------
+
+def test_training_watches_the_real_photos_and_fixed_frames_every_epoch(in_store, tmp_path):
+    """`-P real_images` and the per-epoch images: one real/rock_share_mean per epoch, pictures at each step."""
+    client = MlflowClient()
+    run = client.get_run(in_store["run_id"])
+    shares = {m.step: m.value for m in client.get_metric_history(in_store["run_id"], "real/rock_share_mean")}
+    assert sorted(shares) == [1, 2] and all(0 <= value <= 1 for value in shares.values())
+    assert run.data.metrics["best/real_rock_share"] == shares[int(run.data.metrics["best/epoch"])]
+    assert [m.step for m in client.get_metric_history(in_store["run_id"], "time/epoch_images_s")] == [1, 2]
+    assert run.data.tags["real/photos_digest"] == photos.photo_set_digest(in_store["photos"])
+    contexts = {d.dataset.name: [t.value for t in d.tags] for d in run.inputs.dataset_inputs}
+    assert contexts["photos"] == ["real"]
+    images = [info.path for info in client.list_artifacts(in_store["run_id"], "images")]
+    for key in ("predictions", "real_photos"):  # MLflow's image view: one picture per key and step
+        assert {int(path.split("+step+")[1].split("+")[0]) for path in images
+                if path.startswith(f"images/{key}+") and path.endswith(".png")} == {1, 2}, key
+    environment = Path(mlflow.artifacts.download_artifacts(run_id=in_store["run_id"], artifact_path="environment.txt",
+                                                           dst_path=str(tmp_path))).read_text()
+    assert f"torch=={torch.__version__}" in environment and "mlflow==" in environment
+    assert len(run.data.tags["regolith.git_commit"].split("+")[0]) == 40  # the code's commit, +dirty if edited
+
+
+def test_the_preview_frames_are_the_ones_with_most_rock_every_epoch(tmp_path):
+    from argparse import Namespace
+    from regolith import data, train
+    make_split(tmp_path / "val", frames=6, seed=3)
+    split = data.load_split(tmp_path / "val")
+    views = train.epoch_views(Namespace(epoch_images="true", real_images=""), split, split)
+    rock = (split.masks == ROCK).flatten(1).sum(1).tolist()
+    assert views["frames"] == sorted(range(6), key=lambda i: (-rock[i], i))[:4]
+    assert train.epoch_views(Namespace(epoch_images="false", real_images=""), split, split) == {}
+
+
+def test_photos_through_mlflow_run_records_on_both_runs_and_never_overwrites(in_store, tmp_path):
+    from test_evaluate import copy_of_run, stored_checkpoint
+    payload = torch.load(stored_checkpoint(in_store, tmp_path / "stored"), weights_only=True)
+    payload["model"]["decode_head.classifier.bias"][ROCK] += 3.0  # a checkpoint that calls more rock
+    (tmp_path / "other").mkdir()
+    torch.save(payload, tmp_path / "other" / "best.pt")
+    other = copy_of_run(in_store, "rock-happy", tmp_path / "other" / "best.pt")
+
+    cmd = ["mlflow", "run", str(REPO), "--env-manager", "local", "-e", "photos", "-P", f"run={in_store['run_id']}",
+           "-P", f"images={in_store['photos']}", "-P", f"compare={other}"]
+    done = subprocess.run(cmd, cwd=in_store["root"], env=in_store["env"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rock-happy calls more rock" not in done.stdout and "dr_6 - rock-happy:" in done.stdout
+
+    client = MlflowClient()
+    digest = photos.photo_set_digest(in_store["photos"])
+    epoch = payload["epoch"]
+    for run_id in (in_store["run_id"], other):
+        run = client.get_run(run_id)
+        assert run.data.tags["real/photos_digest"] == digest
+        folder = run.data.tags["real/artifacts"]
+        listed = {Path(info.path).name for info in client.list_artifacts(run_id, folder)}
+        assert {"photos.csv", "photos.json", "panels", "contact_sheet.png"} <= listed
+        assert int(run.data.metrics["real/photos"]) == 3
+        assert epoch in [m.step for m in client.get_metric_history(run_id, "real/rock_share_mean")]
+        assert "real" in [t.value for d in run.inputs.dataset_inputs for t in d.tags]
+    local = Path(mlflow.artifacts.download_artifacts(run_id=other, artifact_path=folder, dst_path=str(tmp_path / "dl")))
+    measured = json.loads((local / "photos.json").read_text())
+    ours, theirs = ([share["rock"] for share in c["shares"]] for c in measured["checkpoints"])
+    difference = measured["comparison"]["rock_share_difference"]
+    assert difference["mean"] == pytest.approx(np.mean(np.subtract(ours, theirs)))
+    assert difference["b_more"] == 3 and difference["mean"] < 0  # the biased head floods every photo
+    assert len(list((local / "panels").iterdir())) == 3
+
+    before = {info.path for info in client.list_artifacts(in_store["run_id"], "real")}
+    photos.main(["--run", in_store["run_id"], "--images", str(in_store["photos"])])  # a second measurement
+    after = {info.path for info in client.list_artifacts(in_store["run_id"], "real")}
+    assert before < after and len(after) == len(before) + 1  # a new folder; the first is untouched

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoImageProcessor, SegformerForSemanticSegmentation
 
 from regolith import data, model as segformer, pull
-from test_evaluate import RunsCode, copy_of_run, in_store, malicious_checkpoint, trained  # noqa: F401 (fixtures)
+from test_evaluate import RunsCode, copy_of_run, malicious_checkpoint
 
 
 def run_pull(*argv) -> int:

@@ -317,3 +317,71 @@ def test_bf16_run_records_its_precision_and_the_fresh_pass_computes_at_it(store,
     assert verified.tags["verify/check"] == "pass"
     for name in CLASSES:  # bf16 on both sides, the same kernels: the same numbers
         assert verified.metrics[f"verify/iou_{name}"] == pytest.approx(verified.metrics[f"best/iou_{name}"], abs=1e-6)
+
+
+# ---- the original's recipe (issue 12) --------------------------------------------------------------
+
+def test_per_epoch_cosine_is_the_originals_at_epochs_1_2_and_the_last():
+    # CosineAnnealingLR(T_max=10, eta_min=1e-7) stepped once per epoch: epoch k trains at cos((k - 1) / 10).
+    peak, floor = 6e-5, 1e-7
+    expected = {1: peak, 2: floor + 0.5 * (peak - floor) * (1 + 0.9510565162951535),  # cos(pi / 10)
+                10: floor + 0.5 * (peak - floor) * (1 - 0.9510565162951535)}  # cos(9 pi / 10)
+    for epoch, lr in expected.items():
+        assert train.epoch_lr(epoch, 10, peak) == pytest.approx(lr, rel=1e-12)
+    lr_at = train.lr_schedule("epoch", peak, 10, steps_per_epoch=3)  # still a pure function of the step
+    assert [lr_at(step) for step in (0, 2, 3, 29)] == pytest.approx([peak, peak, expected[2], expected[10]])
+    per_step = train.lr_schedule("step", peak, 10, steps_per_epoch=3)
+    assert per_step(1) < peak and per_step(30) == pytest.approx(floor)
+
+
+def test_a_flipped_pair_stays_aligned():
+    masks = torch.tensor([[[0, 1, 2, 2], [0, 0, 1, 255]], [[2, 2, 1, 0], [255, 1, 0, 0]]])
+    images = torch.stack([masks * 60] * 3, 1).to(torch.uint8)  # each pixel's value encodes its label
+    flipped, flipped_masks = train.hflip(images, masks, torch.tensor([True, False]))
+    assert flipped_masks[0].tolist() == [[2, 2, 1, 0], [255, 1, 0, 0]] and torch.equal(flipped_masks[1], masks[1])
+    assert torch.equal(flipped, torch.stack([flipped_masks * 60] * 3, 1).to(torch.uint8))  # still aligned
+
+
+def test_patience_zero_never_stops_early():
+    assert not train.stop_early({"epochs_without_gain": 99}, 0)
+    assert train.stop_early({"epochs_without_gain": 3}, 3) and not train.stop_early({"epochs_without_gain": 2}, 3)
+
+
+def test_hflip_changes_training_and_stays_deterministic(store, datasets, tiny_encoder):
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", str(tiny_encoder), "--epochs", "2",
+            "--batch", "4", "--lr", "6e-4", "--register", "false", "--experiment", "augment"]
+    for augment in ("hflip", "hflip", "none"):
+        assert run_direct(argv + ["--augment", augment]) == 0
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("augment").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    losses = [[m.value for m in client.get_metric_history(run.info.run_id, "train/loss")] for run in runs]
+    assert [run.data.params["augment"] for run in runs] == ["hflip", "hflip", "none"]
+    assert losses[0] == losses[1]  # the flips are drawn from the seeded data generator
+    assert losses[0] != losses[2]
+    for run in runs:  # the training batches' own IoU, beside the original's strict rule on validation
+        assert {"train/iou_rock", "train/miou", "val/iou_rock_strict", "val/miou_strict",
+                "best/iou_rock_strict"} <= set(run.data.metrics)
+        assert run.data.metrics["val/iou_rock_strict"] <= run.data.metrics["val/iou_rock"]  # 255 pixels only add fp
+
+
+def test_out_dir_gets_the_results_with_the_originals_keys_and_is_never_overwritten(store, datasets, tiny_encoder,
+                                                                                     tmp_path, capsys):
+    results = tmp_path / "results"
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", str(tiny_encoder), "--epochs", "3",
+            "--batch", "4", "--patience", "0", "--register", "false", "--out", str(results)]
+    assert run_direct(argv) == 0
+    assert {path.name for path in results.iterdir()} == {"best.pt", "metrics.jsonl", "summary.json"}
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["epochs_requested"] == summary["epochs_run"] == 3  # patience 0: every epoch ran
+    assert {"best_epoch", "best_val_rock_iou", "best_val_miou", "best_val_class_iou", "wall_time_s"} <= set(summary)
+    assert set(summary["best_val_class_iou"]) == set(CLASSES) and summary["wall_time_s"] > 0
+    run = only_run(MlflowClient())
+    assert summary["best_val_rock_iou"] == run.data.metrics["best/iou_rock"] and run.data.params["patience"] == "0"
+    assert len((results / "metrics.jsonl").read_text().splitlines()) == 3
+
+    kept = {path.name: path.read_bytes() for path in results.iterdir()}
+    capsys.readouterr()
+    assert run_direct(argv) == 2  # a finished result in out= is never overwritten: refused before training
+    assert "already holds a finished result" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in results.iterdir()} == kept
