@@ -6,6 +6,7 @@ exactly what is recorded. The tracking store is whatever MLflow resolves
 (``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db``).
 """
 
+import fcntl
 import json
 import os
 import re
@@ -62,6 +63,36 @@ def check_reachable(timeout: float = 10):
                             f"MLFLOW_TRACKING_URI at one that is up") from error
 
 
+_ready = set()  # tracking URIs whose store this process has opened
+
+
+def ready_store():
+    """Open the tracking store once per process; a new SQLite file is created by one process at a time.
+
+    MLflow creates and migrates a SQLite store's schema on first access, with no lock: runs started
+    together on a store that did not exist yet crash each other (``duplicate column name``) and
+    leave no run. An exclusive ``flock`` on ``<db>.lock`` beside the file serializes that first
+    access; once the schema is there it costs one uncontended lock per process.
+    """
+    uri = mlflow.get_tracking_uri()
+    if uri in _ready:
+        return
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+    if path and path != ":memory:":
+        try:
+            lock = open(f"{path}.lock", "a")
+        except OSError:  # a folder this process cannot write to: it cannot create a store there either
+            lock = None
+        try:
+            if lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            MlflowClient().search_experiments(max_results=1)  # creates the schema where there is none
+        finally:
+            if lock:
+                lock.close()  # and with it the lock
+    _ready.add(uri)
+
+
 @contextmanager
 def run(run_name: str | None = None, experiment: str | None = None, resume: str | None = None,
         params: dict | None = None):
@@ -72,6 +103,7 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     run always ends in a true state: FINISHED, FAILED on an exception (with the error in the
     ``regolith.error`` tag), or KILLED on Ctrl-C or SIGTERM, so nothing is left RUNNING.
     """
+    ready_store()
     client = MlflowClient()
     run_id = resume or os.environ.get("MLFLOW_RUN_ID")
     if resume and os.environ.get("MLFLOW_RUN_ID", resume) != resume:
@@ -551,6 +583,7 @@ def read_runs(experiment: str, missing_ok: bool = False) -> list:
     server answers the same as a local store. An experiment that does not exist is refused, listing
     the ones that do, or with ``missing_ok`` (a sweep's first run) has no runs.
     """
+    ready_store()
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is None:
