@@ -100,15 +100,17 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
 
     Yields (run id, whether it resumes). A run that already has epochs logged is resumed, never
     trained again from scratch: with ``--resume RUN_ID``, or ``mlflow run --run-id RUN_ID``. The
-    run always ends in a true state: FINISHED, FAILED on an exception (with the error in the
-    ``regolith.error`` tag), or KILLED on Ctrl-C or SIGTERM, so nothing is left RUNNING.
+    run always ends in a true state: FINISHED (without an earlier attempt's ``regolith.error``),
+    FAILED on an exception (with the error in the ``regolith.error`` tag), or KILLED on Ctrl-C or
+    SIGTERM, so nothing is left RUNNING. A resume refused before ``start`` (other parameters, no
+    resumable state) changes nothing: the run keeps the status, end time and error it had.
     """
     ready_store()
     client = MlflowClient()
     run_id = resume or os.environ.get("MLFLOW_RUN_ID")
     if resume and os.environ.get("MLFLOW_RUN_ID", resume) != resume:
         raise Refused(f"--resume {resume} but MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']}; give one run")
-    resuming = False
+    resuming, before, had_error = False, None, False
     if run_id:
         try:
             existing = client.get_run(run_id)
@@ -117,6 +119,9 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
         resuming = bool(resume) or names.EPOCH_MARKER in existing.data.metrics
         if resuming and existing.info.status == "FINISHED":
             raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
+        if resuming:
+            before = (existing.info.status, existing.info.end_time)
+        had_error = names.ERROR in existing.data.tags
         active = mlflow.start_run(run_id=run_id)
         if run_name:
             client.update_run(run_id, name=run_name)
@@ -125,6 +130,7 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
             mlflow.set_experiment(experiment)
         active = mlflow.start_run(run_name=run_name or None)
     run_id = active.info.run_id
+    _opened.update(started=False)
     try:
         if params:
             log_params(params)
@@ -132,10 +138,20 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     except (KeyboardInterrupt, Interrupted) as stop:
         _end(run_id, "KILLED", f"interrupted ({stop or type(stop).__name__})")
         raise
+    except Refused as error:
+        if before and not _opened["started"]:
+            _restore(run_id, *before)
+        else:
+            _end(run_id, "FAILED", f"{type(error).__name__}: {error}")
+        raise
     except BaseException as error:
         _end(run_id, "FAILED", f"{type(error).__name__}: {error}")
         raise
-    _end(run_id, "FINISHED")
+    _end(run_id, "FINISHED", clear_error=had_error)
+
+
+# Whether the open run got past set-up (``start``): a refused resume before that changed nothing.
+_opened = {"started": False}
 
 
 _shield = {"depth": 0, "pending": None}
@@ -169,14 +185,35 @@ def stop_handler(signum, frame):
         raise stop
 
 
-def _end(run_id: str, status: str, error: str | None = None):
+def _end(run_id: str, status: str, error: str | None = None, clear_error: bool = False):
     try:
         with shielded():
             if error:
                 mlflow.set_tag(names.ERROR, error[:4000])
+            elif clear_error:  # an earlier attempt's error (a SIGTERM, a refused resume) is not this run's end
+                _delete_tag(run_id, names.ERROR)
             mlflow.end_run(status)
     except Exception as failure:  # the store itself may be what failed; the original error matters more
         warn(f"could not mark run {run_id} {status} in the tracking store: {failure}")
+
+
+def _delete_tag(run_id: str, key: str):
+    try:
+        MlflowClient().delete_tag(run_id, key)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+
+
+def _restore(run_id: str, status: str, end_time: int | None):
+    """A run whose resume was refused before set-up goes back as it was: status and end time (KILLED stays KILLED)."""
+    try:
+        with shielded():
+            mlflow.end_run(status)
+            if end_time:
+                MlflowClient().set_terminated(run_id, status, end_time=end_time)
+    except Exception as failure:
+        warn(f"could not put run {run_id} back to {status} in the tracking store: {failure}")
 
 
 def log_params(params: dict):
@@ -341,6 +378,7 @@ def start(name: str, params: dict, tags: dict, datasets: list, files: list = (),
         log_dataset(path, digest, context)
     log_artifacts(files)
     send_epochs(list(history))
+    _opened["started"] = True
 
 
 def keep(history: list, files: list):

@@ -1,4 +1,4 @@
-"""The MLflow seam: simultaneous starts on a new SQLite store."""
+"""The MLflow seam: simultaneous starts on a new SQLite store, how a resumed run ends."""
 
 import os
 import subprocess
@@ -9,6 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
+from regolith import names, train
+from test_train import run_direct
 from test_train_resume import training_args
 
 
@@ -37,3 +39,38 @@ def test_simultaneous_starts_on_a_new_sqlite_store_all_run(tmp_path, datasets, t
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("together").experiment_id])
     assert [run.info.status for run in runs] == ["FINISHED"] * 3
+
+
+@pytest.fixture
+def killed_run(store, datasets, tiny_encoder):
+    """A run with one finished epoch and its state, left KILLED with the error a SIGTERM leaves."""
+    argv = training_args(datasets, tiny_encoder, 1)
+    assert run_direct(argv) == 0
+    client = MlflowClient()
+    run_id = client.search_runs(["0"])[0].info.run_id
+    client.set_tag(run_id, names.ERROR, "interrupted (stopped by signal SIGTERM)")
+    client.set_terminated(run_id, "KILLED", end_time=1_700_000_000_000)
+    return run_id, argv
+
+
+def test_a_refused_resume_leaves_a_killed_run_as_it_was(killed_run, capsys):
+    run_id, argv = killed_run
+    client = MlflowClient()
+    state = Path(os.environ["REGOLITH_OUTPUT_DIR"]) / run_id / train.STATE_FILE
+    refusals = [(lambda: None, ["--seed", "1"], "already records other parameter values"),  # by track.run
+                (lambda: state.write_bytes(state.read_bytes()[:1000]), [], "is corrupt"),  # by train, in set-up
+                (state.unlink, [], "no resumable state")]
+    for damage, change, message in refusals:
+        damage()
+        assert run_direct([*argv, *change, "--resume", run_id]) == 2
+        assert message in capsys.readouterr().err
+        run = client.get_run(run_id)
+        assert (run.info.status, run.info.end_time) == ("KILLED", 1_700_000_000_000), message
+        assert run.data.tags[names.ERROR] == "interrupted (stopped by signal SIGTERM)", message
+
+
+def test_a_resumed_run_that_finishes_has_no_earlier_error(killed_run):
+    run_id, argv = killed_run
+    assert run_direct([*argv, "--resume", run_id]) == 0
+    run = MlflowClient().get_run(run_id)
+    assert run.info.status == "FINISHED" and names.ERROR not in run.data.tags
