@@ -48,6 +48,7 @@ from matplotlib.ticker import PercentFormatter
 from scipy import stats
 
 from regolith import ROCK, Refused, metrics, names, photos, reference, refusals, track
+from regolith.runs import find_stale
 
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
@@ -101,19 +102,21 @@ def training_run(row: dict) -> dict | None:
             "settings": {key: settings.get(key) for key in SETTINGS}}
 
 
-def select_runs(rows: list) -> tuple:
+def select_runs(rows: list, stale: tuple = ()) -> tuple:
     """The training runs that count: FINISHED, complete, and the latest per (variant, seed).
 
     Returns (runs sorted by variant then seed, counts of the training runs left out and why).
     Runs of other kinds (earlier compare runs, an ablation wrapper) are not candidates at all.
+    ``stale``: ids of RUNNING runs whose process is gone (``regolith.runs``), counted as such.
     """
-    ignored = {"failed": 0, "killed": 0, "running": 0, "incomplete": 0, "superseded": 0}
+    ignored = {"failed": 0, "killed": 0, "running": 0, "stale": 0, "incomplete": 0, "superseded": 0}
     latest = {}
     for row in rows:
         if row["tags"].get(names.KIND) != names.KIND_TRAIN:
             continue
         if row["status"] != "FINISHED":
-            ignored[row["status"].lower() if row["status"] in TERMINAL_STATUSES else "running"] += 1
+            ignored[row["status"].lower() if row["status"] in TERMINAL_STATUSES
+                    else "stale" if row["run_id"] in stale else "running"] += 1
             continue
         run = training_run(row)
         if run is None:
@@ -930,9 +933,14 @@ def experiment_names(given: list) -> list:
 
 def read_ablation(experiment: str) -> tuple:
     """(the experiment's ablation results, each counted run's validation rock-IoU curve), from the store."""
-    runs, ignored = select_runs(track.read_runs(experiment))
+    rows = track.read_runs(experiment)
+    stale = [entry["run_id"] for entry in find_stale(rows)
+             if entry["markable"] and entry["kind"] == names.KIND_TRAIN]  # known dead, not merely unknown
+    runs, ignored = select_runs(rows, stale)
     left_out = ", ".join(f"{count} {why}" for why, count in ignored.items() if count)
-    print(f"experiment {experiment!r}: {len(runs)} training run(s) count" + (f"; left out: {left_out}" if left_out else ""))
+    print(f"experiment {experiment!r}: {len(runs)} training run(s) count" + (f"; left out: {left_out}" if left_out else "")
+          + (f" (stale: {', '.join(stale)}: RUNNING, their process gone; python -m regolith.runs says how to resume "
+             f"them)" if stale else ""))
     results = ablation_results(runs, experiment, {run["run_id"]: track.read_frame_confusions(run["run_id"])
                                                   for run in runs},
                                {run["run_id"]: track.read_real_photos(run["run_id"]) for run in runs})

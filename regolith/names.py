@@ -78,6 +78,12 @@ MODEL_VERSION = "regolith.model_version"  # models:/regolith-segformer/N
 SOURCE_RUN = "regolith.source_run"  # on a launcher run of evaluate or pull: the run it acted on
 PULLED_TO = "regolith.pulled_to"
 PARENT = "mlflow.parentRunId"  # MLflow's own: nests a run under a sweep in the UI
+# where a run's process runs, set when it opens or resumes the run (``regolith.runs`` finds the dead ones)
+HOST = "regolith.host"  # socket.gethostname()
+PID = "regolith.pid"
+PID_NAMESPACE = "regolith.pid_namespace"  # e.g. pid:[4026531836]: pids compare only within one host and namespace
+PROCESS_START = "regolith.process_start"  # the process's start, epoch seconds: a reused pid is another process
+HEARTBEAT = "regolith.heartbeat"  # UTC ISO 8601 time, refreshed every epoch and every 30 s while the run is open
 # compare's own run
 EXPERIMENT = "regolith.experiment"
 SOURCE_RUNS = "regolith.source_runs"

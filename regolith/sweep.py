@@ -4,12 +4,16 @@
 
 ``experiments/sweep.sh`` (the ``sweep`` entry point) runs the ablation's three variants over
 seeds 0..K-1 under one parent run; on a re-run it asks this verb first and skips every pair
-that already finished, so an interrupted sweep picks up where it stopped.
+that already finished, so an interrupted sweep picks up where it stopped. A training run left
+RUNNING by a dead process (``regolith.runs``) is named on stderr, with the command that resumes
+it; stdout stays the list of finished pairs.
 """
 
 import argparse
+import sys
 
 from regolith import names, refusals, track
+from regolith.runs import find_stale, resume_commands
 
 
 def finished_pairs(rows: list) -> list:
@@ -25,6 +29,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     with refusals():  # a sweep's first run finds no experiment yet: nothing has finished
         rows = track.read_runs(track.default_experiment(args.experiment), missing_ok=True)
+    by_id = {row["run_id"]: row for row in rows}
+    for entry in find_stale(rows):
+        if entry["markable"] and entry["kind"] == names.KIND_TRAIN:  # known dead, not merely unknown
+            tags = by_id[entry["run_id"]]["tags"]
+            print(f"warning: run {entry['run_id']} ({tags.get(names.VARIANT, '?')} seed {tags.get(names.SEED, '?')}) "
+                  f"is RUNNING but {entry['reason']}; this sweep starts the pair again unless you resume it with: "
+                  f"{resume_commands(by_id[entry['run_id']])[0]}", file=sys.stderr)
     for pair in finished_pairs(rows):
         print(pair)
 

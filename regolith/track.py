@@ -4,6 +4,9 @@ Training and evaluation produce plain dicts of floats; these functions turn them
 params, tags, metrics, dataset inputs and artifacts. No autologging, so a reader sees
 exactly what is recorded. The tracking store is whatever MLflow resolves
 (``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db``).
+
+Every run opened here records where its process runs (host, pid, the process's start) and a
+heartbeat, so ``python -m regolith.runs`` can tell a run killed with ``kill -9`` from a live one.
 """
 
 import fcntl
@@ -11,9 +14,12 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
+import threading
 import time
 from contextlib import contextmanager, nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
@@ -93,6 +99,139 @@ def ready_store():
     _ready.add(uri)
 
 
+# --- Where a run runs: host, process and heartbeat (``regolith.runs`` finds the dead) ---
+
+HEARTBEAT_SECONDS = 30  # the heartbeat thread's period; every epoch refreshes it too
+
+
+def heartbeat_now() -> str:
+    """The heartbeat's value: UTC time, ISO 8601 to the second (2025-06-01T12:00:00+00:00)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def host() -> tuple:
+    """(host name, pid namespace) of this process: two processes can compare pids only when both match.
+
+    Containers that share the host's name (``docker --network host``) have pid namespaces of their
+    own, in which a pid means another process.
+    """
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return socket.gethostname(), namespace
+
+
+def _proc_stat(pid: int) -> list | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started, in epoch seconds to 1/100 s; None where it cannot be told.
+
+    Linux: boot time plus the start in clock ticks (as psutil computes it); elsewhere psutil if installed.
+    """
+    fields = _proc_stat(pid)
+    if fields:
+        try:
+            boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                        if line.startswith("btime "))
+            return round(boot + int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)
+        except (OSError, ValueError, IndexError, StopIteration):
+            return None
+    try:
+        import psutil
+        return round(psutil.Process(pid).create_time(), 2)
+    except Exception:
+        return None
+
+
+def process_alive(pid: int, started: float | None = None) -> bool:
+    """Whether process ``pid`` of this host still runs and, given ``started``, is the process that started then.
+
+    A zombie (exited, not yet reaped) is gone; a pid that now belongs to a process started at
+    another time was reused. Whatever cannot be told counts as alive: a live run is never reaped.
+    """
+    if pid <= 0:
+        return True  # not a pid this code recorded; os.kill(0 or -1) would mean a whole group
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    except OSError:
+        return True
+    fields = _proc_stat(pid)
+    if fields and fields[0] == "Z":
+        return False
+    now = process_started(pid)
+    return started is None or now is None or abs(now - started) <= 1
+
+
+def where() -> dict:
+    """The tags that say where this process runs, with a first heartbeat."""
+    name, namespace = host()
+    return {names.HOST: name, names.PID: os.getpid(), names.PID_NAMESPACE: namespace,
+            names.PROCESS_START: process_started(os.getpid()) or "", names.HEARTBEAT: heartbeat_now()}
+
+
+class Heartbeat:
+    """While a run is open: its host and process as tags, and ``regolith.heartbeat`` refreshed every 30 s.
+
+    A daemon thread with a client of its own (MLflow's SQL store opens a connection per session, and
+    SQLite waits up to 20 s on a lock, so it does not fight the main thread's writes). It never
+    stops training: a failed beat is a warning, once; the next one tries again.
+    """
+
+    def __init__(self, run_id: str, every: float | None = None):
+        self.run_id, self.every = run_id, every or HEARTBEAT_SECONDS
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"regolith-heartbeat-{run_id[:8]}", daemon=True)
+        self._warned = False
+
+    def start(self):
+        MlflowClient().log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in where().items()])
+        self._thread.start()
+
+    def _beat(self):
+        client = MlflowClient(mlflow.get_tracking_uri())
+        while not self._stop.wait(self.every):
+            try:
+                client.set_tag(self.run_id, names.HEARTBEAT, heartbeat_now())
+            except Exception as error:
+                if not self._warned:
+                    self._warned = True
+                    warn(f"could not refresh the heartbeat of run {self.run_id} ({type(error).__name__}: "
+                         f"{error}); training goes on, and it tries again every {self.every:g} s")
+
+    def stop(self):
+        """Stop beating (at most a few seconds' wait for a beat under way; the thread never holds the process)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+def _refuse_if_alive(run):
+    """A resume of a run whose process may still be training it would train it twice: refused."""
+    if run.info.status != "RUNNING":
+        return
+    from regolith import runs  # the one judgement of stale runs lives there; it imports this module
+    row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+           "start_time": run.info.start_time, "tags": dict(run.data.tags)}
+    if names.HOST not in row["tags"] or runs.find_stale([row]):
+        return  # its process is gone (or it was recorded before hosts were)
+    tags = row["tags"]
+    raise Refused(f"run {run.info.run_id} is RUNNING and may be alive: pid {tags.get(names.PID)} on "
+                  f"{tags.get(names.HOST)}, last heartbeat {tags.get(names.HEARTBEAT)}. Wait for it to end, "
+                  f"or, if it is gone, for its heartbeat to be {runs.TIMEOUT:g} s old (python -m regolith.runs "
+                  f"--mark ends it KILLED; --timeout shortens the wait), then resume")
+
+
 @contextmanager
 def run(run_name: str | None = None, experiment: str | None = None, resume: str | None = None,
         params: dict | None = None):
@@ -102,8 +241,10 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     trained again from scratch: with ``--resume RUN_ID``, or ``mlflow run --run-id RUN_ID``. The
     run always ends in a true state: FINISHED (without an earlier attempt's ``regolith.error``),
     FAILED on an exception (with the error in the ``regolith.error`` tag), or KILLED on Ctrl-C or
-    SIGTERM, so nothing is left RUNNING. A resume refused before ``start`` (other parameters, no
-    resumable state) changes nothing: the run keeps the status, end time and error it had.
+    SIGTERM. A resume refused before ``start`` (other parameters, no resumable state) changes
+    nothing: the run keeps the status, end time and error it had. While the run is open it
+    records its host and process and keeps a heartbeat (``Heartbeat``); a process killed with
+    ``kill -9`` cannot end its run, and ``python -m regolith.runs`` finds it by those.
     """
     ready_store()
     client = MlflowClient()
@@ -120,6 +261,7 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
         if resuming and existing.info.status == "FINISHED":
             raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
         if resuming:
+            _refuse_if_alive(existing)
             before = (existing.info.status, existing.info.end_time)
         had_error = names.ERROR in existing.data.tags
         active = mlflow.start_run(run_id=run_id)
@@ -131,22 +273,28 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
         active = mlflow.start_run(run_name=run_name or None)
     run_id = active.info.run_id
     _opened.update(started=False)
+    heartbeat = Heartbeat(run_id)
     try:
+        heartbeat.start()
         if params:
             log_params(params)
         yield run_id, resuming
     except (KeyboardInterrupt, Interrupted) as stop:
+        heartbeat.stop()
         _end(run_id, "KILLED", f"interrupted ({stop or type(stop).__name__})")
         raise
     except Refused as error:
+        heartbeat.stop()
         if before and not _opened["started"]:
             _restore(run_id, *before)
         else:
             _end(run_id, "FAILED", f"{type(error).__name__}: {error}")
         raise
     except BaseException as error:
+        heartbeat.stop()
         _end(run_id, "FAILED", f"{type(error).__name__}: {error}")
         raise
+    heartbeat.stop()
     _end(run_id, "FINISHED", clear_error=had_error)
 
 
@@ -356,6 +504,10 @@ def send_epochs(history: list, patient: bool = False):
                 if row["epoch"] not in sent:
                     log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
                     sent.add(row["epoch"])
+            try:
+                mlflow.set_tag(names.HEARTBEAT, heartbeat_now())  # at least once per epoch, however short
+            except Exception:
+                pass  # the heartbeat thread warns if the store stays away; the metrics above were sent
     except Exception as error:
         waiting = [row["epoch"] for row in history if row["epoch"] not in sent]
         if patient:
@@ -563,19 +715,20 @@ def log_artifacts_to_run(run_id: str, local_dir: Path, artifact_path: str):
     MlflowClient().log_artifacts(run_id, str(local_dir), artifact_path)
 
 
-def label_launcher_run(kind: str, source: dict, tags: dict | None = None):
+def label_launcher_run(kind: str, source: dict | None, tags: dict | None = None):
     """Under ``mlflow run -e <verb>``, name and tag the run MLflow opened for the verb.
 
     Otherwise it would sit in the experiment as an unnamed run that looks like a failed
-    training run; ``regolith.kind`` tells it apart and ``regolith.source_run`` points home.
+    training run; ``regolith.kind`` tells it apart and ``regolith.source_run`` points home
+    (a verb with no one source run, such as ``runs``, is named by its kind).
     """
     run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id or run_id == source["run_id"]:
+    if not run_id or (source and run_id == source["run_id"]):
         return
     client = MlflowClient()
-    client.update_run(run_id, name=f"{kind}-{source['run_name']}")
+    client.update_run(run_id, name=f"{kind}-{source['run_name']}" if source else kind)
     client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in
-                                   {names.KIND: kind, names.SOURCE_RUN: source["run_id"],
+                                   {names.KIND: kind, **({names.SOURCE_RUN: source["run_id"]} if source else {}),
                                     **(tags or {})}.items()])
 
 
@@ -630,11 +783,30 @@ def read_runs(experiment: str, missing_ok: bool = False) -> list:
         known = sorted(e.name for e in client.search_experiments())
         raise Refused(f"experiment {experiment!r}: no such experiment in the tracking store "
                       f"{mlflow.get_tracking_uri()}; it has: {', '.join(map(repr, known)) or 'none'}")
-    return [{"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-             "start_time": run.info.start_time,
-             "tags": {k: v for k, v in run.data.tags.items() if k.startswith("regolith.")},
-             "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
-            for run in mlflow.search_runs([found.experiment_id], output_format="list")]
+    return [_row(run) for run in mlflow.search_runs([found.experiment_id], output_format="list")]
+
+
+def _row(run) -> dict:
+    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
+            "start_time": run.info.start_time,
+            "tags": {k: v for k, v in run.data.tags.items() if k.startswith("regolith.")},
+            "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
+
+
+def read_run(run_id: str) -> dict:
+    """One run as read_runs' row, read afresh."""
+    return _row(MlflowClient().get_run(run_id))
+
+
+def mark_killed(run_id: str, reason: str, end_time: float | None = None):
+    """End a run whose process is gone as KILLED, with ``reason`` in ``regolith.error``, without reopening it.
+
+    Its metrics, artifacts and local state stay as they are, so ``--resume`` continues it.
+    ``end_time`` (epoch seconds): when it was last known alive, if known.
+    """
+    client = MlflowClient()
+    client.set_tag(run_id, names.ERROR, reason[:4000])
+    client.set_terminated(run_id, "KILLED", end_time=int(end_time * 1000) if end_time else None)
 
 
 def read_metric_history(run_id: str, key: str) -> list:

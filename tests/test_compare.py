@@ -42,7 +42,7 @@ def test_select_keeps_finished_training_runs_latest_per_seed():
             {**row(True, 80, 0, 0.6), "metrics": {}}]  # finished but without best/ metrics
     runs, ignored = compare.select_runs(rows)
     assert [(r["variant"], r["seed"], r["iou_rock"]) for r in runs] == [("nodr_80", 0, 0.4)]
-    assert ignored == {"failed": 1, "killed": 1, "running": 1, "incomplete": 1, "superseded": 1}
+    assert ignored == {"failed": 1, "killed": 1, "running": 1, "stale": 0, "incomplete": 1, "superseded": 1}
 
 
 def test_matched_count_is_the_largest_both_have_and_size_delta_uses_the_largest_dr():
@@ -206,7 +206,7 @@ def test_compare_on_a_store_gives_exact_deltas_and_ignores_what_does_not_count(a
     assert nodr["iou_rock"] == {"mean": pytest.approx(0.52), "std": pytest.approx(statistics.stdev([0.5, 0.54]))}
     assert nodr["iou_regolith"]["mean"] == pytest.approx(0.905)
     assert set(nodr) >= {"iou_sky", "miou", "run_ids"}
-    assert results["ignored"] == {"failed": 1, "killed": 0, "running": 1, "incomplete": 0, "superseded": 1}
+    assert results["ignored"] == {"failed": 1, "killed": 0, "running": 1, "stale": 0, "incomplete": 0, "superseded": 1}
 
     printed = capsys.readouterr().out
     assert "DR delta  : dr_80 - nodr_80 = +0.0850 ± 0.0212 rock-IoU" in printed

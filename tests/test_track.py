@@ -1,15 +1,17 @@
-"""The MLflow seam: simultaneous starts on a new SQLite store, how a resumed run ends."""
+"""The MLflow seam: simultaneous starts on a new SQLite store, how a resumed run ends, heartbeats."""
 
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
-from regolith import names, train
+from regolith import names, track, train
 from test_train import run_direct
 from test_train_resume import training_args
 
@@ -74,3 +76,34 @@ def test_a_resumed_run_that_finishes_has_no_earlier_error(killed_run):
     assert run_direct([*argv, "--resume", run_id]) == 0
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED" and names.ERROR not in run.data.tags
+
+
+def test_heartbeat_thread_shares_the_sqlite_store_with_the_main_thread(store, monkeypatch, capsys):
+    monkeypatch.setattr(track, "HEARTBEAT_SECONDS", 0.01)  # a write every 10 ms, against the main thread's
+    with track.run("beats") as (run_id, _):
+        first = MlflowClient().get_run(run_id).data.tags
+        threads = [t for t in threading.enumerate() if t.name.startswith("regolith-heartbeat")]
+        for step in range(150):
+            track.log_metrics({"x": step}, step=step)
+        time.sleep(1.1)  # the heartbeat has a resolution of one second
+    tags = MlflowClient().get_run(run_id).data.tags
+    assert first[names.PID] == str(os.getpid()) and first[names.HOST] == track.host()[0]
+    assert float(first[names.PROCESS_START]) == track.process_started(os.getpid())
+    assert tags[names.HEARTBEAT] > first[names.HEARTBEAT]
+    assert len(MlflowClient().get_metric_history(run_id, "x")) == 150
+    assert "warning" not in capsys.readouterr().err
+    assert threads and not any(t.is_alive() for t in threads)  # stopped with the run
+
+
+def test_heartbeat_failures_warn_once_and_never_stop_the_run(store, monkeypatch, capsys):
+    monkeypatch.setattr(track, "HEARTBEAT_SECONDS", 0.01)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("store away")
+
+    with track.run("blip") as (run_id, _):
+        with monkeypatch.context() as away:
+            away.setattr(MlflowClient, "set_tag", unreachable)
+            time.sleep(0.3)
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+    assert capsys.readouterr().err.count("could not refresh the heartbeat") == 1
