@@ -7,9 +7,11 @@ exactly what is recorded. The tracking store is whatever MLflow resolves
 
 Every run opened here records where its process runs (host, pid, the process's start) and a
 heartbeat, so ``python -m regolith.runs`` can tell a run killed with ``kill -9`` from a live one.
+MLflow's system metrics (``system/...``) are on where CUDA is, off with ``REGOLITH_SYSTEM_METRICS=off``.
 """
 
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +29,7 @@ import requests
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, RunTag
+from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, MLFLOW_SYSTEM_METRICS_NODE_ID
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -232,6 +235,70 @@ def _refuse_if_alive(run):
                   f"--mark ends it KILLED; --timeout shortens the wait), then resume")
 
 
+# --- MLflow's system metrics (system/...) ---
+
+SYSTEM_METRICS = "REGOLITH_SYSTEM_METRICS"  # on, off, or auto (the default)
+
+
+def system_metrics_wanted() -> bool:
+    """Whether a run logs MLflow's system metrics: ``REGOLITH_SYSTEM_METRICS`` = on, off or auto.
+
+    auto: MLflow's own ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING`` where it is set, else on where CUDA
+    is. They need psutil, and nvidia-ml-py for the GPU's figures (``pip install -e '.[gpu]'``); asked
+    for explicitly without psutil, the run is refused, while auto only warns.
+    """
+    value = os.environ.get(SYSTEM_METRICS, "auto").strip().lower()
+    if value in ("off", "false", "0"):
+        return False
+    if value in ("on", "true", "1"):
+        wanted, asked = True, f"{SYSTEM_METRICS}={value}"
+    elif value in ("auto", ""):
+        if MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.defined:
+            wanted, asked = MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get(), MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.name
+        else:
+            import torch
+            wanted, asked = torch.cuda.is_available(), ""
+    else:
+        raise Refused(f"{SYSTEM_METRICS}={value!r}: expected on, off or auto (auto: on where CUDA is)")
+    if wanted and importlib.util.find_spec("psutil") is None:
+        if asked:
+            raise Refused(f"{asked} asks for system metrics, which need psutil: pip install -e '.[gpu]' "
+                          f"(psutil, nvidia-ml-py), or set {SYSTEM_METRICS}=off")
+        warn(f"no system metrics: they need psutil (pip install -e '.[gpu]'); {SYSTEM_METRICS}=off silences this")
+        return False
+    return wanted
+
+
+def node_label() -> str | None:
+    """Under torchrun, the node's label in system metric keys (system/node_1/...); None otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "GROUP_RANK" in os.environ:
+        return f"node_{os.environ['GROUP_RANK']}"
+    return None
+
+
+@contextmanager
+def node_system_metrics(run_id: str, resume: bool = False):
+    """Under torchrun, the first rank of every node but rank 0's logs that node's system metrics to the run.
+
+    Rank 0 opened the run, and its node's monitor with it; the other nodes log under their own
+    label (``node_label``), so every node's CPU, memory and GPUs are in the run.
+    """
+    monitor = None
+    try:
+        if (node_label() and os.environ.get("LOCAL_RANK") == "0" and os.environ.get("GROUP_RANK") != "0"
+                and system_metrics_wanted()):
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+            monitor = SystemMetricsMonitor(run_id, resume_logging=resume, node_id=node_label())
+            monitor.start()
+    except Exception as error:  # another node's metrics never stop training
+        warn(f"no system metrics from {node_label()}: {error}")
+    try:
+        yield
+    finally:
+        if monitor is not None:
+            monitor.finish()
+
+
 @contextmanager
 def run(run_name: str | None = None, experiment: str | None = None, resume: str | None = None,
         params: dict | None = None):
@@ -251,26 +318,29 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     run_id = resume or os.environ.get("MLFLOW_RUN_ID")
     if resume and os.environ.get("MLFLOW_RUN_ID", resume) != resume:
         raise Refused(f"--resume {resume} but MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']}; give one run")
+    system_metrics = system_metrics_wanted()
     resuming, before, had_error = False, None, False
-    if run_id:
-        try:
-            existing = client.get_run(run_id)
-        except MlflowException as error:
-            raise Refused(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
-        resuming = bool(resume) or names.EPOCH_MARKER in existing.data.metrics
-        if resuming and existing.info.status == "FINISHED":
-            raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
-        if resuming:
-            _refuse_if_alive(existing)
-            before = (existing.info.status, existing.info.end_time)
-        had_error = names.ERROR in existing.data.tags
-        active = mlflow.start_run(run_id=run_id)
-        if run_name:
-            client.update_run(run_id, name=run_name)
-    else:
-        if experiment:
-            mlflow.set_experiment(experiment)
-        active = mlflow.start_run(run_name=run_name or None)
+    with scoped_env({MLFLOW_SYSTEM_METRICS_NODE_ID.name: os.environ.get(MLFLOW_SYSTEM_METRICS_NODE_ID.name)
+                     or node_label()}):  # under torchrun: system/node_N/...
+        if run_id:
+            try:
+                existing = client.get_run(run_id)
+            except MlflowException as error:
+                raise Refused(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
+            resuming = bool(resume) or names.EPOCH_MARKER in existing.data.metrics
+            if resuming and existing.info.status == "FINISHED":
+                raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
+            if resuming:
+                _refuse_if_alive(existing)
+                before = (existing.info.status, existing.info.end_time)
+            had_error = names.ERROR in existing.data.tags
+            active = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+            if run_name:
+                client.update_run(run_id, name=run_name)
+        else:
+            if experiment:
+                mlflow.set_experiment(experiment)
+            active = mlflow.start_run(run_name=run_name or None, log_system_metrics=system_metrics)
     run_id = active.info.run_id
     _opened.update(started=False)
     heartbeat = Heartbeat(run_id)

@@ -780,7 +780,8 @@ def main(argv=None):
                     train(args, run_id, resume, rank, world)
             else:
                 run_id, resume = share(None, world)
-                train(args, run_id, resume, rank, world)
+                with track.node_system_metrics(run_id, resume):  # each other node's system/node_N/ metrics
+                    train(args, run_id, resume, rank, world)
     except track.Interrupted as stop:
         print(f"{stop}: run ended as KILLED; resume it with --resume <run id>", file=sys.stderr)
         sys.exit(143)

@@ -1,4 +1,4 @@
-"""The MLflow seam: simultaneous starts on a new SQLite store, how a resumed run ends, heartbeats."""
+"""The MLflow seam: simultaneous starts on a new SQLite store, how a resumed run ends, heartbeats, system metrics."""
 
 import os
 import subprocess
@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
-from regolith import names, track, train
+from regolith import Refused, names, track, train
 from test_train import run_direct
 from test_train_resume import training_args
 
@@ -107,3 +108,69 @@ def test_heartbeat_failures_warn_once_and_never_stop_the_run(store, monkeypatch,
             time.sleep(0.3)
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
     assert capsys.readouterr().err.count("could not refresh the heartbeat") == 1
+
+
+def system_keys(run_id):
+    return sorted(key for key in MlflowClient().get_run(run_id).data.metrics if key.startswith("system/"))
+
+
+@pytest.fixture
+def fast_sampling(monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_a_training_run_logs_system_metrics_when_on(store, datasets, tiny_encoder, fast_sampling, monkeypatch, setting):
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", setting)
+    set_up = track.start
+
+    def slow_start(*args, **kwargs):  # a tiny run ends in well under a second: keep it open for several samples
+        set_up(*args, **kwargs)
+        time.sleep(1)
+
+    monkeypatch.setattr(track, "start", slow_start)
+    assert run_direct(training_args(datasets, tiny_encoder, 2)) == 0
+    keys = system_keys(MlflowClient().search_runs(["0"])[0].info.run_id)
+    if setting == "on":
+        assert "system/cpu_utilization_percentage" in keys and "system/system_memory_usage_megabytes" in keys, keys
+    else:
+        assert keys == []
+
+
+def test_system_metrics_are_labelled_by_node_under_torchrun(store, fast_sampling, monkeypatch):
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", "on")
+    for name, value in {"WORLD_SIZE": "4", "LOCAL_RANK": "0", "GROUP_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    with track.run("ddp") as (run_id, _):
+        monkeypatch.setenv("GROUP_RANK", "1")  # the first rank of the second node, in the same run
+        with track.node_system_metrics(run_id):
+            time.sleep(0.8)
+    keys = system_keys(run_id)
+    assert "system/node_0/cpu_utilization_percentage" in keys and "system/node_1/cpu_utilization_percentage" in keys
+    assert not [key for key in keys if not key.startswith(("system/node_0/", "system/node_1/"))]
+    assert "MLFLOW_SYSTEM_METRICS_NODE_ID" not in os.environ
+
+
+def test_system_metrics_setting(monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", raising=False)
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", "off")
+    assert track.system_metrics_wanted() is False
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", "auto")
+    assert track.system_metrics_wanted() is torch.cuda.is_available()
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    assert track.system_metrics_wanted() is True
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", "sometimes")
+    with pytest.raises(Refused, match="expected on, off or auto"):
+        track.system_metrics_wanted()
+    real = track.importlib.util.find_spec
+    monkeypatch.setattr(track.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "psutil" else real(name, *args))
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", "on")
+    with pytest.raises(Refused, match="need psutil"):
+        track.system_metrics_wanted()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", "auto")
+    monkeypatch.delenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING")
+    assert track.system_metrics_wanted() is False  # auto on a GPU without psutil: a warning, not a failure
+    assert "need psutil" in capsys.readouterr().err
