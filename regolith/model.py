@@ -22,6 +22,8 @@ from regolith import CLASSES, Refused, data
 ID2LABEL = dict(enumerate(CLASSES))
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 ENCODER_PREFIX = "segformer."
+# What evaluate and pull read from every best.pt (``checkpoint`` writes these and more).
+CHECKPOINT_KEYS = {"model", "config", "classes", "preprocessing"}
 
 
 def random_init(config: SegformerConfig | None = None) -> SegformerForSemanticSegmentation:
@@ -132,15 +134,31 @@ def load_checkpoint(path, label: str = "") -> dict:
     """
     where = f"{label}: {path}" if label else str(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise Refused(f"{where}: not a regolith checkpoint that loads with weights_only=True "
                       f"(refused, nothing in it was executed): {error}") from error
+    # A file can load safely and still be someone else's: say so here, not as a KeyError later.
+    if not isinstance(payload, dict):
+        raise Refused(f"{where}: not a regolith checkpoint: a {type(payload).__name__}, expected a dict "
+                      f"with {', '.join(map(repr, sorted(CHECKPOINT_KEYS)))}")
+    lacks = sorted(CHECKPOINT_KEYS - set(payload))
+    if lacks:
+        raise Refused(f"{where}: not a regolith checkpoint: lacks {', '.join(map(repr, lacks))} (keys found: "
+                      f"{', '.join(map(repr, sorted(map(str, payload))[:10])) or 'none'}); expected the best.pt "
+                      f"of a training run")
+    if not isinstance(payload["model"], dict) or not isinstance(payload["config"], dict):
+        raise Refused(f"{where}: not a regolith checkpoint: 'model' and 'config' must be dicts")
+    if payload["classes"] != list(CLASSES):
+        raise Refused(f"{where}: a checkpoint for the classes {payload['classes']}, expected {list(CLASSES)}")
+    return payload
 
 
 def model_from_checkpoint(payload: dict) -> SegformerForSemanticSegmentation:
-    """Rebuild the model a checkpoint was saved from, in eval mode."""
-    config = SegformerConfig.from_dict(payload["config"])
-    model = SegformerForSemanticSegmentation(config)
-    model.load_state_dict(payload["model"])
+    """Rebuild the model a checkpoint was saved from, in eval mode; refused when its weights do not fit its config."""
+    try:
+        model = SegformerForSemanticSegmentation(SegformerConfig.from_dict(payload["config"]))
+        model.load_state_dict(payload["model"])
+    except Exception as error:
+        raise Refused(f"checkpoint: its model weights do not fit its own config ({str(error)[:500]})") from error
     return model.eval()

@@ -235,3 +235,13 @@ def test_pick_frames_takes_worst_median_best_once_each():
     rows = [{"iou_rock": v} for v in (0.5, float("nan"), 0.1, 0.9, 0.3, 0.7)]
     assert evaluate.pick_frames(rows, per_group=1) == [("worst", 2), ("median", 0), ("best", 3)]
     assert [i for _, i in evaluate.pick_frames(rows[:3], per_group=2)] == [2, 0]
+
+
+def test_a_checkpoint_that_loads_safely_but_is_not_ours_is_refused(in_store, tmp_path, capsys):
+    (tmp_path / "foreign").mkdir()
+    torch.save({"hello": torch.zeros(2)}, tmp_path / "foreign" / "best.pt")
+    copy_of_run(in_store, "not-ours", tmp_path / "foreign" / "best.pt")
+    assert run_evaluate("--run", "not-ours") == 2
+    err = capsys.readouterr().err
+    assert "not a regolith checkpoint: lacks 'classes', 'config', 'model', 'preprocessing' (keys found: 'hello')" \
+        in err and "Traceback" not in err

@@ -94,3 +94,12 @@ def test_unknown_references_are_clear_errors(in_store, tmp_path, ref, expected, 
     assert run_pull(ref, "-o", str(tmp_path / "out")) == 2
     assert expected in capsys.readouterr().err
 
+
+
+def test_a_checkpoint_that_loads_safely_but_is_not_ours_is_refused(in_store, tmp_path, capsys):
+    (tmp_path / "foreign").mkdir()
+    torch.save({"hello": torch.zeros(2)}, tmp_path / "foreign" / "best.pt")
+    copy_of_run(in_store, "not-ours-pull", tmp_path / "foreign" / "best.pt")
+    assert run_pull("not-ours-pull", "-o", str(tmp_path / "out")) == 2
+    assert "not a regolith checkpoint: lacks 'classes', 'config'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
