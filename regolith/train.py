@@ -116,6 +116,12 @@ def check_args(args, world: int = 1):
         raise Refused(f"weight_decay={args.weight_decay}: expected 0 or a positive number")
     if not args.lr > 0:
         raise Refused(f"lr={args.lr}: expected a positive learning rate")
+    if not math.isfinite(args.lr):  # inf would pass the check above and fail later as a NaN loss
+        raise Refused(f"lr={args.lr}: expected a finite learning rate")
+    if args.frames < 0:
+        raise Refused(f"frames={args.frames}: expected 0 (all) or a positive count")
+    if not 0 <= args.seed < 2 ** 64:  # torch.manual_seed's range (it wraps negative seeds onto it)
+        raise Refused(f"seed={args.seed}: expected an integer from 0 to 2**64 - 1")
     if world > 1 and (args.batch % world or args.batch < world):
         raise Refused(f"batch={args.batch}: under torchrun the global batch must split evenly over {world} ranks")
 
