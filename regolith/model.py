@@ -9,6 +9,7 @@ does not supply every encoder weight.
 """
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -33,11 +34,27 @@ def random_init(config: SegformerConfig | None = None) -> SegformerForSemanticSe
     return SegformerForSemanticSegmentation(config)
 
 
+def looks_like_path(pretrained: str) -> bool:
+    """A local directory, not a hub id: a hub id is ``name`` or ``namespace/name``, never ./, / or ~."""
+    return (pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1
+            or any(sep in pretrained for sep in (os.sep, os.altsep) if sep and sep != "/"))
+
+
+def check_pretrained(pretrained: str):
+    """Refuse a ``pretrained`` that is plainly a path but no directory, before the hub is asked about it."""
+    if looks_like_path(pretrained) and not Path(pretrained).is_dir():
+        what = "not a directory" if Path(pretrained).exists() else "no such directory"
+        hint = " (~ is not expanded here; give the full path)" if pretrained.startswith("~") else ""
+        raise Refused(f"pretrained={pretrained!r}: {what}{hint}; expected a local directory with config.json and "
+                      f"model weights, a hub id such as nvidia/mit-b0, or 'none' for random init")
+
+
 def load_pretrained(pretrained: str) -> tuple:
     """Encoder from ``pretrained``, fresh 3-class head; returns (model, the encoder tensors loaded).
 
     Refuses, naming them, any encoder weight the checkpoint lacked or had in another shape.
     """
+    check_pretrained(pretrained)
     # transformers' own load report lists the fresh head as MISSING, which reads like a fault;
     # the check below is the one that matters, so its report is kept quiet.
     verbosity = transformers.logging.get_verbosity()

@@ -122,6 +122,8 @@ def check_args(args, world: int = 1):
         raise Refused(f"frames={args.frames}: expected 0 (all) or a positive count")
     if not 0 <= args.seed < 2 ** 64:  # torch.manual_seed's range (it wraps negative seeds onto it)
         raise Refused(f"seed={args.seed}: expected an integer from 0 to 2**64 - 1")
+    if args.pretrained.lower() != "none":
+        segformer.check_pretrained(args.pretrained)
     if world > 1 and (args.batch % world or args.batch < world):
         raise Refused(f"batch={args.batch}: under torchrun the global batch must split evenly over {world} ranks")
 

@@ -65,3 +65,12 @@ def test_checkpoint_loads_with_weights_only_and_predicts_the_same(tiny_encoder, 
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.equal(segformer.logits_at_mask_size(net, images), segformer.logits_at_mask_size(rebuilt, images))
+
+
+def test_a_missing_local_encoder_is_named_as_a_directory_not_a_hub_id(tmp_path):
+    (tmp_path / "file").write_text("")
+    for path, expected in [(tmp_path / "nowhere", "no such directory"), (tmp_path / "file", "not a directory")]:
+        with pytest.raises(Refused, match=f"pretrained='{path}': {expected}"):
+            segformer.load_pretrained(str(path))
+    for hub_id in ("nvidia/mit-b0", "mit-b0"):  # left to the hub
+        segformer.check_pretrained(hub_id)

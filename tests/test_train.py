@@ -390,7 +390,8 @@ def test_out_dir_gets_the_results_with_the_originals_keys_and_is_never_overwritt
 @pytest.mark.parametrize("flag,value,expected", [
     ("--lr", "inf", "lr=inf: expected a finite learning rate"), ("--frames", "-1", "frames=-1: expected 0"),
     ("--seed", str(2 ** 64), f"seed={2 ** 64}: expected an integer from 0 to 2**64 - 1"),
-    ("--seed", "-1", "seed=-1: expected an integer")])
+    ("--seed", "-1", "seed=-1: expected an integer"),
+    ("--pretrained", "./nowhere/mit-b0", "pretrained='./nowhere/mit-b0': no such directory")])
 def test_bad_numbers_are_refused_before_any_data_is_read(store, tmp_path, flag, value, expected, capsys):
     # The split does not exist: the number must be refused first, and the run recorded as FAILED for it.
     argv = ["--split", str(tmp_path / "nowhere"), "--pretrained", "none", "--register", "false", flag, value]
