@@ -79,14 +79,21 @@ class Split:
         return tuple(self.images.shape[-2:])
 
 
+def _absent(path: Path) -> str:
+    """Why ``path`` cannot be read: a symbolic link to nothing says where it points."""
+    return f"broken symbolic link -> {os.readlink(path)}" if path.is_symlink() else "no such directory"
+
+
 def pair_frames(split_dir: Path) -> list:
     """(index, rgb path, mask path) in index order; refuses unpaired or misnamed files."""
     split_dir = Path(split_dir)
     if not split_dir.is_dir():
-        raise Refused(f"split {split_dir}: no such directory")
+        raise Refused(f"split {split_dir}: {_absent(split_dir)}")
     found = {}
     for sub, prefix in (("rgb", "rgb"), ("mask", "mask")):
         folder = split_dir / sub
+        if folder.is_symlink() and not folder.exists():
+            raise Refused(f"{folder}: {_absent(folder)}")
         if not folder.is_dir():
             raise Refused(f"split {split_dir}: missing {sub}/ directory (expected {sub}/{prefix}_NNNNN.png)")
         pattern = re.compile(rf"{prefix}_(\d+)\.png")
@@ -97,6 +104,8 @@ def pair_frames(split_dir: Path) -> list:
             match = pattern.fullmatch(path.name)
             if not match:
                 raise Refused(f"{path}: unexpected file name (expected {prefix}_NNNNN.png)")
+            if not path.exists():
+                raise Refused(f"{path}: {_absent(path)}")
             index = int(match.group(1))
             if index in found[sub]:
                 raise Refused(f"{path}: index {index} also used by {found[sub][index].name}")
@@ -123,12 +132,22 @@ def _decode(path: Path, modes: tuple, expected: str) -> np.ndarray:
                 raise Refused(f"{path}: not a PNG file (found {image.format})")
             if image.mode not in modes:
                 raise Refused(f"{path}: expected {expected}, found PIL mode {image.mode}")
+            # PIL reads a 16-bit RGB PNG as mode RGB, keeping only the high byte of each value.
+            if _png_bit_depth(path) > 8:
+                raise Refused(f"{path}: expected {expected}, found a {_png_bit_depth(path)}-bit PNG; "
+                              f"convert the split to 8 bits per channel")
             # A palette mask stores the class id as the palette index; keep the indices.
             return np.asarray(image)
     except Refused:
         raise
     except Exception as error:  # PIL raises many types for damaged files
         raise Refused(f"{path}: unreadable PNG ({error})") from error
+
+
+def _png_bit_depth(path: Path) -> int:
+    """Bits per channel from the PNG's header (IHDR is always the first chunk)."""
+    with open(path, "rb") as file:
+        return file.read(25)[24]
 
 
 def _frame_digest(rgb_path: Path, mask_path: Path) -> bytes:

@@ -3,6 +3,8 @@
 import json
 import math
 import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -113,9 +115,28 @@ def _rgb_mask(split):
     return split, "mask_00000.png: expected an 8-bit single-channel mask, found PIL mode RGB"
 
 
+def _broken_link(split):
+    (split / "rgb" / "rgb_00002.png").unlink()
+    (split / "rgb" / "rgb_00002.png").symlink_to(split / "elsewhere.png")
+    return split, f"rgb_00002.png: broken symbolic link -> {split / 'elsewhere.png'}"
+
+
+def _rgb_16bit(split):
+    """A 16-bit RGB PNG (PIL cannot write one, and reads it as 8-bit RGB, keeping the high bytes)."""
+    height, width = 32, 32
+    rows = b"".join(b"\0" + np.full((width, 3), 0x80FF, ">u2").tobytes() for _ in range(height))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    (split / "rgb" / "rgb_00001.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return split, "rgb_00001.png: expected an 8-bit RGB image, found a 16-bit PNG"
+
+
 BAD_SPLITS = {"missing": _missing, "empty": _empty, "unpaired": _unpaired, "unreadable": _unreadable,
               "bad_label": _bad_label, "size_mismatch": _size_mismatch, "no_rock": _no_rock,
-              "rgb_mask": _rgb_mask}
+              "rgb_mask": _rgb_mask, "broken_link": _broken_link, "rgb_16bit": _rgb_16bit}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SPLITS))
