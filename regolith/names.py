@@ -69,6 +69,7 @@ FRAMES = "regolith.frames"  # frames used
 DATASET_DIGEST = "regolith.dataset_digest"
 VAL_SPLIT = "regolith.val_split"  # resolved path
 VAL_DIGEST = "regolith.val_digest"
+VAL_IS_TRAIN = "regolith.val_is_train"  # "true": validated on the training split itself (same folder or frames)
 SEED = "regolith.seed"
 DEVICE = "regolith.device"
 COMPILED = "regolith.compiled"

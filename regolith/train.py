@@ -371,6 +371,11 @@ def load_splits(args, run_id: str, state: dict | None) -> tuple:
     return train_split, val_split
 
 
+def val_is_train(train_split, val_split) -> bool:
+    """Whether validation would score the frames it trains on: the same folder, or the same frames elsewhere."""
+    return train_split.path.resolve() == val_split.path.resolve() or train_split.digest == val_split.digest
+
+
 def build_model(args, state: dict | None, say) -> tuple:
     """(model, what the encoder came from): the last epoch's state, a random init, or the pretrained encoder."""
     torch.manual_seed(args.seed)  # the fresh head's (or the whole random model's) initialization
@@ -484,6 +489,7 @@ def run_record(args, dr: bool, train_split, val_split, net, source: str, device,
             names.SPLIT: train_split.path.name, names.DATASET_DIGEST: train_split.digest,
             names.FRAMES: train_split.frames, names.VAL_SPLIT: str(val_split.path),
             names.VAL_DIGEST: val_split.digest, names.SEED: args.seed, names.DEVICE: device_name(device),
+            names.VAL_IS_TRAIN: str(val_is_train(train_split, val_split)).lower(),
             names.COMPILED: str(compiled).lower(), names.PRECISION: precision,
             names.ATTENTION: net.config._attn_implementation or "eager", names.GIT_COMMIT: git_commit(),
             **({names.PARENT: args.parent} if args.parent else {}),
@@ -685,6 +691,10 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     out = output_dir(run_id)
     state = load_state(out / STATE_FILE, run_id, args) if resume else None
     train_split, val_split = load_splits(args, run_id, state)
+    if val_is_train(train_split, val_split):
+        log.warn(f"VALIDATION ON THE TRAINING SPLIT: {val_split.path} holds the training frames of {train_split.path} "
+                 f"(digest {val_split.digest}); its scores say nothing about unseen frames. The run is tagged "
+                 f"{names.VAL_IS_TRAIN}=true")
     dr = resolve_dr(args.dr, train_split.path)
     device = pick_device()
     precision, compiled = segformer.resolve_precision(args.precision, device), resolve_compile(args.compile, device)

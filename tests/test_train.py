@@ -87,6 +87,7 @@ def test_mlflow_run_records_everything(store, datasets, hub_cache, tmp_path):
     assert tags["regolith.split"] == "train_dr" and tags["regolith.frames"] == "8"
     assert tags["regolith.dataset_digest"] == train_split.digest
     assert tags["regolith.val_split"] == str(datasets / "test_photoreal")
+    assert tags["regolith.val_is_train"] == "false"
 
     inputs = {d.dataset.name: (d.dataset.digest, [t.value for t in d.tags]) for d in run.inputs.dataset_inputs}
     assert inputs["train_dr"] == (train_split.digest, ["training"])
@@ -399,3 +400,16 @@ def test_bad_numbers_are_refused_before_any_data_is_read(store, tmp_path, flag, 
     assert expected in capsys.readouterr().err
     run = only_run(MlflowClient())
     assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
+
+
+@pytest.mark.parametrize("how", ["same folder", "a copy"])
+def test_validation_on_the_training_split_warns_and_tags_the_run(store, datasets, tmp_path, how, capsys):
+    import shutil
+    val = datasets / "train_nodr"
+    if how == "a copy":
+        val = shutil.copytree(datasets / "train_nodr", tmp_path / "elsewhere" / "val_copy")
+    argv = ["--split", str(datasets / "train_nodr"), "--val-split", str(val), "--pretrained", "none",
+            "--epochs", "1", "--register", "false"]
+    assert run_direct(argv) == 0
+    assert "warning: VALIDATION ON THE TRAINING SPLIT" in capsys.readouterr().err
+    assert only_run(MlflowClient()).data.tags["regolith.val_is_train"] == "true"
