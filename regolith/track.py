@@ -18,8 +18,11 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,12 +61,18 @@ silent = _Silent()
 
 
 def check_reachable(timeout: float = 10):
-    """Fail fast when a tracking server is down, before any data is decoded or any run is touched.
+    """Fail fast when the tracking store cannot take the run, before any data is decoded or any run is touched.
 
-    MLflow's own client would retry for about four minutes first; any HTTP answer counts as up.
+    A tracking server that is down: MLflow's own client would retry for about four minutes first;
+    any HTTP answer counts as up. A local store (``sqlite:///``, a folder) that cannot be written:
+    MLflow would retry for about two minutes, then fail with a traceback.
     """
     uri = mlflow.get_tracking_uri()
     if not uri.startswith(("http://", "https://")):
+        local = _local_store(uri)
+        problem = local and _cannot_write(*local)
+        if problem:
+            raise Refused(f"tracking store {uri}: {problem}; point MLFLOW_TRACKING_URI at a writable location")
         return
     try:
         requests.get(uri.rstrip("/") + "/health", timeout=timeout)
@@ -623,6 +632,55 @@ def finish(history: list, metrics: dict, files: list, register: str | None = Non
 
 def warn(message: str):
     print(f"warning: {message}", file=sys.stderr)
+
+
+def check_artifact_store():
+    """The active run's artifact folder, where it is local: writable, before any data is decoded.
+
+    Otherwise best.pt would fail to upload only when the run has finished training.
+    """
+    uri = mlflow.get_artifact_uri()
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return  # a server's proxy or an object store: the tracking check stands for it
+    problem = _cannot_write(Path(urllib.request.url2pathname(parsed.path) if parsed.scheme else uri), False)
+    if problem:
+        raise Refused(f"artifact store {uri}: {problem}; give the experiment a writable artifact location")
+
+
+def _local_store(uri: str) -> tuple | None:
+    """(path, whether it is a file) of a local tracking store: a SQLite database or a file-store folder."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///"):].split("?")[0]  # sqlite:////abs/mlflow.db, sqlite:///relative.db
+        return (Path(path), True) if path and path != ":memory:" else None
+    if parsed.scheme in ("", "file"):
+        return Path(urllib.request.url2pathname(parsed.path) if parsed.scheme else uri), False
+    return None  # postgresql://, databricks, ...: not a local file
+
+
+def _cannot_write(path: Path, is_file: bool) -> str | None:
+    """Why ``path`` (a file, or a folder that is created when needed) cannot be written here; None when it can.
+
+    Probed, not guessed from permission bits: root, read-only mounts and ACLs all answer truly.
+    A database's folder must take new files too (SQLite writes its journal beside it).
+    """
+    if is_file and path.exists():
+        if not path.is_file():
+            return f"{path} is not a file"
+        try:
+            open(path, "ab").close()  # opened for writing, nothing changed
+        except OSError as error:
+            return f"cannot write {path} ({error.strerror})"
+    folder = path.parent if is_file else path
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        return f"cannot create files in {existing} ({error.strerror})"
+    return None
 
 
 # --- Finding a run, the Model Registry, and logging to a finished run (evaluate, pull) ---

@@ -13,6 +13,8 @@ ranks and the benchmark (benchmarks/bench.py) all call them.
 
 import argparse
 import copy
+import errno
+import io
 import json
 import math
 import os
@@ -510,18 +512,55 @@ def output_dir(run_id: str) -> Path:
     return Path(os.environ.get("REGOLITH_OUTPUT_DIR", "outputs")) / run_id
 
 
-def save_atomic(payload, path: Path):
-    """Write, then rename, so a crash mid-write never leaves a truncated checkpoint behind."""
+def check_output_dir(out: Path):
+    """Create the run's folder and write a probe file in it: an unwritable output root fails before any data is read."""
+    root = os.environ.get("REGOLITH_OUTPUT_DIR")
+    where = f"REGOLITH_OUTPUT_DIR={root}" if root else "outputs/ (REGOLITH_OUTPUT_DIR unset)"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise Refused(f"{where}: cannot write the run's files in {out} ({error.strerror}); point "
+                      f"REGOLITH_OUTPUT_DIR at a writable directory") from error
+
+
+def write_atomic(path: Path, content: bytes):
+    """Write, then rename, so a crash mid-write never leaves a truncated file behind.
+
+    A failed write removes its ``.partial`` (on a full disk it would keep the disk full) and is
+    refused naming the file; the run then ends FAILED with the files of its last good epoch.
+    """
     partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as file:
+            file.write(content)
+        os.replace(partial, path)
+    except OSError as error:
+        try:
+            partial.unlink(missing_ok=True)
+        except OSError:
+            pass
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise Refused(f"{path}: could not write it ({error.strerror})"
+                      + (f": the disk is full; free space on {path.parent}, then --resume the run (or start a "
+                         f"new one)" if full else "")) from error
+
+
+def save_atomic(payload, path: Path):
+    """``torch.save`` through ``write_atomic``: serialized in memory first, so a full disk is a plain ENOSPC.
+
+    (torch's own file writer reports it as ``inline_container.cc ... unexpected pos``.)
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path, buffer.getbuffer())
 
 
 def write_history(path: Path, history: list):
     """metrics.jsonl, one line per epoch, rewritten whole from the state so it never holds an epoch twice."""
-    partial = path.with_suffix(".partial")
-    partial.write_text("".join(json.dumps(row) + "\n" for row in history))
-    os.replace(partial, path)
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in history).encode())
 
 
 def resume_key(args) -> dict:
@@ -689,6 +728,9 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     check_args(args, world)
     check_results_dir(args.out)
     out = output_dir(run_id)
+    if rank == 0:  # the only rank that writes files
+        check_output_dir(out)
+        track.check_artifact_store()
     state = load_state(out / STATE_FILE, run_id, args) if resume else None
     train_split, val_split = load_splits(args, run_id, state)
     if val_is_train(train_split, val_split):

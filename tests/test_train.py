@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -413,3 +414,60 @@ def test_validation_on_the_training_split_warns_and_tags_the_run(store, datasets
     assert run_direct(argv) == 0
     assert "warning: VALIDATION ON THE TRAINING SPLIT" in capsys.readouterr().err
     assert only_run(MlflowClient()).data.tags["regolith.val_is_train"] == "true"
+
+
+def read_only_folder(path: Path) -> Path:
+    """A folder no file can be created in; skips where permissions do not bind (root with CAP_DAC_OVERRIDE)."""
+    path.mkdir(parents=True)
+    path.chmod(0o555)
+    try:
+        (path / "probe").touch()
+    except PermissionError:
+        return path
+    pytest.skip("permissions do not bind here (root); the 'under a file' case covers the check")
+
+
+@pytest.mark.parametrize("where", ["output", "store", "artifacts"])
+@pytest.mark.parametrize("how", ["under a file", "read-only"])
+def test_unwritable_storage_is_refused_at_once_before_any_data_is_read(store, tmp_path, monkeypatch, capsys,
+                                                                       where, how):
+    (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "below" if how == "under a file" else read_only_folder(tmp_path / "ro")
+    argv = ["--split", str(tmp_path / "nowhere"), "--pretrained", "none", "--register", "false"]
+    if where == "output":
+        monkeypatch.setenv("REGOLITH_OUTPUT_DIR", str(bad))
+        expected = f"REGOLITH_OUTPUT_DIR={bad}: cannot write the run's files in {bad}/"
+    elif where == "store":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{bad / 'mlflow.db'}")
+        expected = f"tracking store sqlite:///{bad / 'mlflow.db'}: "
+    else:
+        MlflowClient().create_experiment("bad-artifacts", artifact_location=str(bad))
+        argv += ["--experiment", "bad-artifacts"]
+        expected = f"artifact store {bad}/"
+    started = time.monotonic()
+    assert run_direct(argv) == 2
+    assert time.monotonic() - started < 30  # no minutes of retries
+    err = capsys.readouterr().err
+    assert expected in err and ("not a directory" if how == "under a file" else "permission denied") in err.lower()
+    if where != "store":  # a store that cannot be written cannot record the run either
+        run = only_run(MlflowClient())
+        assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_at_the_first_checkpoint_fails_the_run_and_leaves_no_partial_file(store, datasets, tmp_path,
+                                                                                    monkeypatch, capsys):
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment("full-disk")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)  # as `mlflow run` would, so the run's folder is known ahead
+    out = tmp_path / "outputs" / run_id
+    out.mkdir(parents=True)
+    (out / "best.pt.partial").symlink_to("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
+    argv = ["--split", str(datasets / "train_nodr"), "--pretrained", "none", "--epochs", "1", "--register", "false"]
+    assert run_direct(argv) == 2
+    expected = f"{out / 'best.pt'}: could not write it (No space left on device): the disk is full"
+    assert expected in capsys.readouterr().err
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
+    assert not list(out.glob("*.partial"))  # nothing half-written keeps the disk full
+
