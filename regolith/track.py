@@ -634,6 +634,25 @@ def warn(message: str):
     print(f"warning: {message}", file=sys.stderr)
 
 
+def record_error(error: str):
+    """Under ``mlflow run``, record a refusal that came before ``run`` could open anything (argparse's).
+
+    The run ``mlflow run`` created (``MLFLOW_RUN_ID``) gets it as ``regolith.error`` and, if still
+    RUNNING, ends FAILED. Best effort: a store that cannot take it is warned about, never waited on.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        check_reachable(timeout=5)
+        client = MlflowClient()
+        client.set_tag(run_id, names.ERROR, error[:4000])
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, "FAILED")
+    except Exception as failure:
+        warn(f"could not record the error in run {run_id}: {failure}")
+
+
 def check_artifact_store():
     """The active run's artifact folder, where it is local: writable, before any data is decoded.
 

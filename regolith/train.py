@@ -43,9 +43,22 @@ STATE_FILE = "state.pt"
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, whose refusal of a value (usage, then exit 2) also goes into the run ``mlflow run`` opened.
+
+    ``mlflow run`` creates the run before this process starts and ends it FAILED when it exits
+    non-zero; without this the reason would be on the console only, never in ``regolith.error``.
+    """
+
+    def error(self, message):
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+            track.record_error(f"{self.prog}: error: {message}")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags are the kebab-case twins of the MLproject parameters, with the same defaults."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", required=True, help="training split directory")
     parser.add_argument("--val-split", default="", help="validation split; '' means the sibling test_photoreal")
     parser.add_argument("--frames", type=int, default="0", help="use the first N frames (0: all)")

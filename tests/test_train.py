@@ -471,3 +471,14 @@ def test_a_full_disk_at_the_first_checkpoint_fails_the_run_and_leaves_no_partial
     assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
     assert not list(out.glob("*.partial"))  # nothing half-written keeps the disk full
 
+
+@pytest.mark.parametrize("param,expected", [("frames=2.5", "argument --frames: invalid int value: '2.5'"),
+                                            ("bogus=1", "unrecognized arguments: --bogus 1")])
+def test_a_parameter_argparse_refuses_under_mlflow_run_is_recorded_in_the_run(store, datasets, param, expected):
+    # MLflow passes a -P the entry point does not declare on as --NAME VALUE; argparse refuses it.
+    cmd = ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"split={datasets / 'train_dr'}",
+           "-P", "pretrained=none", "-P", param]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and expected in done.stderr
+    run = only_run(MlflowClient())
+    assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
