@@ -618,11 +618,11 @@ def keep(history: list, files: list):
     log_artifacts(files, best_effort=True)
 
 
-def finish(history: list, metrics: dict, files: list, register: str | None = None) -> str | None:
+def finish(history: list, metrics: dict, files: list, register: str | None = None) -> tuple | None:
     """Once, when a training run has finished: every epoch surely sent, the final metrics and files.
 
-    With ``register`` (the variant), ``best.pt`` becomes a new model version under that alias;
-    returns its URI.
+    With ``register`` (the variant), ``best.pt`` becomes a new model version, a candidate for that
+    alias; returns what ``register_model`` does.
     """
     send_epochs(history, patient=True)
     log_metrics(metrics)
@@ -708,13 +708,14 @@ MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<versi
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def register_model(run_id: str, alias: str, name: str = names.MODEL_NAME) -> str:
-    """Register the run's ``best.pt`` as a new version of ``name`` and point ``@alias`` at it; returns the version URI.
+def register_model(run_id: str, alias: str, name: str = names.MODEL_NAME) -> tuple:
+    """Register the run's ``best.pt`` as a new version of ``name``; returns (its URI, why ``@alias`` stayed or None).
 
     best.pt is a plain artifact, not an MLflow Model flavour, so the version's source is the run's
     artifact directory: MLflow downloads nothing from a single-file source, while
-    ``models:/<name>@<alias>/best.pt`` resolves to the checkpoint. An alias moves to the newest
-    registered run of its variant.
+    ``models:/<name>@<alias>/best.pt`` resolves to the checkpoint. ``@alias`` (the variant) names
+    the best registered run of its variant by validation rock-IoU, whatever experiment it is in:
+    it moves to the new version only if that scored at least as well (``_alias_stays``).
     """
     client = MlflowClient()
     try:
@@ -726,10 +727,41 @@ def register_model(run_id: str, alias: str, name: str = names.MODEL_NAME) -> str
     source = client.get_run(run_id).info.artifact_uri
     version = client.create_model_version(name, source, run_id=run_id,
                                           tags={names.VARIANT: alias, names.VERSION_CHECKPOINT: names.CHECKPOINT})
-    client.set_registered_model_alias(name, alias, version.version)
+    stays = _alias_stays(client, name, alias, run_id)
+    if stays is None:
+        client.set_registered_model_alias(name, alias, version.version)
     uri = f"models:/{name}/{version.version}"
     client.set_tag(run_id, names.MODEL_VERSION, uri)
-    return uri
+    return uri, stays
+
+
+def _alias_stays(client: MlflowClient, name: str, alias: str, run_id: str) -> str | None:
+    """Why ``@alias`` keeps its version rather than move to ``run_id``'s; None when it moves.
+
+    It moves when it points nowhere yet (or at a deleted run, a run with no best rock-IoU, or one
+    validated on its own training frames), or when the new run's ``best/iou_rock`` is at least the
+    holder's on the same validation split (by digest). It stays for a worse run, a run validated on
+    its own training frames, and a run validated on another split, whose number does not compare.
+    """
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        held = client.get_run(holder.run_id)
+    except MlflowException:
+        return None
+    new, score = client.get_run(run_id).data, names.key(names.BEST, names.HEADLINE)
+    theirs, mine = held.data.metrics.get(score), new.metrics.get(score)
+    if held.info.lifecycle_stage == "deleted" or theirs is None or held.data.tags.get(names.VAL_IS_TRAIN) == "true":
+        return None
+    where = f"@{alias} stays at models:/{name}/{holder.version} (run {holder.run_id}, {score} {theirs:.4f})"
+    if new.tags.get(names.VAL_IS_TRAIN) == "true":
+        return f"{where}: this run validated on its own training frames"
+    ours, their_split = new.tags.get(names.VAL_DIGEST), held.data.tags.get(names.VAL_DIGEST)
+    if ours and their_split and ours != their_split:
+        return (f"{where}: this run validated on another split (digest {ours}, not {their_split}), so the two "
+                f"do not compare; move the alias by hand if it should")
+    if mine is None or mine < theirs:
+        return f"{where}: this run's {score} {'is missing' if mine is None else f'{mine:.4f} is lower'}"
+    return None
 
 
 def find_run(ref: str, experiment: str = "") -> dict:

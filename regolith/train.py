@@ -810,10 +810,12 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     if rank == 0:
         (out / names.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         copy_results(out, args.out)
-    version = log.finish(progress["history"], final_metrics(summary, progress), [out / names.SUMMARY],
-                         register=record["name"] if args.register == "true" else None)
-    if version:
-        say(f"registered {version} as models:/{names.MODEL_NAME}@{record['name']}")
+    registered = log.finish(progress["history"], final_metrics(summary, progress), [out / names.SUMMARY],
+                            register=record["name"] if args.register == "true" else None)
+    if registered:
+        version, stays = registered
+        say(f"registered {version}; {stays}" if stays else
+            f"registered {version} as models:/{names.MODEL_NAME}@{record['name']}")
     say(f"best rock-IoU {summary['best']['iou_rock']:.4f} at epoch {summary['best_epoch']} "
         f"(miou {summary['best']['miou']:.4f}); run {run_id}, artifacts {names.CHECKPOINT}, {names.HISTORY}, "
         f"{names.SUMMARY}")

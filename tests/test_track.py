@@ -1,4 +1,5 @@
-"""The MLflow seam: simultaneous starts on a new SQLite store, how a resumed run ends, heartbeats, system metrics."""
+"""The MLflow seam on real stores: simultaneous starts on a new SQLite store, how a resumed run ends, heartbeats,
+system metrics, and which registered version a variant's alias names."""
 
 import os
 import subprocess
@@ -174,3 +175,35 @@ def test_system_metrics_setting(monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING")
     assert track.system_metrics_wanted() is False  # auto on a GPU without psutil: a warning, not a failure
     assert "need psutil" in capsys.readouterr().err
+
+
+def finished_run(client, experiment: str, rock: float, val_digest: str = "v1", val_is_train: str = "false") -> str:
+    """A finished training run as the store records it: its best rock-IoU and validation split."""
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run_id = client.create_run(experiment_id, tags={"regolith.val_digest": val_digest,
+                                                    "regolith.val_is_train": val_is_train}).info.run_id
+    client.log_metric(run_id, "best/iou_rock", rock)
+    client.set_terminated(run_id)
+    return run_id
+
+
+def test_the_variant_alias_moves_only_to_a_run_at_least_as_good_on_the_same_validation_split(store):
+    client = MlflowClient()
+
+    def holder():
+        return client.get_model_version_by_alias("regolith-segformer", "dr_750").run_id
+
+    study = finished_run(client, "study", 0.80)
+    registered = track.register_model(study, "dr_750")
+    assert holder() == study and registered == ("models:/regolith-segformer/1", None)
+    for rock, digest, val_is_train, why in [(0.50, "v1", "false", "this run's best/iou_rock 0.5000 is lower"),
+                                            (0.90, "v2", "false", "validated on another split"),
+                                            (0.95, "v1", "true", "validated on its own training frames")]:
+        scratch = finished_run(client, "scratch", rock, digest, val_is_train)  # another experiment, same variant
+        version, stays = track.register_model(scratch, "dr_750")
+        assert holder() == study, why
+        assert "@dr_750 stays at models:/regolith-segformer/1" in stays and why in stays
+        assert client.get_run(scratch).data.tags["regolith.model_version"] == version  # registered all the same
+    as_good = finished_run(client, "scratch", 0.80)  # ties go to the newer run
+    assert track.register_model(as_good, "dr_750") == ("models:/regolith-segformer/5", None) and holder() == as_good
