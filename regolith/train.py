@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -375,14 +374,21 @@ def validate(model, split, *, batch: int, class_weights: torch.Tensor, precision
 
 # ---- set-up: data, model, what the store records -----------------------------------------------
 
-def load_splits(args, run_id: str, state: dict | None) -> tuple:
-    """(training split, validation split), checked; a resumed run must find the frames it started on."""
+def load_splits(args, run_id: str, state: dict | None, log=track) -> tuple:
+    """(training split, validation split), checked; a resumed run must find the frames it started on.
+
+    Validation on the training frames themselves is allowed but said loudly (and tagged by ``run_record``).
+    """
     split_dir = Path(args.split).resolve()
     train_split = data.load_split(split_dir, args.frames)
     val_split = data.load_split(resolve_val_split(args.val_split, split_dir))
     if state and (state["dataset_digest"], state["val_digest"]) != (train_split.digest, val_split.digest):
         raise Refused(f"run {run_id}: the frames changed since it started (digest {state['dataset_digest']} "
                       f"then, {train_split.digest} now); resume needs the same data")
+    if val_is_train(train_split, val_split):
+        log.warn(f"VALIDATION ON THE TRAINING SPLIT: {val_split.path} holds the training frames of {train_split.path} "
+                 f"(digest {val_split.digest}); its scores say nothing about unseen frames. The run is tagged "
+                 f"{names.VAL_IS_TRAIN}=true")
     return train_split, val_split
 
 
@@ -529,14 +535,18 @@ def check_output_dir(out: Path):
     """Create the run's folder and write a probe file in it: an unwritable output root fails before any data is read."""
     root = os.environ.get("REGOLITH_OUTPUT_DIR")
     where = f"REGOLITH_OUTPUT_DIR={root}" if root else "outputs/ (REGOLITH_OUTPUT_DIR unset)"
+    check_writable(out, where, "point REGOLITH_OUTPUT_DIR at a writable directory")
+
+
+def check_writable(folder: Path, where: str, remedy: str):
+    """Create ``folder`` and write and remove a probe file in it, or refuse naming ``where`` and the reason."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".probe-{os.getpid()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise Refused(f"{where}: cannot write the run's files in {out} ({error.strerror}); point "
-                      f"REGOLITH_OUTPUT_DIR at a writable directory") from error
+        raise Refused(f"{where}: cannot write the run's files in {folder} ({error.strerror}); {remedy}") from error
 
 
 def write_atomic(path: Path, content: bytes):
@@ -697,10 +707,13 @@ def run_summary(record: dict, progress: dict, args, train_split, val_split) -> d
 
 
 def check_results_dir(results_dir: str):
-    """``-P out=DIR`` must not hold a finished result already: refused before anything is decoded or trained."""
-    if results_dir and (Path(results_dir) / names.SUMMARY).exists():
+    """``-P out=DIR`` must be writable and not hold a finished result: refused before anything is decoded or trained."""
+    if not results_dir:
+        return
+    if (Path(results_dir) / names.SUMMARY).exists():
         raise Refused(f"out={results_dir}: already holds a finished result ({names.SUMMARY}); it is never "
                       f"overwritten. Give another folder")
+    check_writable(Path(results_dir), f"out={results_dir}", "give a writable folder")
 
 
 def copy_results(out: Path, results_dir: str):
@@ -710,12 +723,8 @@ def copy_results(out: Path, results_dir: str):
     """
     if not results_dir:
         return
-    folder = Path(results_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     for name in (names.CHECKPOINT, names.HISTORY, names.SUMMARY):
-        partial = folder / f"{name}.partial"
-        shutil.copyfile(out / name, partial)
-        os.replace(partial, folder / name)
+        write_atomic(Path(results_dir) / name, (out / name).read_bytes())
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -738,18 +747,10 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     prints and writes files, so the run is recorded once.
     """
     log, say = (track, print) if rank == 0 else (track.silent, lambda *_, **__: None)
-    check_args(args, world)
-    check_results_dir(args.out)
     out = output_dir(run_id)
-    if rank == 0:  # the only rank that writes files
-        check_output_dir(out)
-        track.check_artifact_store()
+    check_before_reading(args, out, rank, world)
     state = load_state(out / STATE_FILE, run_id, args) if resume else None
-    train_split, val_split = load_splits(args, run_id, state)
-    if val_is_train(train_split, val_split):
-        log.warn(f"VALIDATION ON THE TRAINING SPLIT: {val_split.path} holds the training frames of {train_split.path} "
-                 f"(digest {val_split.digest}); its scores say nothing about unseen frames. The run is tagged "
-                 f"{names.VAL_IS_TRAIN}=true")
+    train_split, val_split = load_splits(args, run_id, state, log)
     dr = resolve_dr(args.dr, train_split.path)
     device = pick_device()
     precision, compiled = segformer.resolve_precision(args.precision, device), resolve_compile(args.compile, device)
@@ -769,15 +770,7 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
                         len(batches(torch.arange(train_split.frames), args.batch, drop_last)))
     engine = {"batch": args.batch, "class_weights": class_weights, "precision": precision, "device": device,
               "rank": rank, "world": world}  # what the training epoch and the validation pass share
-    # A resumed run may hold epochs the store never got (a crash between saving and sending): sent first.
-    out.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        (out / names.ENVIRONMENT).write_text(environment())
-    log.start(record["name"], record["params"], record["tags"], [] if resume else record["datasets"],
-              [] if resume else [out / names.ENVIRONMENT], progress["history"])
-    if state:
-        say(f"resuming run {run_id} after epoch {progress['epoch']} from {out / STATE_FILE}")
-    say(record["line"])
+    start(log, say, record, progress, out, run_id, resume, rank)
 
     try:
         while progress["epoch"] < args.epochs and not stop_early(progress, args.patience):
@@ -806,9 +799,36 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
         # between saving an epoch and sending it), the best checkpoint and the per-epoch history.
         log.keep(progress["history"], [out / names.CHECKPOINT, out / names.HISTORY])
 
+    return finish(log, say, record, progress, args, out, run_id, train_split, val_split, rank)
+
+
+def check_before_reading(args, out: Path, rank: int, world: int):
+    """Everything that can be refused before any data is read: the parameters and where the run will write."""
+    check_args(args, world)
+    check_results_dir(args.out)
+    if rank == 0:  # the only rank that writes files
+        check_output_dir(out)
+        track.check_artifact_store()
+
+
+def start(log, say, record: dict, progress: dict, out: Path, run_id: str, resume: bool, rank: int):
+    """Record the run's start once: params, tags, datasets, environment.txt; say what it trains on."""
+    if rank == 0:
+        write_atomic(out / names.ENVIRONMENT, environment().encode())
+    # A resumed run may hold epochs the store never got (a crash between saving and sending): sent first.
+    log.start(record["name"], record["params"], record["tags"], [] if resume else record["datasets"],
+              [] if resume else [out / names.ENVIRONMENT], progress["history"])
+    if resume:
+        say(f"resuming run {run_id} after epoch {progress['epoch']} from {out / STATE_FILE}")
+    say(record["line"])
+
+
+def finish(log, say, record: dict, progress: dict, args, out: Path, run_id: str, train_split, val_split,
+           rank: int) -> dict:
+    """Record the run's end once: summary.json (and -P out=DIR), the final metrics, the registry; returns the summary."""
     summary = run_summary(record, progress, args, train_split, val_split)
     if rank == 0:
-        (out / names.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        write_atomic(out / names.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
         copy_results(out, args.out)
     registered = log.finish(progress["history"], final_metrics(summary, progress), [out / names.SUMMARY],
                             register=record["name"] if args.register == "true" else None)
