@@ -150,16 +150,21 @@ def _png_bit_depth(path: Path) -> int:
         return file.read(25)[24]
 
 
+def hash_file(digest, path: Path, label: str):
+    """Add a file's ``label`` (its name as the digest knows it), length and bytes to ``digest``; refuses an unreadable one."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise Refused(f"{path}: unreadable ({error})") from error
+    digest.update(f"{label}\0{len(raw)}\0".encode())
+    digest.update(raw)
+
+
 def _frame_digest(rgb_path: Path, mask_path: Path) -> bytes:
     """sha256 of one frame's file names and bytes (reading only, no decoding)."""
     digest = hashlib.sha256()
     for path in (rgb_path, mask_path):
-        try:
-            raw = path.read_bytes()
-        except OSError as error:
-            raise Refused(f"{path}: unreadable ({error})") from error
-        digest.update(f"{path.parent.name}/{path.name}\0{len(raw)}\0".encode())
-        digest.update(raw)
+        hash_file(digest, path, f"{path.parent.name}/{path.name}")
     return digest.digest()
 
 

@@ -56,7 +56,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import stats
 
-from regolith import CLASSES, Refused, figures, model as segformer, names, refusals, track
+from regolith import CLASSES, Refused, data, figures, model as segformer, names, refusals, track
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Named when skipped rather than ignored: a folder of scans is often TIFF, and silence would
@@ -214,12 +214,7 @@ def photo_set_digest(photos) -> str:
         photos, _ = photo_paths(photos)
     digest = hashlib.sha256()
     for path in sorted((Path(p) for p in photos), key=lambda p: (p.name, str(p))):
-        try:
-            raw = path.read_bytes()
-        except OSError as error:
-            raise Refused(f"{path}: unreadable ({error.strerror or error})") from error
-        digest.update(f"{path.name}\0{len(raw)}\0".encode())
-        digest.update(raw)
+        data.hash_file(digest, path, path.name)
     return digest.hexdigest()[:16]
 
 
@@ -493,9 +488,8 @@ def report_photos(summary: dict, photo_set: dict):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     with refusals():
-        measure(args)
+        measure(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -100,9 +100,8 @@ def pull(args) -> dict:
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
     with refusals():
-        pull(args)
+        pull(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -95,6 +95,19 @@ def frame_streams(seed, kind, index):
     return [np.random.default_rng(child) for child in sequence.spawn(3)]
 
 
+# The randomized splits' appearance: each parameter a (low, high) range drawn uniformly, a fixed
+# value, or for the tint a base colour and a spread around it. Drawn in this order, after the sun's
+# azimuth: the order fixes which random numbers go where, so frame i stays the same frame.
+APPEARANCE = {
+    "test_photoreal": dict(sun_elevation=(42.0, 70.0), albedo=(0.55, 0.75), rock_albedo_ratio=(1.3, 1.7),
+                           texture_frequency=(1.0, 2.0), texture_contrast=(0.15, 0.3), relief=(0.15, 0.3),
+                           tint=([1.0, 0.99, 0.97], 0.01), sky_level=0.008, sensor_noise=0.005),
+    "train_dr": dict(sun_elevation=(5.0, 40.0), albedo=(0.25, 0.6), rock_albedo_ratio=(0.9, 1.6),
+                     texture_frequency=(0.6, 3.0), texture_contrast=(0.1, 0.5), relief=(0.1, 0.6),
+                     tint=([1.0, 1.0, 1.0], 0.08), sky_level=(0.0, 0.04), sensor_noise=(0.003, 0.04)),
+}
+
+
 def draw_appearance(kind, rng):
     """Sun, regolith material, tint and sensor noise for one frame."""
     if kind == "train_nodr":
@@ -108,24 +121,14 @@ def draw_appearance(kind, rng):
     azimuth = rng.uniform(-60.0, 50.0)
     if rng.random() < 0.5:
         azimuth = 180.0 - azimuth
-    if kind == "test_photoreal":
-        return dict(sun_elevation=rng.uniform(42.0, 70.0), sun_azimuth=azimuth,
-                    albedo=rng.uniform(0.55, 0.75),
-                    rock_albedo_ratio=rng.uniform(1.3, 1.7),
-                    texture_frequency=rng.uniform(1.0, 2.0),
-                    texture_contrast=rng.uniform(0.15, 0.3),
-                    relief=rng.uniform(0.15, 0.3),
-                    tint=np.array([1.0, 0.99, 0.97]) + rng.uniform(-0.01, 0.01, 3),
-                    sky_level=0.008, sensor_noise=0.005)
-    return dict(sun_elevation=rng.uniform(5.0, 40.0), sun_azimuth=azimuth,
-                albedo=rng.uniform(0.25, 0.6),
-                rock_albedo_ratio=rng.uniform(0.9, 1.6),
-                texture_frequency=rng.uniform(0.6, 3.0),
-                texture_contrast=rng.uniform(0.1, 0.5),
-                relief=rng.uniform(0.1, 0.6),
-                tint=1.0 + rng.uniform(-0.08, 0.08, 3),
-                sky_level=rng.uniform(0.0, 0.04),
-                sensor_noise=rng.uniform(0.003, 0.04))
+    drawn = {"sun_azimuth": azimuth}
+    for name, spec in APPEARANCE[kind].items():
+        if name == "tint":
+            base, spread = spec
+            drawn[name] = np.array(base) + rng.uniform(-spread, spread, 3)
+        else:
+            drawn[name] = rng.uniform(*spec) if isinstance(spec, tuple) else spec
+    return drawn
 
 
 def draw_layout(kind, rng, size):
