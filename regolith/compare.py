@@ -598,15 +598,32 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     import matplotlib.pyplot as plt
 
     variants = results["variants"]
-    shown = list(variants)
     colors = _colors(variants)
-    x = {name: i for i, name in enumerate(shown)}
-    real = any(variants[name][REAL_SHARE]["mean"] is not None for name in shown)
+    real = any(v[REAL_SHARE]["mean"] is not None for v in variants.values())
     ratios = [1, 1.15, 1.3] + ([1.15] if real else [])
     fig, axes = plt.subplots(1, len(ratios), figsize=(17 + 5.5 * real, 5.6), gridspec_kw={"width_ratios": ratios})
-    bars, lines, classes = axes[:3]
+    plot_bars(axes[0], results, colors)
+    plot_curves(axes[1], variants, curves, colors)
+    plot_classes(axes[2], variants, colors)
+    if real:
+        plot_real(axes[3], results, colors)
+    for ax in axes:
+        ax.title.set_fontsize(12.5)
+        ax.xaxis.label.set_fontsize(11.5)
+        ax.yaxis.label.set_fontsize(11.5)
+        ax.tick_params(labelsize=10.5)
+    fig.suptitle(f"Size-matched domain-randomization ablation — experiment '{results['experiment']}' "
+                 f"(validation: unseen-domain split; mean ± std over seeds where several)", fontsize=13.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=160)
+    plt.close(fig)
 
-    # 1. best rock-IoU per variant, both deltas as brackets above the bars
+
+def plot_bars(bars, results: dict, colors: dict):
+    """Best rock-IoU per variant, the study's marks where it has them, and both deltas as brackets above."""
+    variants = results["variants"]
+    shown = list(variants)
+    x = {name: i for i, name in enumerate(shown)}
     rock = [variants[n]["iou_rock"] for n in shown]
     means = [r["mean"] for r in rock]
     errors = [r["std"] or 0 for r in rock]
@@ -649,9 +666,10 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     bars.grid(axis="y", alpha=0.3)
     bars.set_axisbelow(True)
 
-    # 2. per-epoch validation rock-IoU of every run, best epoch marked
-    for name in shown:
-        v = variants[name]
+
+def plot_curves(lines, variants: dict, curves: dict, colors: dict):
+    """Per-epoch validation rock-IoU of every run, its best epoch marked."""
+    for name, v in variants.items():
         for i, (run_id, seed, best_epoch) in enumerate(zip(v["run_ids"], v["seeds"], v["best_epoch"])):
             points = curves.get(run_id, [])
             if not points:
@@ -673,17 +691,19 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     lines.grid(alpha=0.3)
     lines.legend(fontsize=9.5, loc="best")
 
-    # 3. per-class IoU and mIoU of every variant's best checkpoint
+
+def plot_classes(classes, variants: dict, colors: dict):
+    """Per-class IoU and mIoU of every variant's best checkpoint."""
     labels = [score.removeprefix("iou_") if score != "miou" else "mIoU" for score in SCORE_ORDER]
-    width = 0.8 / len(shown)
-    for i, name in enumerate(shown):
-        v = variants[name]
+    width = 0.8 / len(variants)
+    for i, (name, v) in enumerate(variants.items()):
         scores = [v[score] for score in SCORE_ORDER]
-        offsets = [k + (i - (len(shown) - 1) / 2) * width for k in range(len(labels))]
+        offsets = [k + (i - (len(variants) - 1) / 2) * width for k in range(len(labels))]
         errors = [score["std"] or 0 for score in scores]
         # A score no run of the variant recorded (older runs) is left out of the panel, not drawn as 0.
-        classes.bar(offsets, [np.nan if score["mean"] is None else score["mean"] for score in scores], width, color=colors[name], edgecolor="black",
-                    linewidth=0.6, label=name, yerr=errors if any(errors) else None, capsize=3)
+        classes.bar(offsets, [np.nan if score["mean"] is None else score["mean"] for score in scores], width,
+                    color=colors[name], edgecolor="black", linewidth=0.6, label=name,
+                    yerr=errors if any(errors) else None, capsize=3)
     classes.set_xticks(range(len(labels)), labels)
     classes.set_ylim(0, 1.25)  # room for the legend above bars that reach 1
     classes.set_yticks([tick / 10 for tick in range(0, 11, 2)])
@@ -691,20 +711,7 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     classes.set_title("IoU per class at each variant's best epoch")
     classes.grid(axis="y", alpha=0.3)
     classes.set_axisbelow(True)
-    classes.legend(fontsize=9.5, ncols=len(shown), loc="upper center")
-
-    if real:
-        plot_real(axes[3], results, colors)
-    for ax in axes:
-        ax.title.set_fontsize(12.5)
-        ax.xaxis.label.set_fontsize(11.5)
-        ax.yaxis.label.set_fontsize(11.5)
-        ax.tick_params(labelsize=10.5)
-    fig.suptitle(f"Size-matched domain-randomization ablation — experiment '{results['experiment']}' "
-                 f"(validation: unseen-domain split; mean ± std over seeds where several)", fontsize=13.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=160)
-    plt.close(fig)
+    classes.legend(fontsize=9.5, ncols=len(variants), loc="upper center")
 
 
 def plot_real(ax, results: dict, colors: dict):
