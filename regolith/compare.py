@@ -582,7 +582,7 @@ def _bracket(ax, x0: float, x1: float, y: float, text: str, color: str):
     """A labelled bracket from bar x0 to bar x1 at height y (axes data units)."""
     tick = 0.025
     ax.plot([x0, x0, x1, x1], [y - tick, y, y, y - tick], color=color, lw=1.5, clip_on=False)
-    ax.text((x0 + x1) / 2, y + 0.01, text, ha="center", va="bottom", fontsize=10.5, color=color,
+    ax.text((x0 + x1) / 2, y + 0.01, text, ha="center", va="bottom", fontsize=9.5, color=color,
             fontweight="bold", linespacing=1.3)
 
 
@@ -734,6 +734,7 @@ def plot_real(ax, results: dict, colors: dict):
         for x, y, generation in points:
             ax.annotate(generation, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=9, color="0.4")
     ax.margins(0.18)  # room for the labels beside the points
+    ax.set_ylim(bottom=0)  # the flood's size, not only its differences: shares start at 0
     ax.set_xlabel("best validation rock-IoU (synthetic)")
     ax.set_ylabel("share of real photos' pixels called rock")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))

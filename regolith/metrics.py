@@ -23,12 +23,12 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int 
     no host sync. Rows are the true class, columns the prediction. A label other than the
     classes and ``ignore_index`` (labels are checked on load) would land past the kept bins.
     """
-    target = target.reshape(-1).long()
-    # No boolean indexing (it would force a host sync per batch): the ignore label becomes row C.
-    target = torch.where(target == ignore_index, num_classes, target)
-    index = target * num_classes + pred.reshape(-1).long()
-    counts = torch.bincount(index, minlength=(num_classes + 1) * num_classes)
-    return counts[:(num_classes + 1) * num_classes].reshape(num_classes + 1, num_classes)
+    # One bincount over (label, prediction) pairs, no boolean indexing (it would force a host sync per
+    # batch) and no relabelling pass: the ignore label's pairs land in their own bins, read as row C.
+    index = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
+    counts = torch.bincount(index, minlength=(max(ignore_index, num_classes) + 1) * num_classes)
+    ignored = counts[ignore_index * num_classes:(ignore_index + 1) * num_classes]
+    return torch.cat([counts[:num_classes * num_classes], ignored]).reshape(num_classes + 1, num_classes)
 
 
 def iou_per_class(confusion: torch.Tensor, strict: bool = False) -> torch.Tensor:
