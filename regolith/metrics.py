@@ -19,14 +19,17 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int 
                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Counts of (true class, predicted class): (C + 1) x C, the last row the pixels labelled ``ignore_index``.
 
-    Built with one bincount on the tensors' device, so accumulating it per batch needs
-    no host sync. Rows are the true class, columns the prediction. A label other than the
-    classes and ``ignore_index`` (labels are checked on load) would land past the kept bins.
+    Counted into fixed bins on the tensors' device, so accumulating it per batch needs no host
+    sync. Rows are the true class, columns the prediction. Labels are checked on load to be the
+    classes or ``ignore_index``.
     """
-    # One bincount over (label, prediction) pairs, no boolean indexing (it would force a host sync per
-    # batch) and no relabelling pass: the ignore label's pairs land in their own bins, read as row C.
+    # One count over (label, prediction) pairs, with no boolean indexing and no relabelling pass: the
+    # ignore label's pairs land in bins of their own, read as row C. scatter_add_ into a tensor of a
+    # fixed size, not bincount, whose CUDA kernel reads the largest index back to size its output:
+    # a host sync per batch (on the CPU the two cost the same).
     index = target.reshape(-1).long() * num_classes + pred.reshape(-1).long()
-    counts = torch.bincount(index, minlength=(max(ignore_index, num_classes) + 1) * num_classes)
+    counts = torch.zeros((max(ignore_index, num_classes) + 1) * num_classes, dtype=torch.long, device=index.device)
+    counts.scatter_add_(0, index, torch.ones((), dtype=torch.long, device=index.device).expand_as(index))
     ignored = counts[ignore_index * num_classes:(ignore_index + 1) * num_classes]
     return torch.cat([counts[:num_classes * num_classes], ignored]).reshape(num_classes + 1, num_classes)
 

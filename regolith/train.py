@@ -292,15 +292,16 @@ def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights:
     losses = []
     confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
     label_weight = weight_per_label(class_weights)
+    # The order and the flips go where the frames are, once an epoch: no index crosses to the GPU per step.
     order = order.to(split.images.device)
-    flips = flips.to(device) if flips is not None else None
-    for positions in batches(torch.arange(len(order)), batch, drop_last):
+    flips = flips.to(split.images.device) if flips is not None else None
+    for positions in batches(torch.arange(len(order), device=order.device), batch, drop_last):
         positions = positions.chunk(world)[rank] if world > 1 else positions
-        index = order[positions.to(order.device)]
+        index = order[positions]
         images = split.images[index].to(device, non_blocking=True)
         masks = split.masks[index].to(device, non_blocking=True).long()
         if flips is not None:
-            images, masks = hflip(images, masks, flips[positions.to(device)])
+            images, masks = hflip(images, masks, flips[positions].to(device, non_blocking=True))
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         logits = segformer.logits_at_mask_size(model, images, precision)

@@ -107,6 +107,13 @@ def make_split(split: Path, frames: int = 6, size: int = 32, seed: int = 0) -> P
     return split
 
 
+def make_datasets(root: Path, train_frames: int, val_frames: int, size: int = 32) -> Path:
+    """A datasets root as a user's looks: train_dr and its sibling validation split test_photoreal."""
+    make_split(root / "train_dr", frames=train_frames, size=size, seed=0)
+    make_split(root / "test_photoreal", frames=val_frames, size=size, seed=2)
+    return root
+
+
 def _forget_experiment():
     # mlflow.set_experiment remembers the experiment in-process and in MLFLOW_EXPERIMENT_ID (for
     # subprocesses); neither may leak into the next test's store.

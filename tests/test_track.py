@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, make_split
+from conftest import REPO, make_datasets
 from regolith import Refused, names, track, train
 from test_train import run_direct
 from test_train_resume import training_args
@@ -20,10 +20,7 @@ from test_train_resume import training_args
 
 @pytest.fixture
 def datasets(tmp_path) -> Path:
-    root = tmp_path / "datasets"
-    make_split(root / "train_dr", frames=8, size=32, seed=0)
-    make_split(root / "test_photoreal", frames=4, size=32, seed=2)
-    return root
+    return make_datasets(tmp_path / "datasets", train_frames=8, val_frames=4, size=32)
 
 
 def test_simultaneous_starts_on_a_new_sqlite_store_all_run(tmp_path, datasets, tiny_encoder):

@@ -11,17 +11,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, free_port, make_split, save_legacy_encoder, start_server, stop_server
+from conftest import REPO, free_port, make_datasets, save_legacy_encoder, start_server, stop_server
 
 KEYS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr"]
 
 
 @pytest.fixture
 def datasets(tmp_path) -> Path:
-    root = tmp_path / "datasets"
-    make_split(root / "train_dr", frames=24, size=48, seed=0)
-    make_split(root / "test_photoreal", frames=6, size=48, seed=2)
-    return root
+    return make_datasets(tmp_path / "datasets", train_frames=24, val_frames=6, size=48)
 
 
 def training_args(datasets, encoder, epochs, *extra):
