@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "augment",
               "weight_decay", "schedule", "pretrained", "dr", "compile", "precision", "parent", "register", "out",
               "real_images", "epoch_images")
-# What a run only looks at or writes elsewhere, not what it computes: free to differ on resume.
+# What a run only looks at or writes elsewhere, not what it computes: the resumable state leaves
+# them out (the store still refuses a resume that gives one another value than its params record).
 OBSERVING = ("register", "parent", "out", "real_images", "epoch_images")
 # What a state.pt written before a parameter existed ran with: the code of that time's behaviour.
 EARLIER_DEFAULTS = {"precision": "auto", "augment": "none", "weight_decay": 0.01, "schedule": "step"}
