@@ -10,6 +10,21 @@ from contextlib import contextmanager
 CLASSES = ("regolith", "rock", "sky")
 ROCK = CLASSES.index("rock")  # the hazard class: it picks the best checkpoint and carries the deltas
 IGNORE_INDEX = 255
+CLASS_IDS = tuple(range(len(CLASSES)))
+
+
+def as_number(value) -> float | None:
+    """A recorded value (a param, a tag: MLflow keeps them as text) as a float; None where it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def same_value(a, b) -> bool:
+    """Whether two recorded values mean the same: numbers by value (lr logged as "6e-5" and as "0.00006"), else as text."""
+    x, y = as_number(a), as_number(b)
+    return x == y if x is not None and y is not None else a == b
 
 
 class Refused(Exception):
