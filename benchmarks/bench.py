@@ -11,7 +11,7 @@ frames, each of two paths trains N steps (default: one epoch of ``--frames``) an
 validation split:
 
 (a) this project's path: splits decoded once into uint8 tensors (``data.load_split``), normalized
-    on the device, and the training loop's own engine, ``train.train_epoch`` and ``train.validate``,
+    on the device, and the training loop's own engine, ``engine.train_epoch`` and ``engine.validate``,
     with bf16 autocast, channels_last, fused AdamW and torch.compile where the device has them;
 (b) a baseline written the way the HuggingFace semantic-segmentation example does it: a Dataset that
     PIL-decodes each PNG pair per item and normalizes on the host, a shuffling DataLoader with worker
@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from regolith import CLASSES, IGNORE_INDEX, data, metrics, model as segformer, names, synth, track, train
+from regolith import CLASSES, IGNORE_INDEX, data, engine, metrics, model as segformer, names, provenance, synth, track
 
 # On the CPU in fp32 both paths run the same kernels on bit-identical inputs in the same order, so
 # they agree exactly; the tolerance only leaves room for float rounding in reductions (the summed
@@ -62,7 +63,7 @@ AGREEMENT = {"loss_rel": 1e-5, "iou_abs": 1e-9}
 PATH_FIELDS = ("train_images_per_s", "inference_images_per_s", "train_s", "eval_s", "epoch_s", "study_epoch_s",
                "peak_memory_mb", "data_s", "data_share", "metrics")
 # The recipe's AdamW weight decay (train's default), on both paths so that they compute the same thing.
-WEIGHT_DECAY = float(train.build_parser().get_default("weight_decay"))
+WEIGHT_DECAY = engine.WEIGHT_DECAY
 STUDY_FRAMES = (1500, 300)  # the reference study's largest training split and its validation split
 
 
@@ -114,7 +115,7 @@ def reset_peak_memory(device: torch.device):
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return engine.peak_memory(device)[names.PEAK_MEMORY]
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -151,7 +152,7 @@ def epoch_orders(frames: int, batch: int, steps: int, seed: int, drop_last: bool
 
 
 def steps_per_epoch(frames: int, batch: int, drop_last: bool) -> int:
-    return len(train.batches(torch.arange(frames), batch, drop_last))
+    return len(engine.batches(torch.arange(frames), batch, drop_last))
 
 
 def head_of(split: data.Split, frames: int) -> data.Split:
@@ -165,21 +166,21 @@ def head_of(split: data.Split, frames: int) -> data.Split:
 def load_splits(train_dir: Path, val_dir: Path, args) -> tuple:
     """Both splits through ``data.load_split``, with a fresh temporary disk cache: (train, val, seconds)."""
     with tempfile.TemporaryDirectory(prefix="regolith-bench-cache-") as cache, \
-            track.scoped_env({"REGOLITH_CACHE_DIR": cache}):
+            mock.patch.dict(os.environ, {"REGOLITH_CACHE_DIR": cache}):
         started = time.perf_counter()
         splits = data.load_split(train_dir, args.frames), data.load_split(val_dir, args.val_frames)
         return (*splits, time.perf_counter() - started)
 
 
 def copy_seconds(train_split, val_split, args, device: torch.device, static: bool) -> float:
-    """Seconds of the batch indexing and copies an epoch does (``train.batches`` as the loop takes them), without the model.
+    """Seconds of the batch indexing and copies an epoch does (``engine.batches`` as the loop takes them), without the model.
 
     On the CPU this is the part of a step that is data handling rather than compute; on CUDA with
     the splits on the GPU it is a gather kernel per batch.
     """
     started = clock(device)
     for _, order in epoch_orders(train_split.frames, args.batch, args.steps, args.seed, static):
-        for index in train.batches(order.to(train_split.images.device), args.batch, drop_last=static):
+        for index in engine.batches(order.to(train_split.images.device), args.batch, drop_last=static):
             train_split.images[index].to(device, non_blocking=True)
             train_split.masks[index].to(device, non_blocking=True).long()
     for start in range(0, val_split.frames, args.batch):
@@ -190,51 +191,51 @@ def copy_seconds(train_split, val_split, args, device: torch.device, static: boo
 
 def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init_state: dict,
                 compile_model: bool) -> dict:
-    """Path (a): decode once, then the training loop's engine, ``train.train_epoch`` and ``train.validate``."""
+    """Path (a): decode once, then the training loop's engine, ``engine.train_epoch`` and ``engine.validate``."""
     reset_peak_memory(device)
     train_split, val_split, load_s = load_splits(train_dir, val_dir, args)
     for split in (train_split, val_split):
-        train.keep_on(split, device)
+        engine.keep_on(split, device)
     net = segformer.random_init()
     net.load_state_dict(init_state)
-    forward = train.prepare(net.to(device), device, compile_model)
+    forward = engine.prepare(net.to(device), device, compile_model)
     static = compile_model
     class_weights = torch.tensor(data.class_weights(train_split.pixel_counts), dtype=torch.float32, device=device)
-    engine = {"batch": args.batch, "class_weights": class_weights, "device": device,
+    shared = {"batch": args.batch, "class_weights": class_weights, "device": device,
               "precision": segformer.resolve_precision("auto", device)}
 
     def lr_at(step):
-        return train.get_lr(step, args.steps, args.lr)
+        return engine.get_lr(step, args.steps, args.lr)
 
     # Warm-up, one batch per call so that the first step's excess (compilation) can be told apart.
-    optimizer = train.make_optimizer(net, args.lr, WEIGHT_DECAY, device)
+    optimizer = engine.make_optimizer(net, args.lr, WEIGHT_DECAY, device)
     warmup_steps = []
     for step in range(args.warmup):
         order = torch.arange(step * args.batch, (step + 1) * args.batch) % train_split.frames
         started = clock(device)
-        train.train_epoch(forward, train_split, order, optimizer=optimizer, lr_at=lr_at, step=step,
-                          drop_last=static, **engine)
+        engine.train_epoch(forward, train_split, order, optimizer=optimizer, lr_at=lr_at, step=step,
+                          drop_last=static, **shared)
         warmup_steps.append(clock(device) - started)
     warmup_eval = []
     for _ in range(2 if args.warmup else 0):
         started = clock(device)
-        train.validate(forward, head_of(val_split, args.batch), static=static, **engine)
+        engine.validate(forward, head_of(val_split, args.batch), static=static, **shared)
         warmup_eval.append(clock(device) - started)
     net.load_state_dict(init_state)  # in place, so a compiled module keeps its graphs
-    optimizer = train.make_optimizer(net, args.lr, WEIGHT_DECAY, device)
+    optimizer = engine.make_optimizer(net, args.lr, WEIGHT_DECAY, device)
 
     torch.manual_seed(args.seed)  # the same dropout and drop-path draws as the baseline
     losses = []
     step = 0
     started = clock(device)
     for epoch, order in epoch_orders(train_split.frames, args.batch, args.steps, args.seed, static):
-        stats, next_step = train.train_epoch(forward, train_split, order, optimizer=optimizer, lr_at=lr_at,
-                                             step=step, epoch=epoch + 1, drop_last=static, **engine)
+        stats, next_step = engine.train_epoch(forward, train_split, order, optimizer=optimizer, lr_at=lr_at,
+                                             step=step, epoch=epoch + 1, drop_last=static, **shared)
         losses.append((stats[names.LOSS], next_step - step))
         step = next_step
     train_s = clock(device) - started
     started = clock(device)
-    val = train.validate(forward, val_split, static=static, **engine)
+    val = engine.validate(forward, val_split, static=static, **shared)
     eval_s = clock(device) - started
     peak = peak_memory_mb(device)
     result = summarize(args, train_split.frames, val_split.frames, train_s, eval_s, static,
@@ -278,8 +279,8 @@ class PngFrames(Dataset):
 
     def __init__(self, split_dir: Path, frames: int):
         self.pairs = data.pair_frames(split_dir)[:frames or None]
-        self.mean = np.array(data.PREPROCESSING["mean"], dtype=np.float32)
-        self.std = np.array(data.PREPROCESSING["std"], dtype=np.float32)
+        self.mean = np.array(segformer.PREPROCESSING["mean"], dtype=np.float32)
+        self.std = np.array(segformer.PREPROCESSING["std"], dtype=np.float32)
 
     def __len__(self):
         return len(self.pairs)
@@ -291,8 +292,8 @@ class PngFrames(Dataset):
         with Image.open(mask_path) as mask:
             labels = np.asarray(mask, dtype=np.int64)
         # The image processor's rescale then normalize, in float32 and in the same order of
-        # operations as data.normalize, so both paths feed the model bit-identical pixels.
-        pixels = (rgb * data.PREPROCESSING["rescale"] - self.mean) / self.std
+        # operations as model.normalize, so both paths feed the model bit-identical pixels.
+        pixels = (rgb * segformer.PREPROCESSING["rescale"] - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), torch.from_numpy(labels)
 
 
@@ -337,7 +338,7 @@ def baseline_loader(dataset, args, shuffle: bool, drop_last: bool):
 def baseline_step(net, pixels, labels, weights, optimizer, step, args):
     """One fp32 training step as the example writes it, with this project's loss and learning-rate schedule."""
     for group in optimizer.param_groups:
-        group["lr"] = train.get_lr(step, args.steps, args.lr)
+        group["lr"] = engine.get_lr(step, args.steps, args.lr)
     logits = net(pixel_values=pixels).logits
     upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     loss = F.cross_entropy(upsampled, labels, weight=weights, ignore_index=IGNORE_INDEX)
@@ -532,25 +533,32 @@ def time_iou(args, device: torch.device) -> dict:
 def time_mlflow(project: dict, epochs: int = 6) -> dict:
     """One per-epoch ``track.send_epochs`` into a temporary SQLite store; the median over a few epochs.
 
-    The rows are the training loop's own (``train.epoch_row``). Its share is of (a)'s least disturbed
+    The rows are the training loop's own (``engine.epoch_row``). Its share is of (a)'s least disturbed
     epoch (the fastest repeat), the one a busy machine inflates least.
     """
-    history, seconds = [], []
-    with tempfile.TemporaryDirectory(prefix="regolith-bench-mlflow-") as folder, track.scoped_env(
-            {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db", "MLFLOW_RUN_ID": None,
-             "MLFLOW_EXPERIMENT_ID": None, "MLFLOW_EXPERIMENT_NAME": None}), \
-            track.run("bench", "regolith-bench"):
-        for epoch in range(1, epochs + 1):
-            history.append(train.epoch_row(epoch, project["epoch_stats"]["train"], project["epoch_stats"]["val"], 1e-5,
-                                           project["epoch_s"]))
-            started = time.perf_counter()
-            track.send_epochs(history)
-            seconds.append(time.perf_counter() - started)
+    with tempfile.TemporaryDirectory(prefix="regolith-bench-mlflow-") as folder, \
+            mock.patch.dict(os.environ, {"MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}):
+        for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            os.environ.pop(name, None)  # a store of its own; patch.dict puts them back afterwards
+        history, seconds = send_rows(project, epochs)
     per_epoch = statistics.median(seconds[1:])  # the first call also warms up the store's connection
     epoch_s = project["best"]["epoch_s"]
     return {"send_epochs_s": per_epoch, "first_call_s": seconds[0], "epoch_s": epoch_s,
             "share_of_epoch": per_epoch / epoch_s,
             "metrics_per_epoch": len(history[-1]) - 1, "store": "sqlite (temporary)"}
+
+
+def send_rows(project: dict, epochs: int) -> tuple:
+    """(the rows, the seconds each ``track.send_epochs`` took) of ``epochs`` epochs inside one run."""
+    history, seconds = [], []
+    with track.run("bench", "regolith-bench"):
+        for epoch in range(1, epochs + 1):
+            history.append(engine.epoch_row(epoch, project["epoch_stats"]["train"], project["epoch_stats"]["val"], 1e-5,
+                                           project["epoch_s"]))
+            started = time.perf_counter()
+            track.send_epochs(history)
+            seconds.append(time.perf_counter() - started)
+    return history, seconds
 
 
 # --- Putting it together ---
@@ -566,12 +574,12 @@ def machine(device: torch.device) -> dict:
     except (OSError, IndexError, ValueError):
         memory_gib = None
     described = {"cpu": model_name, "cpu_count": os.cpu_count(), "memory_gib": memory_gib,
-                 "torch_threads": torch.get_num_threads(), "device": train.device_name(device)}
+                 "torch_threads": torch.get_num_threads(), "device": engine.device_name(device)}
     return described
 
 
 def versions() -> dict:
-    return {**{key.removeprefix("version."): value for key, value in train.library_versions().items()},
+    return {**{key.removeprefix("version."): value for key, value in provenance.library_versions().items()},
             "numpy": np.__version__}
 
 
@@ -645,8 +653,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(args, parser)
-    device = train.pick_device()
-    compile_model = train.resolve_compile(args.compile, device)
+    device = engine.pick_device()
+    compile_model = engine.resolve_compile(args.compile, device)
     if args.warmup < 0:
         args.warmup = 3 if device.type == "cuda" else 1
     load_before = os.getloadavg()  # other processes' load makes CPU timings vary; it is recorded with them

@@ -47,8 +47,7 @@ import torch
 from matplotlib.ticker import PercentFormatter
 from scipy import stats
 
-from regolith import ROCK, Refused, metrics, names, photos, reference, refusals, track
-from regolith.runs import find_stale
+from regolith import ROCK, Refused, evaluate, liveness, metrics, names, photos, reference, refusals, store, track
 
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
@@ -941,28 +940,27 @@ def experiment_names(given: list) -> list:
 
 def read_ablation(experiment: str) -> tuple:
     """(the experiment's ablation results, each counted run's validation rock-IoU curve), from the store."""
-    rows = track.read_runs(experiment)
-    stale = [entry["run_id"] for entry in find_stale(rows)
-             if entry["markable"] and entry["kind"] == names.KIND_TRAIN]  # known dead, not merely unknown
+    rows = store.read_runs(experiment)
+    stale = [entry["run_id"] for entry in liveness.known_dead(rows)]
     runs, ignored = select_runs(rows, stale)
     left_out = ", ".join(f"{count} {why}" for why, count in ignored.items() if count)
     print(f"experiment {experiment!r}: {len(runs)} training run(s) count" + (f"; left out: {left_out}" if left_out else "")
           + (f" (stale: {', '.join(stale)}: RUNNING, their process gone; python -m regolith.runs says how to resume "
              f"them)" if stale else ""))
-    results = ablation_results(runs, experiment, {run["run_id"]: track.read_frame_confusions(run["run_id"])
+    results = ablation_results(runs, experiment, {run["run_id"]: evaluate.read_frame_confusions(run["run_id"])
                                                   for run in runs},
-                               {run["run_id"]: track.read_real_photos(run["run_id"]) for run in runs})
+                               {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs})
     results["ignored"] = ignored
-    curves = {run["run_id"]: track.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
+    curves = {run["run_id"]: store.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
     return results, curves
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with refusals():
-        track.check_reachable()
-        experiments = experiment_names(args.experiment) or [track.default_experiment("")]
-        attached = track.attached_experiment()
+        store.check_reachable()
+        experiments = experiment_names(args.experiment) or [store.default_experiment("")]
+        attached = store.attached_experiment()
         params = {"experiment": shlex.quote(" ".join(args.experiment)), "out": shlex.quote(args.out)}
         if len(experiments) == 1:
             experiment = experiments[0]

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from regolith import CLASSES, IGNORE_INDEX, ROCK, Refused, data, figures, metrics, model as segformer, names, refusals, track
+from regolith import (CLASSES, IGNORE_INDEX, ROCK, Refused, data, figures, metrics, model as segformer, names,
+                      refusals, store, track)
 
 # The reference study's own check: 0.8520 fresh against 0.8521 at training time.
 TOLERANCE = 1e-3
@@ -152,31 +153,41 @@ def format_comparison(training: dict, fresh: dict, compared: bool, source: str) 
     return "\n".join(lines)
 
 
-def evaluate(args) -> dict:
-    """The whole check; returns the summary written to ``summary.json`` (``check`` says pass, fail or why not)."""
-    run = track.find_run(args.run, args.experiment)
-    track.label_launcher_run("evaluate", run)
-    with tempfile.TemporaryDirectory(prefix="regolith-evaluate-") as scratch:
-        payload = segformer.load_checkpoint(track.download_checkpoint(run, Path(scratch)),
-                                            f"run {run['run_id']} ({run['run_name']})")
-    model = segformer.model_from_checkpoint(payload)
-
+def split_to_score(args, run: dict) -> data.Split:
+    """The split ``--split`` names, else the run's validation split, checked and decoded."""
     split_arg = args.split or run["tags"].get(names.VAL_SPLIT, "")
     if not split_arg:
-        raise Refused(f"run {run['run_id']} records no validation split (tag regolith.val_split); pass --split")
+        raise Refused(f"run {run['run_id']} records no validation split (tag {names.VAL_SPLIT}); pass --split")
     split_dir = Path(split_arg).resolve()
     if not split_dir.is_dir():
         raise Refused(f"split {split_dir} (from {'--split' if args.split else 'the run tag ' + names.VAL_SPLIT})"
                       f": no such directory here; pass --split with the split's location on this machine")
-    split = data.load_split(split_dir)
+    return data.load_split(split_dir)
+
+
+def verdict(compared: bool, relation: str, fresh: dict, training: dict) -> tuple:
+    """(check, whether it was compared): pass or fail within ``TOLERANCE`` on the run's own validation split."""
+    if not compared:
+        return f"not compared: {relation}", False
+    if "iou_rock" not in training:
+        return "not compared: the run has no training-time rock-IoU", False
+    return ("pass" if abs(fresh["iou_rock"] - training["iou_rock"]) <= TOLERANCE else "fail"), True
+
+
+def evaluate(args) -> dict:
+    """The whole check; returns the summary written to ``summary.json`` (``check`` says pass, fail or why not)."""
+    run = store.find_run(args.run, args.experiment)
+    track.label_launcher_run(names.KIND_EVALUATE, run)
+    with store.fetched_checkpoint(run) as (_, payload):
+        model = segformer.model_from_checkpoint(payload)
+    split = split_to_score(args, run)
     compared, relation = same_split(split, run["tags"])
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = segformer.inference_device()
     model.to(device)
-    if device.type == "cuda":  # validation's layout there (train.prepare)
+    if device.type == "cuda":  # validation's layout there (engine.prepare)
         model.to(memory_format=torch.channels_last)
-    # Validation's precision; a checkpoint from before it was recorded ran bf16 exactly when on CUDA.
-    precision = payload.get("precision") or segformer.resolve_precision("auto", device)
+    precision = segformer.checkpoint_precision(payload, device)  # validation's
     # Validation's batch size, so the same kernels see the same batches; on CPU the numbers then match exactly.
     batch = int(payload.get("args", {}).get("batch", 8))
     started = time.perf_counter()
@@ -184,44 +195,41 @@ def evaluate(args) -> dict:
     seconds = time.perf_counter() - started
     fresh = metrics.iou_summary(confusions.sum(0))
     training, source = training_numbers(run, payload)
+    check, compared = verdict(compared, relation, fresh, training)
 
-    difference = fresh["iou_rock"] - training.get("iou_rock", float("nan"))
-    if not compared:
-        check = f"not compared: {relation}"
-    elif "iou_rock" not in training:
-        check, compared = "not compared: the run has no training-time rock-IoU", False
-    else:
-        check = "pass" if abs(difference) <= TOLERANCE else "fail"
-
-    rows = frame_table(split.names, confusions)
-    folder, number = track.fresh_folder(run["run_id"], names.VERIFY)
-    label = f"{run['run_name']} ({run['run_id'][:8]})"
+    folder, number = store.fresh_folder(run["run_id"], names.VERIFY)
     summary = {
         "run_id": run["run_id"], "run_name": run["run_name"], "ref": run["ref"], "model_version": run["model_version"],
         "checkpoint": run["checkpoint_uri"], "checkpoint_epoch": payload.get("epoch"),
-        "split": str(split_dir), "split_digest": split.digest, "frames": split.frames, "split_relation": relation,
+        "split": str(split.path), "split_digest": split.digest, "frames": split.frames, "split_relation": relation,
         "fresh": fresh, "training": training, "training_source": source,
         "difference": {k: fresh[k] - training[k] for k in fresh if k in training} if compared else None,
         "tolerance": TOLERANCE, "check": check, "artifacts": folder, "evaluation": number,
-        "device": device.type, "precision": precision,
-        "batch": batch, "seconds": seconds,
+        "device": device.type, "precision": precision, "batch": batch, "seconds": seconds,
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    record(run, summary, model, split, confusions, device)
+    report(summary, f"{run['run_name']} ({run['run_id'][:8]})", compared)
+    return summary
+
+
+def record(run: dict, summary: dict, model, split: data.Split, confusions: torch.Tensor, device):
+    """On the source run, never overwriting: a new verify/<UTC time>/ folder, then the verify/ metrics and tags."""
+    fresh, check, folder = summary["fresh"], summary["check"], summary["artifacts"]
     with tempfile.TemporaryDirectory(prefix="regolith-verify-") as staging:
         staging = Path(staging)
+        rows = frame_table(split.names, confusions)
         write_frames_csv(rows, staging / "frames.csv")
-        write_confusions(split.names, confusions, staging / "confusion_per_frame.json")
-        draw_overlays(model, split, rows, device, precision, staging / "overlays.png",
-                      f"{label}, epoch {payload.get('epoch')}: {split_dir.name} ({split.frames} frames)  "
-                      f"rock-IoU {fresh['iou_rock']:.4f}  mIoU {fresh['miou']:.4f}  (check: {check.split(':')[0]})")
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_confusions(split.names, confusions, staging / names.FRAME_CONFUSIONS)
+        draw_overlays(model, split, rows, device, summary["precision"], staging / "overlays.png",
+                      f"{run['run_name']} ({run['run_id'][:8]}), epoch {summary['checkpoint_epoch']}: "
+                      f"{split.path.name} ({split.frames} frames)  rock-IoU {fresh['iou_rock']:.4f}  "
+                      f"mIoU {fresh['miou']:.4f}  (check: {check.split(':')[0]})")
+        (staging / names.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
         track.log_artifacts_to_run(run["run_id"], staging, folder)
     track.log_to_run(run["run_id"], names.prefixed(names.VERIFY, fresh),
-                     {names.VERIFY_SPLIT: split_dir, names.VERIFY_SPLIT_DIGEST: split.digest, names.VERIFY_CHECK: check,
-                      names.VERIFY_ARTIFACTS: folder}, step=number)
-
-    report(summary, label, compared)
-    return summary
+                     {names.VERIFY_SPLIT: split.path, names.VERIFY_SPLIT_DIGEST: split.digest,
+                      names.VERIFY_CHECK: check, names.VERIFY_ARTIFACTS: folder}, step=summary["evaluation"])
 
 
 def draw_overlays(model, split: data.Split, rows: list, device, precision: str, path: Path, title: str):
@@ -251,7 +259,21 @@ def report(summary: dict, label: str, compared: bool):
         print(summary["check"])
     print(f"logged verify/iou_* and verify/miou (step {summary['evaluation']}) and tags verify/split, verify/check "
           f"to run {summary['run_id']}; artifacts in {summary['artifacts']}/: frames.csv (worst rock-IoU first), "
-          f"confusion_per_frame.json, overlays.png, summary.json")
+          f"{names.FRAME_CONFUSIONS}, overlays.png, {names.SUMMARY}")
+
+
+def read_frame_confusions(run_id: str) -> dict | None:
+    """The per-frame confusion matrices of the run's latest fresh inference pass on its own validation split.
+
+    Returns {"frames": names, "confusion": frames x 3 x 3 counts}, or None when the run has no such
+    pass (this verb writes one) or it was on another split.
+    """
+    tags = store.read_run(run_id)["tags"]
+    folder = tags.get(names.VERIFY_ARTIFACTS)
+    if not folder or tags.get(names.VERIFY_SPLIT_DIGEST) != tags.get(names.VAL_DIGEST):
+        return None
+    loaded = json.loads(store.download_artifact(run_id, f"{folder}/{names.FRAME_CONFUSIONS}").read_text())
+    return {"frames": loaded["frames"], "confusion": loaded["confusion"]}
 
 
 def main(argv=None):

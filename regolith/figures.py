@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
-from regolith import CLASSES, IGNORE_INDEX, ROCK
+from regolith import CLASS_IDS, CLASSES, IGNORE_INDEX, ROCK
 
 CLASS_COLOURS = {"regolith": (204, 180, 134), "rock": (213, 94, 0), "sky": (0, 114, 178)}
 IGNORE_COLOUR = (255, 255, 255)
@@ -25,7 +25,6 @@ ERROR_COLOURS = {"rock found": (0, 158, 115), "rock missed": (240, 228, 66), "fa
 
 PAD_COLOUR = (128, 128, 128)  # how padding is drawn: neutral grey, hatched, never a class colour
 PAD_HATCH = (168, 168, 168)
-CLASS_IDS = tuple(range(len(CLASSES)))
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -229,10 +228,8 @@ def contact_sheet(entries: list, path, title: str) -> Figure:
 
 def thumbnail(picture: np.ndarray, size: int, labels: bool = False) -> np.ndarray:
     """An H x W x 3 uint8 picture scaled so its long side is ``size``; class colourings keep hard edges."""
-    image = Image.fromarray(picture)
-    scale = size / max(image.size)
-    shape = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return np.asarray(image.resize(shape, Image.NEAREST if labels else Image.BILINEAR))
+    return np.asarray(ImageOps.contain(Image.fromarray(picture), (size, size),
+                                       Image.Resampling.NEAREST if labels else Image.Resampling.BILINEAR))
 
 
 def stamp(picture: np.ndarray, text: str) -> np.ndarray:

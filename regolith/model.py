@@ -1,4 +1,4 @@
-"""SegFormer with a fresh 3-class head, the encoder check, and the ``best.pt`` checkpoint format.
+"""SegFormer with a fresh 3-class head, its input preprocessing, the encoder check, and the ``best.pt`` format.
 
 The encoder comes from ``pretrained``: a hub id such as ``nvidia/mit-b0`` or a local
 directory in the hub's layout (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
@@ -18,8 +18,12 @@ import transformers
 from huggingface_hub import try_to_load_from_cache
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from regolith import CLASSES, Refused, data
+from regolith import CLASSES, Refused
 
+# SegformerImageProcessor's defaults (ImageNet statistics), which nvidia/mit-b0 was trained with.
+# Every best.pt records them, and everything that feeds the model (training, evaluate, photos,
+# the pulled HuggingFace processor) normalizes by them.
+PREPROCESSING = {"rescale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 ID2LABEL = dict(enumerate(CLASSES))
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 ENCODER_PREFIX = "segformer."
@@ -94,6 +98,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float32 model input, on whatever device ``images`` is on."""
+    mean = torch.tensor(PREPROCESSING["mean"], device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(PREPROCESSING["std"], device=images.device).view(1, 3, 1, 1)
+    return (images.float() * PREPROCESSING["rescale"] - mean) / std
+
+
+def checkpoint_precision(payload: dict, device: torch.device) -> str:
+    """The precision a checkpoint's validation ran at; one from before it was recorded ran bf16 exactly on CUDA."""
+    return resolve_precision(payload.get("precision") or "auto", device)
+
+
+def inference_device() -> torch.device:
+    """Where a fresh pass over a stored checkpoint runs: the GPU where there is one."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def logits_at_mask_size(model, images: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """Class logits for uint8 images, computed at ``precision`` and upsampled bilinearly to the image size.
 
@@ -101,7 +122,7 @@ def logits_at_mask_size(model, images: torch.Tensor, precision: str = "fp32") ->
     with the mask. Training, validation and the fresh inference pass all go through here, and
     ``best.pt`` records the precision its validation ran at, so the fresh pass computes at it too.
     """
-    pixels = data.normalize(images)
+    pixels = normalize(images)
     if images.is_cuda:
         pixels = pixels.contiguous(memory_format=torch.channels_last)  # matches the model's layout there
     with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -54,13 +54,26 @@ PEAK_MEMORY = "memory/peak_allocated_mb"  # torch's own peak per epoch, on CUDA 
 BEST_EPOCH = key(BEST, "epoch")
 STOPPED_EPOCH = "stopped_epoch"
 
-# ---- params beside the MLproject's own ----
+# ---- params ----
+# The MLproject's main parameters: what mlflow run logs itself, and what a direct run logs the same way.
+RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "augment",
+              "weight_decay", "schedule", "pretrained", "dr", "compile", "precision", "parent", "register", "out",
+              "real_images", "epoch_images")
+# beside them, what a training run measures of its data and encoder
+IMAGE_SIZE = "image_size"  # HxW of the training frames, e.g. 512x512: photos are fitted to its long side
+VAL_IMAGE_SIZE = "val_image_size"
+PRETRAINED_ID = "pretrained_id"  # what the encoder came from: hub id at its commit, a directory, or random init
 CLASS_WEIGHT = "class_weight"  # class_weight.rock
 PIXEL_SHARE = "pixel_share"  # pixel_share.rock
 
+# ---- dataset inputs: the context each is logged with ----
+CONTEXT_TRAINING, CONTEXT_VALIDATION, CONTEXT_REAL = "training", "validation", "real"
+
 # ---- tags ----
 KIND = "regolith.kind"  # what a run is: one of the kinds below
-KIND_TRAIN, KIND_COMPARE = "train", "compare"  # evaluate and pull label their launcher runs with their verb
+KIND_TRAIN, KIND_COMPARE = "train", "compare"
+# the launcher runs `mlflow run -e <verb>` opens for the verbs that act on other runs
+KIND_EVALUATE, KIND_PHOTOS, KIND_PULL, KIND_RUNS = "evaluate", "photos", "pull", "runs"
 ERROR = "regolith.error"  # why a run ended FAILED or KILLED
 DR = "regolith.dr"  # "true" / "false"
 VARIANT = "regolith.variant"  # dr_750
@@ -101,7 +114,10 @@ def delta_tag(delta: str) -> str:
     return f"regolith.{delta}"
 
 
-GIT_COMMIT = "regolith.git_commit"  # the code a run ran: the commit, "+dirty" with uncommitted changes
+# The code a run ran: MLflow tags the commit itself (with `mlflow run` and when started from a git checkout);
+# whether the checkout had uncommitted changes is ours to add.
+GIT_COMMIT = "mlflow.source.git.commit"
+GIT_DIRTY = "regolith.git_dirty"  # "true", "false", or "unknown" outside git
 ENVIRONMENT = "environment.txt"  # artifact: every installed distribution and its version
 # the real photos a run was pointed at (regolith.photos, or -P real_images during training)
 REAL_DIGEST = "real/photos_digest"
@@ -119,5 +135,7 @@ VERIFY_ARTIFACTS = "verify/artifacts"
 CHECKPOINT = "best.pt"
 HISTORY = "metrics.jsonl"
 SUMMARY = "summary.json"
+PHOTOS_JSON = "photos.json"  # in real/<UTC time>/: regolith.photos' measurement (photos reads it back)
+FRAME_CONFUSIONS = "confusion_per_frame.json"  # in verify/<UTC time>/: evaluate's per-frame counts (evaluate reads it)
 MODEL_NAME = "regolith-segformer"
 VERSION_CHECKPOINT = "regolith.checkpoint"  # a model version's tag: which artifact is the checkpoint

@@ -56,7 +56,7 @@ import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from scipy import stats
 
-from regolith import CLASSES, Refused, data, figures, model as segformer, names, refusals, track
+from regolith import CLASSES, Refused, data, figures, model as segformer, names, refusals, store, track
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Named when skipped rather than ignored: a folder of scans is often TIFF, and silence would
@@ -66,8 +66,6 @@ UNREAD_SUFFIXES = (".tif", ".tiff")
 PHOTO_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG"}
 SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}  # first bytes, to name a damaged file
 FIT_MODES = ("letterbox", "cover")
-CLASS_IDS = tuple(range(len(CLASSES)))
-SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 CONFIDENCE = 0.95
 RESAMPLES = 9999  # scipy's default; the mean of a few dozen photos resamples in milliseconds
 
@@ -83,22 +81,6 @@ def _truncated_images_allowed():
         yield
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
-
-
-def to_rgb8(image: Image.Image) -> np.ndarray:
-    """A decoded PIL image -> H x W x 3 uint8, whatever its mode (see the module docstring)."""
-    if image.mode in SIXTEEN_BIT_GRAY:
-        # Mode I (32-bit) is how older PIL opened 16-bit PNGs; its values are read as 16-bit too.
-        gray = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
-        gray = ((gray * 255 + 32767) // 65535).astype(np.uint8)  # rounded, 65535 -> 255, 32768 -> 128
-        return np.repeat(gray[..., None], 3, axis=-1)
-    has_alpha = image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
-        image.mode == "P" and "transparency" in image.info)
-    if has_alpha:
-        rgba = np.asarray(image.convert("RGBA")).astype(np.uint32)
-        alpha = rgba[..., 3:]
-        return ((rgba[..., :3] * alpha + 127) // 255).astype(np.uint8)  # over black
-    return np.asarray(image.convert("RGB")).copy()
 
 
 def read_photo(path) -> tuple:
@@ -147,7 +129,7 @@ def _decode_photo(path: Path, raw: bytes) -> tuple:
             warnings.append(f"{path.name}: truncated {kind} ({error}); read as far as it goes, "
                             f"the rest filled by the decoder")
         image = ImageOps.exif_transpose(image)
-        return to_rgb8(image), warnings
+        return data.to_rgb8(image), warnings
     except Refused:
         raise
     except Exception as error:
@@ -241,15 +223,14 @@ def fit(rgb: np.ndarray, size: int, mode: str = "letterbox") -> tuple:
         fitted = np.asarray(ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR))
         return torch.from_numpy(fitted.transpose(2, 0, 1).copy()), torch.ones(size, size, dtype=torch.bool)
     height, width = rgb.shape[:2]
-    scale = size / max(height, width)
-    new_w, new_h = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
-    scaled = np.asarray(image.resize((new_w, new_h), Image.Resampling.BILINEAR))
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    frame = np.zeros((size, size, 3), np.uint8)
-    frame[top:top + new_h, left:left + new_w] = scaled
-    valid = torch.zeros(size, size, dtype=torch.bool)
-    valid[top:top + new_h, left:left + new_w] = True
-    return torch.from_numpy(frame.transpose(2, 0, 1).copy()), valid
+    if round(min(height, width) * size / max(height, width)) < 1:
+        raise Refused(f"a {width}x{height} photo is too narrow to letterbox into {size}x{size}: its short side "
+                      f"would be under one pixel; crop it, or fit=cover")
+    frame = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=(0, 0, 0))
+    # The photo's own pixels, placed as pad placed the photo: a white mask letterboxed the same way.
+    own = ImageOps.pad(Image.new("L", image.size, 255), (size, size), method=Image.Resampling.NEAREST, color=0)
+    valid = torch.from_numpy(np.asarray(own) == 255)
+    return torch.from_numpy(np.asarray(frame).transpose(2, 0, 1).copy()), valid
 
 
 def stack(fitted: list) -> tuple:
@@ -360,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 def training_size(run: dict) -> int:
     """The square a checkpoint's photos are fitted to: its training frames' long side (param ``image_size``)."""
     try:
-        return max(int(side) for side in run["params"]["image_size"].split("x"))
+        return max(int(side) for side in run["params"][names.IMAGE_SIZE].split("x"))
     except (KeyError, ValueError) as error:
         raise Refused(f"run {run['run_id']} ({run['run_name']}) records no image_size param (HxW); expected a "
                       f"training run of regolith.train") from error
@@ -368,23 +349,23 @@ def training_size(run: dict) -> int:
 
 def measure(args) -> dict:
     """Every checkpoint over every photo; everything recorded on each checkpoint's source run. Returns the summary."""
-    runs = [track.find_run(args.run, args.experiment)]
+    runs = [store.find_run(args.run, args.experiment)]
     if args.compare:
-        runs.append(track.find_run(args.compare, args.experiment))
+        runs.append(store.find_run(args.compare, args.experiment))
         if runs[1]["run_id"] == runs[0]["run_id"]:
             raise Refused(f"--compare {args.compare!r} is the same run as --run {args.run!r}; give another checkpoint")
-    track.label_launcher_run("photos", runs[0])
-    with tempfile.TemporaryDirectory(prefix="regolith-photos-") as scratch:
-        payloads = [segformer.load_checkpoint(track.download_checkpoint(run, Path(scratch) / run["run_id"]),
-                                              f"run {run['run_id']} ({run['run_name']})") for run in runs]
+    track.label_launcher_run(names.KIND_PHOTOS, runs[0])
+    payloads = []
+    for run in runs:
+        with store.fetched_checkpoint(run) as (_, payload):
+            payloads.append(payload)
     size = training_size(runs[0])
     photo_set = prepare(args.images, size, args.fit)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = segformer.inference_device()
     checkpoints = []
     for run, payload in zip(runs, payloads):
         net = segformer.model_from_checkpoint(payload).to(device)
-        # The precision its validation ran at; a checkpoint from before it was recorded ran bf16 exactly on CUDA.
-        precision = payload.get("precision") or segformer.resolve_precision("auto", device)
+        precision = segformer.checkpoint_precision(payload, device)  # what its validation ran at
         started = time.perf_counter()
         predictions = segformer.predict(net, photo_set["images"], precision, device)
         seconds = time.perf_counter() - started
@@ -425,13 +406,13 @@ def photo_summary(photo_set: dict, checkpoints: list, comparison: dict | None, d
 
 
 def write_photo_files(folder: Path, photo_set: dict, checkpoints: list, summary: dict):
-    """photos.csv, photos.json, a panel per photo (panels/) and one contact sheet per checkpoint."""
+    """photos.csv, photos.json (``names.PHOTOS_JSON``), a panel per photo (panels/) and one contact sheet per checkpoint."""
     with (folder / "photos.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["photo", "padding_pixels", *(f"{c['label']}:{name}" for c in checkpoints for name in CLASSES)])
         for n, (name, padding) in enumerate(zip(photo_set["names"], photo_set["padding"])):
             writer.writerow([name, padding, *(f"{c['shares'][n][cls]:.6f}" for c in checkpoints for cls in CLASSES)])
-    (folder / "photos.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / names.PHOTOS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "panels").mkdir()
     for n, name in enumerate(photo_set["names"]):
         figures.photo_panel(name, photo_set["images"][n], photo_set["valid"][n],
@@ -450,10 +431,10 @@ def write_photo_files(folder: Path, photo_set: dict, checkpoints: list, summary:
 def record_photos(checkpoint: dict, photo_set: dict, staging: Path):
     """On the checkpoint's source run, never overwriting: metrics at the checkpoint's epoch, tags, dataset, files."""
     run_id = checkpoint["run"]["run_id"]
-    folder, _ = track.fresh_folder(run_id, names.REAL)
+    folder, _ = store.fresh_folder(run_id, names.REAL)
     flood = checkpoint["flood"]
     track.log_artifacts_to_run(run_id, staging, folder)
-    track.log_dataset(photo_set["folder"], photo_set["digest"], "real", run_id=run_id)
+    track.log_dataset(photo_set["folder"], photo_set["digest"], names.CONTEXT_REAL, run_id=run_id)
     # Step: the epoch the checkpoint is from, so these sit beside a training run's own per-epoch real/ series.
     track.log_to_run(run_id, dict(zip(names.REAL_SET, (flood["mean"], flood["min"], flood["max"], flood["photos"]))),
                      {names.REAL_DIGEST: photo_set["digest"], names.REAL_ARTIFACTS: folder},
@@ -484,7 +465,24 @@ def report_photos(summary: dict, photo_set: dict):
               + f"; {run} calls more rock on {difference['a_more']} photos, {other} on {difference['b_more']}, "
               f"{difference['ties']} ties")
     print(f"logged {', '.join(names.REAL_SET)} and tag {names.REAL_DIGEST} to each run; artifacts in a new "
-          f"{names.REAL}/<UTC time>/ folder: photos.csv, photos.json, panels/, contact_sheet.png")
+          f"{names.REAL}/<UTC time>/ folder: photos.csv, {names.PHOTOS_JSON}, panels/, contact_sheet.png")
+
+
+def read_measurement(run_id: str) -> dict | None:
+    """The run's latest measurement of its own checkpoint by this verb: {"digest", "photos", "rock"}, or None.
+
+    ``rock`` is each photo's rock share, in the order of ``photos`` (file names); the set's digest
+    says whether two runs were pointed at the same photos.
+    """
+    folder = store.read_run(run_id)["tags"].get(names.REAL_ARTIFACTS)
+    if not folder:
+        return None
+    loaded = json.loads(store.download_artifact(run_id, f"{folder}/{names.PHOTOS_JSON}").read_text())
+    own = [c for c in loaded.get("checkpoints", []) if c["run_id"] == run_id and "shares" in c]
+    if not own:
+        return None
+    return {"digest": loaded["photos_digest"], "photos": [p["photo"] for p in loaded["photos"]],
+            "rock": [share["rock"] for share in own[0]["shares"]]}
 
 
 def main(argv=None):

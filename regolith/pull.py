@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers import SegformerForSemanticSegmentation, SegformerImageProcessorPil
 
-from regolith import Refused, model as segformer, names, refusals, track
+from regolith import Refused, model as segformer, names, refusals, store, track
 
 FILES = (names.CHECKPOINT, "config.json", "model.safetensors", "preprocessor_config.json", "source.json")
 
@@ -71,14 +71,12 @@ def pull(args) -> dict:
     out_dir = Path(args.out).resolve()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise Refused(f"--out {out_dir}: exists and is not an empty folder; give a new or empty one")
-    run = track.find_run(args.run, args.experiment)
-    track.label_launcher_run("pull", run, {names.PULLED_TO: out_dir})
-    with tempfile.TemporaryDirectory(prefix="regolith-pull-") as scratch:
-        checkpoint = track.download_checkpoint(run, Path(scratch))
-        # The safe unpickler refuses a checkpoint that would run code: nothing in it ran, nothing is written.
-        payload = segformer.load_checkpoint(checkpoint, f"run {run['run_id']} ({run['run_name']})")
-        staging = Path(scratch) / "out"
-        staging.mkdir()
+    run = store.find_run(args.run, args.experiment)
+    track.label_launcher_run(names.KIND_PULL, run, {names.PULLED_TO: out_dir})
+    # The safe unpickler refuses a checkpoint that would run code: nothing in it ran, nothing is written.
+    with store.fetched_checkpoint(run) as (checkpoint, payload), \
+            tempfile.TemporaryDirectory(prefix="regolith-pull-") as scratch:
+        staging = Path(scratch)
         shutil.copy2(checkpoint, staging / names.CHECKPOINT)
         save_pretrained(payload, staging)
         source = {"run_id": run["run_id"], "run_name": run["run_name"], "ref": run["ref"],

@@ -21,72 +21,13 @@ training run recorded before heartbeats existed is listed as "unknown" once it s
 
 import argparse
 import time
-from datetime import datetime
 
-from regolith import names, refusals, track
-
-TIMEOUT = 600.0  # seconds without a heartbeat before a run on another host counts as gone
-
-
-def _number(text) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def heartbeat_time(tags: dict) -> float | None:
-    """The run's last heartbeat, epoch seconds; None where it has none."""
-    try:
-        return datetime.fromisoformat(tags[names.HEARTBEAT]).timestamp()
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def stale_runs(rows: list, host: tuple, now: float, timeout: float, alive=track.process_alive) -> list:
-    """The RUNNING runs among ``rows`` (``track.read_runs``' rows) whose process is gone, oldest first.
-
-    ``host`` is (host name, pid namespace) of the caller (``track.host()``), ``now`` epoch seconds,
-    ``alive(pid, started)`` tells whether a process of this host still runs. Each entry: run_id,
-    run_name, kind, host, pid, heartbeat (epoch seconds or None), reason, and markable (False for
-    a run recorded before heartbeats, which may be alive).
-    """
-    stale = []
-    for row in sorted(rows, key=lambda row: (row["start_time"] or 0, row["run_id"])):
-        if row["status"] != "RUNNING":
-            continue
-        tags = row["tags"]
-        beat = heartbeat_time(tags)
-        entry = {"run_id": row["run_id"], "run_name": row["run_name"], "kind": tags.get(names.KIND),
-                 "host": tags.get(names.HOST), "pid": tags.get(names.PID), "heartbeat": beat}
-        started = (row["start_time"] or 0) / 1000
-        if names.HOST in tags and names.PID in tags:
-            pid = _number(tags[names.PID])
-            if (tags[names.HOST], tags.get(names.PID_NAMESPACE, "")) == tuple(host):
-                if pid is not None and pid == int(pid) and not alive(int(pid), _number(tags.get(names.PROCESS_START))):
-                    stale.append({**entry, "markable": True,
-                                  "reason": f"its process (pid {int(pid)} on {tags[names.HOST]}) is gone"})
-            elif now - (beat or started) > timeout:
-                stale.append({**entry, "markable": True,
-                              "reason": f"no heartbeat from {tags[names.HOST]} for {now - (beat or started):.0f} s "
-                                        f"(timeout {timeout:g} s)"})
-        elif tags.get(names.KIND) == names.KIND_TRAIN and now - started > timeout:
-            # Recorded before runs said where they run: maybe dead, maybe still training.
-            stale.append({**entry, "markable": False,
-                          "reason": f"unknown (recorded before heartbeats): RUNNING since {now - started:.0f} s "
-                                    f"ago, with no host or process recorded; not marked"})
-    return stale
-
-
-def find_stale(rows: list, timeout: float = TIMEOUT) -> list:
-    """``stale_runs`` as seen from this process, now."""
-    return stale_runs(rows, track.host(), time.time(), timeout)
+from regolith import files, liveness, names, refusals, store, track
 
 
 def resume_commands(row: dict) -> tuple:
     """The two commands that continue a training run, with the parameters it recorded (shell-quoted as logged)."""
-    from regolith.train import RUN_PARAMS  # torch and transformers: only when a resume is to be printed
-    given = [(key, row["params"][key]) for key in RUN_PARAMS if key in row["params"]]
+    given = [(key, row["params"][key]) for key in names.RUN_PARAMS if key in row["params"]]
     flags = " ".join(f"--{key}".replace("_", "-") + f" {value}" for key, value in given)
     project = " ".join(f"-P {key}={value}" for key, value in given)
     return (f"python -m regolith.train {flags} --resume {row['run_id']}",
@@ -95,7 +36,7 @@ def resume_commands(row: dict) -> tuple:
 
 def last_epoch(run_id: str) -> int:
     """The last epoch whose metrics the store has (the epoch marker's largest step); 0 for none."""
-    return max((step for step, _ in track.read_metric_history(run_id, names.EPOCH_MARKER)), default=0)
+    return max((step for step, _ in store.read_metric_history(run_id, names.EPOCH_MARKER)), default=0)
 
 
 def describe(entry: dict, row: dict, now: float) -> str:
@@ -105,7 +46,8 @@ def describe(entry: dict, row: dict, now: float) -> str:
              f"last heartbeat {age}: {entry['reason']}"]
     if entry["kind"] == names.KIND_TRAIN:
         lines.append(f"  last finished epoch in the store: {last_epoch(entry['run_id'])}; resume it (the state is "
-                     f"outputs/{entry['run_id']}/state.pt on {entry['host'] or 'its host'}) with:")
+                     f"{files.output_dir(entry['run_id']) / files.STATE_FILE} on {entry['host'] or 'its host'}, "
+                     f"under {files.OUTPUT_DIR} as set there) with:")
         direct, project = resume_commands(row)
         lines += [f"  {direct}", f"  or: {project}"]
     return "\n".join(lines)
@@ -116,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="",
                         help="experiment ('': the one training runs go to by default, as compare resolves it)")
-    parser.add_argument("--timeout", type=float, default="600",
+    parser.add_argument("--timeout", type=float, default=str(int(liveness.TIMEOUT)),
                         help="seconds without a heartbeat before a run on another host counts as gone")
     parser.add_argument("--mark", nargs="?", const="true", default="false", choices=["true", "false"],
                         help="end the stale runs KILLED, the reason in regolith.error (--mark alone: true)")
@@ -126,12 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with refusals():
-        track.check_reachable()
-        experiment = track.default_experiment(args.experiment)
-        track.label_launcher_run("runs", None)
-        rows = {row["run_id"]: row for row in track.read_runs(experiment)}
+        store.check_reachable()
+        experiment = store.default_experiment(args.experiment)
+        track.label_launcher_run(names.KIND_RUNS, None)
+        rows = {row["run_id"]: row for row in store.read_runs(experiment)}
         now = time.time()
-        stale = find_stale(list(rows.values()), args.timeout)
+        stale = liveness.find_stale(list(rows.values()), args.timeout)
         print(f"experiment {experiment!r}: {len(stale)} RUNNING run(s) whose process is gone "
               f"(this host: its process; other hosts: no heartbeat for {args.timeout:g} s)")
         for entry in stale:
@@ -139,7 +81,7 @@ def main(argv=None):
             if args.mark == "true" and entry["markable"]:
                 # Read again just before marking: a run resumed meanwhile is alive again.
                 if not any(again["run_id"] == entry["run_id"] for again in
-                           find_stale([track.read_run(entry["run_id"])], args.timeout)):
+                           liveness.find_stale([store.read_run(entry["run_id"])], args.timeout)):
                     print("  not marked: it is alive again")
                     continue
                 track.mark_killed(entry["run_id"], f"process gone: {entry['reason']} (marked by regolith.runs)",

@@ -12,8 +12,8 @@ it; stdout stays the list of finished pairs.
 import argparse
 import sys
 
-from regolith import names, refusals, track
-from regolith.runs import find_stale, resume_commands
+from regolith import liveness, names, refusals, store
+from regolith.runs import resume_commands
 
 
 def finished_pairs(rows: list) -> list:
@@ -28,14 +28,13 @@ def main(argv=None):
     parser.add_argument("--experiment", default="", help="experiment ('': the one training runs go to by default)")
     args = parser.parse_args(argv)
     with refusals():  # a sweep's first run finds no experiment yet: nothing has finished
-        rows = track.read_runs(track.default_experiment(args.experiment), missing_ok=True)
+        rows = store.read_runs(store.default_experiment(args.experiment), missing_ok=True)
     by_id = {row["run_id"]: row for row in rows}
-    for entry in find_stale(rows):
-        if entry["markable"] and entry["kind"] == names.KIND_TRAIN:  # known dead, not merely unknown
-            tags = by_id[entry["run_id"]]["tags"]
-            print(f"warning: run {entry['run_id']} ({tags.get(names.VARIANT, '?')} seed {tags.get(names.SEED, '?')}) "
-                  f"is RUNNING but {entry['reason']}; this sweep starts the pair again unless you resume it with: "
-                  f"{resume_commands(by_id[entry['run_id']])[0]}", file=sys.stderr)
+    for entry in liveness.known_dead(rows):
+        tags = by_id[entry["run_id"]]["tags"]
+        print(f"warning: run {entry['run_id']} ({tags.get(names.VARIANT, '?')} seed {tags.get(names.SEED, '?')}) "
+              f"is RUNNING but {entry['reason']}; this sweep starts the pair again unless you resume it with: "
+              f"{resume_commands(by_id[entry['run_id']])[0]}", file=sys.stderr)
     for pair in finished_pairs(rows):
         print(pair)
 

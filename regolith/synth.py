@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REGOLITH, ROCK, SKY, IGNORE = 0, 1, 2, 255
+from regolith import CLASSES, IGNORE_INDEX as IGNORE, ROCK
+
+REGOLITH, SKY = CLASSES.index("regolith"), CLASSES.index("sky")
 SPLITS = ("train_dr", "train_nodr", "test_photoreal")
 
 # Fixed per-split stream ids: frames of different splits never share random

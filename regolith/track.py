@@ -1,34 +1,28 @@
-"""The one seam between regolith and MLflow: every MLflow call the verbs make lives here.
+"""Writing to the tracking store: opening and ending runs, logging what they produce, the Model Registry.
 
 Training and evaluation produce plain dicts of floats; these functions turn them into
 params, tags, metrics, dataset inputs and artifacts. No autologging, so a reader sees
-exactly what is recorded. The tracking store is whatever MLflow resolves
-(``MLFLOW_TRACKING_URI``, else MLflow's default ``sqlite:///mlflow.db``).
+exactly what is recorded. Reading the store back is ``regolith.store``'s; together they are
+the one seam between regolith and MLflow.
 
 Every run opened here records where its process runs (host, pid, the process's start) and a
-heartbeat, so ``python -m regolith.runs`` can tell a run killed with ``kill -9`` from a live one.
-MLflow's system metrics (``system/...``) are on where CUDA is, off with ``REGOLITH_SYSTEM_METRICS=off``.
+heartbeat (``regolith.liveness``), so ``python -m regolith.runs`` can tell a run killed with
+``kill -9`` from a live one. MLflow's system metrics (``system/...``) are on where CUDA is, off
+with ``REGOLITH_SYSTEM_METRICS=off``.
 """
 
-import fcntl
 import importlib.util
-import json
 import os
 import re
 import signal
-import socket
 import sys
-import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
 from pathlib import Path
+from unittest import mock
 
 import mlflow
-import requests
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, RunTag
@@ -37,10 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from regolith import Refused, names
-
-# A progress bar per downloaded checkpoint or JSON file buries what the verbs print; a user's setting wins.
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from regolith import Refused, liveness, names, same_value, store
 
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
@@ -60,138 +51,6 @@ class _Silent:
 silent = _Silent()
 
 
-def check_reachable(timeout: float = 10):
-    """Fail fast when the tracking store cannot take the run, before any data is decoded or any run is touched.
-
-    A tracking server that is down: MLflow's own client would retry for about four minutes first;
-    any HTTP answer counts as up. A local store (``sqlite:///``, a folder) that cannot be written:
-    MLflow would retry for about two minutes, then fail with a traceback.
-    """
-    uri = mlflow.get_tracking_uri()
-    if not uri.startswith(("http://", "https://")):
-        local = _local_store(uri)
-        problem = local and _cannot_write(*local)
-        if problem:
-            raise Refused(f"tracking store {uri}: {problem}; point MLFLOW_TRACKING_URI at a writable location")
-        return
-    try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
-    except requests.RequestException as error:
-        raise Refused(f"tracking server {uri} is not reachable ({type(error).__name__}); start it, or point "
-                            f"MLFLOW_TRACKING_URI at one that is up") from error
-
-
-_ready = set()  # tracking URIs whose store this process has opened
-
-
-def ready_store():
-    """Open the tracking store once per process; a new SQLite file is created by one process at a time.
-
-    MLflow creates and migrates a SQLite store's schema on first access, with no lock: runs started
-    together on a store that did not exist yet crash each other (``duplicate column name``) and
-    leave no run. An exclusive ``flock`` on ``<db>.lock`` beside the file serializes that first
-    access; once the schema is there it costs one uncontended lock per process.
-    """
-    uri = mlflow.get_tracking_uri()
-    if uri in _ready:
-        return
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0] if uri.startswith("sqlite:///") else ""
-    if path and path != ":memory:":
-        try:
-            lock = open(f"{path}.lock", "a")
-        except OSError:  # a folder this process cannot write to: it cannot create a store there either
-            lock = None
-        try:
-            if lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            MlflowClient().search_experiments(max_results=1)  # creates the schema where there is none
-        finally:
-            if lock:
-                lock.close()  # and with it the lock
-    _ready.add(uri)
-
-
-# --- Where a run runs: host, process and heartbeat (``regolith.runs`` finds the dead) ---
-
-HEARTBEAT_SECONDS = 30  # the heartbeat thread's period; every epoch refreshes it too
-
-
-def heartbeat_now() -> str:
-    """The heartbeat's value: UTC time, ISO 8601 to the second (2025-06-01T12:00:00+00:00)."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def host() -> tuple:
-    """(host name, pid namespace) of this process: two processes can compare pids only when both match.
-
-    Containers that share the host's name (``docker --network host``) have pid namespaces of their
-    own, in which a pid means another process.
-    """
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return socket.gethostname(), namespace
-
-
-def _proc_stat(pid: int) -> list | None:
-    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` started, in epoch seconds to 1/100 s; None where it cannot be told.
-
-    Linux: boot time plus the start in clock ticks (as psutil computes it); elsewhere psutil if installed.
-    """
-    fields = _proc_stat(pid)
-    if fields:
-        try:
-            boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                        if line.startswith("btime "))
-            return round(boot + int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)
-        except (OSError, ValueError, IndexError, StopIteration):
-            return None
-    try:
-        import psutil
-        return round(psutil.Process(pid).create_time(), 2)
-    except Exception:
-        return None
-
-
-def process_alive(pid: int, started: float | None = None) -> bool:
-    """Whether process ``pid`` of this host still runs and, given ``started``, is the process that started then.
-
-    A zombie (exited, not yet reaped) is gone; a pid that now belongs to a process started at
-    another time was reused. Whatever cannot be told counts as alive: a live run is never reaped.
-    """
-    if pid <= 0:
-        return True  # not a pid this code recorded; os.kill(0 or -1) would mean a whole group
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    except OSError:
-        return True
-    fields = _proc_stat(pid)
-    if fields and fields[0] == "Z":
-        return False
-    now = process_started(pid)
-    return started is None or now is None or abs(now - started) <= 1
-
-
-def where() -> dict:
-    """The tags that say where this process runs, with a first heartbeat."""
-    name, namespace = host()
-    return {names.HOST: name, names.PID: os.getpid(), names.PID_NAMESPACE: namespace,
-            names.PROCESS_START: process_started(os.getpid()) or "", names.HEARTBEAT: heartbeat_now()}
-
-
 class Heartbeat:
     """While a run is open: its host and process as tags, and ``regolith.heartbeat`` refreshed every 30 s.
 
@@ -201,20 +60,20 @@ class Heartbeat:
     """
 
     def __init__(self, run_id: str, every: float | None = None):
-        self.run_id, self.every = run_id, every or HEARTBEAT_SECONDS
+        self.run_id, self.every = run_id, every or liveness.HEARTBEAT_SECONDS
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"regolith-heartbeat-{run_id[:8]}", daemon=True)
         self._warned = False
 
     def start(self):
-        MlflowClient().log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in where().items()])
+        MlflowClient().log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in liveness.where().items()])
         self._thread.start()
 
     def _beat(self):
         client = MlflowClient(mlflow.get_tracking_uri())
         while not self._stop.wait(self.every):
             try:
-                client.set_tag(self.run_id, names.HEARTBEAT, heartbeat_now())
+                client.set_tag(self.run_id, names.HEARTBEAT, liveness.heartbeat_now())
             except Exception as error:
                 if not self._warned:
                     self._warned = True
@@ -232,15 +91,14 @@ def _refuse_if_alive(run):
     """A resume of a run whose process may still be training it would train it twice: refused."""
     if run.info.status != "RUNNING":
         return
-    from regolith import runs  # the one judgement of stale runs lives there; it imports this module
     row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
            "start_time": run.info.start_time, "tags": dict(run.data.tags)}
-    if names.HOST not in row["tags"] or runs.find_stale([row]):
+    if names.HOST not in row["tags"] or liveness.find_stale([row]):
         return  # its process is gone (or it was recorded before hosts were)
     tags = row["tags"]
     raise Refused(f"run {run.info.run_id} is RUNNING and may be alive: pid {tags.get(names.PID)} on "
                   f"{tags.get(names.HOST)}, last heartbeat {tags.get(names.HEARTBEAT)}. Wait for it to end, "
-                  f"or, if it is gone, for its heartbeat to be {runs.TIMEOUT:g} s old (python -m regolith.runs "
+                  f"or, if it is gone, for its heartbeat to be {liveness.TIMEOUT:g} s old (python -m regolith.runs "
                   f"--mark ends it KILLED; --timeout shortens the wait), then resume")
 
 
@@ -322,34 +180,11 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     records its host and process and keeps a heartbeat (``Heartbeat``); a process killed with
     ``kill -9`` cannot end its run, and ``python -m regolith.runs`` finds it by those.
     """
-    ready_store()
-    client = MlflowClient()
+    store.ready_store()
     run_id = resume or os.environ.get("MLFLOW_RUN_ID")
     if resume and os.environ.get("MLFLOW_RUN_ID", resume) != resume:
         raise Refused(f"--resume {resume} but MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']}; give one run")
-    system_metrics = system_metrics_wanted()
-    resuming, before, had_error = False, None, False
-    with scoped_env({MLFLOW_SYSTEM_METRICS_NODE_ID.name: os.environ.get(MLFLOW_SYSTEM_METRICS_NODE_ID.name)
-                     or node_label()}):  # under torchrun: system/node_N/...
-        if run_id:
-            try:
-                existing = client.get_run(run_id)
-            except MlflowException as error:
-                raise Refused(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
-            resuming = bool(resume) or names.EPOCH_MARKER in existing.data.metrics
-            if resuming and existing.info.status == "FINISHED":
-                raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
-            if resuming:
-                _refuse_if_alive(existing)
-                before = (existing.info.status, existing.info.end_time)
-            had_error = names.ERROR in existing.data.tags
-            active = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
-            if run_name:
-                client.update_run(run_id, name=run_name)
-        else:
-            if experiment:
-                mlflow.set_experiment(experiment)
-            active = mlflow.start_run(run_name=run_name or None, log_system_metrics=system_metrics)
+    active, resuming, before, had_error = _open(run_id, bool(resume), run_name, experiment)
     run_id = active.info.run_id
     _opened.update(started=False)
     heartbeat = Heartbeat(run_id)
@@ -375,6 +210,37 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
         raise
     heartbeat.stop()
     _end(run_id, "FINISHED", clear_error=had_error)
+
+
+def _open(run_id: str | None, resume: bool, run_name: str | None, experiment: str | None) -> tuple:
+    """Start or reopen the run: (active run, whether it resumes, its (status, end time) before, whether it had an error).
+
+    A run that already has epochs logged is resumed, never trained again from scratch; a FINISHED
+    one is not resumed, nor one whose process may still train it.
+    """
+    system_metrics = system_metrics_wanted()
+    node = os.environ.get(MLFLOW_SYSTEM_METRICS_NODE_ID.name) or node_label()  # under torchrun: system/node_N/...
+    with mock.patch.dict(os.environ, {MLFLOW_SYSTEM_METRICS_NODE_ID.name: node} if node else {}):
+        if not run_id:
+            if experiment:
+                mlflow.set_experiment(experiment)
+            return mlflow.start_run(run_name=run_name or None, log_system_metrics=system_metrics), False, None, False
+        client = MlflowClient()
+        try:
+            existing = client.get_run(run_id)
+        except MlflowException as error:
+            raise Refused(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
+        resuming = resume or names.EPOCH_MARKER in existing.data.metrics
+        before = None
+        if resuming and existing.info.status == "FINISHED":
+            raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
+        if resuming:
+            _refuse_if_alive(existing)
+            before = (existing.info.status, existing.info.end_time)
+        active = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+        if run_name:
+            client.update_run(run_id, name=run_name)
+        return active, resuming, before, names.ERROR in existing.data.tags
 
 
 # Whether the open run got past set-up (``start``): a refused resume before that changed nothing.
@@ -457,19 +323,13 @@ def log_params(params: dict):
         value = str(value)
         if key not in existing:
             fresh[key] = value
-        elif existing[key] != value and not _same_number(existing[key], value):
+        elif not same_value(existing[key], value):
             conflicts.append(f"{key}={existing[key]!r} in the run, {value!r} now")
     if conflicts:
         raise Refused(f"run {run_id} already records other parameter values: " + "; ".join(conflicts))
     if fresh:
         mlflow.log_params(fresh)
 
-
-def _same_number(a: str, b: str) -> bool:
-    try:
-        return float(a) == float(b)
-    except ValueError:
-        return False
 
 
 def set_tags(tags: dict):
@@ -537,31 +397,14 @@ def log_artifacts(paths, best_effort: bool = False):
 
 
 @contextmanager
-def scoped_env(values: dict):
-    """Set environment variables for a block (None unsets one), then restore what was there."""
-    saved = {key: os.environ.get(key) for key in values}
-    for key, value in values.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
-
-@contextmanager
 def _http_retries(retries: int | None):
     """Fewer HTTP retries for one call: a per-epoch log must not stall training for minutes."""
     if retries is None:
         yield
         return
-    with scoped_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}):
+    with mock.patch.dict(os.environ, {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+                                      "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}):
         yield
 
 
@@ -584,7 +427,7 @@ def send_epochs(history: list, patient: bool = False):
                     log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
                     sent.add(row["epoch"])
             try:
-                mlflow.set_tag(names.HEARTBEAT, heartbeat_now())  # at least once per epoch, however short
+                mlflow.set_tag(names.HEARTBEAT, liveness.heartbeat_now())  # at least once per epoch, however short
             except Exception:
                 pass  # the heartbeat thread warns if the store stays away; the metrics above were sent
     except Exception as error:
@@ -618,16 +461,11 @@ def keep(history: list, files: list):
     log_artifacts(files, best_effort=True)
 
 
-def finish(history: list, metrics: dict, files: list, register: str | None = None) -> tuple | None:
-    """Once, when a training run has finished: every epoch surely sent, the final metrics and files.
-
-    With ``register`` (the variant), ``best.pt`` becomes a new model version, a candidate for that
-    alias; returns what ``register_model`` does.
-    """
+def finish(history: list, metrics: dict, files: list):
+    """Once, when a training run has finished: every epoch surely sent, the final metrics and files."""
     send_epochs(history, patient=True)
     log_metrics(metrics)
     log_artifacts(files)
-    return register_model(mlflow.active_run().info.run_id, register) if register else None
 
 
 def warn(message: str):
@@ -644,7 +482,7 @@ def record_error(error: str):
     if not run_id:
         return
     try:
-        check_reachable(timeout=5)
+        store.check_reachable(timeout=5)
         client = MlflowClient()
         client.set_tag(run_id, names.ERROR, error[:4000])
         if client.get_run(run_id).info.status == "RUNNING":
@@ -653,54 +491,6 @@ def record_error(error: str):
         warn(f"could not record the error in run {run_id}: {failure}")
 
 
-def check_artifact_store():
-    """The active run's artifact folder, where it is local: writable, before any data is decoded.
-
-    Otherwise best.pt would fail to upload only when the run has finished training.
-    """
-    uri = mlflow.get_artifact_uri()
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme not in ("", "file"):
-        return  # a server's proxy or an object store: the tracking check stands for it
-    problem = _cannot_write(Path(urllib.request.url2pathname(parsed.path) if parsed.scheme else uri), False)
-    if problem:
-        raise Refused(f"artifact store {uri}: {problem}; give the experiment a writable artifact location")
-
-
-def _local_store(uri: str) -> tuple | None:
-    """(path, whether it is a file) of a local tracking store: a SQLite database or a file-store folder."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "sqlite":
-        path = uri[len("sqlite:///"):].split("?")[0]  # sqlite:////abs/mlflow.db, sqlite:///relative.db
-        return (Path(path), True) if path and path != ":memory:" else None
-    if parsed.scheme in ("", "file"):
-        return Path(urllib.request.url2pathname(parsed.path) if parsed.scheme else uri), False
-    return None  # postgresql://, databricks, ...: not a local file
-
-
-def _cannot_write(path: Path, is_file: bool) -> str | None:
-    """Why ``path`` (a file, or a folder that is created when needed) cannot be written here; None when it can.
-
-    Probed, not guessed from permission bits: root, read-only mounts and ACLs all answer truly.
-    A database's folder must take new files too (SQLite writes its journal beside it).
-    """
-    if is_file and path.exists():
-        if not path.is_file():
-            return f"{path} is not a file"
-        try:
-            open(path, "ab").close()  # opened for writing, nothing changed
-        except OSError as error:
-            return f"cannot write {path} ({error.strerror})"
-    folder = path.parent if is_file else path
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        return f"{existing} is not a directory"
-    try:
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as error:
-        return f"cannot create files in {existing} ({error.strerror})"
-    return None
-
 
 # --- Finding a run, the Model Registry, and logging to a finished run (evaluate, pull) ---
 
@@ -708,14 +498,13 @@ MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<versi
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def register_model(run_id: str, alias: str, name: str = names.MODEL_NAME) -> tuple:
-    """Register the run's ``best.pt`` as a new version of ``name``; returns (its URI, why ``@alias`` stayed or None).
+def register_model(run_id: str, alias: str, move_alias: bool, name: str = names.MODEL_NAME) -> str:
+    """Register the run's ``best.pt`` as a new version of ``name``, and point ``@alias`` at it if ``move_alias``.
 
     best.pt is a plain artifact, not an MLflow Model flavour, so the version's source is the run's
     artifact directory: MLflow downloads nothing from a single-file source, while
-    ``models:/<name>@<alias>/best.pt`` resolves to the checkpoint. ``@alias`` (the variant) names
-    the best registered run of its variant by validation rock-IoU, whatever experiment it is in:
-    it moves to the new version only if that scored at least as well (``_alias_stays``).
+    ``models:/<name>@<alias>/best.pt`` resolves to the checkpoint. Whether the alias moves is the
+    caller's judgement (``regolith.alias``). Returns the version's URI.
     """
     client = MlflowClient()
     try:
@@ -727,160 +516,11 @@ def register_model(run_id: str, alias: str, name: str = names.MODEL_NAME) -> tup
     source = client.get_run(run_id).info.artifact_uri
     version = client.create_model_version(name, source, run_id=run_id,
                                           tags={names.VARIANT: alias, names.VERSION_CHECKPOINT: names.CHECKPOINT})
-    stays = _alias_stays(client, name, alias, run_id)
-    if stays is None:
+    if move_alias:
         client.set_registered_model_alias(name, alias, version.version)
     uri = f"models:/{name}/{version.version}"
     client.set_tag(run_id, names.MODEL_VERSION, uri)
-    return uri, stays
-
-
-def _alias_stays(client: MlflowClient, name: str, alias: str, run_id: str) -> str | None:
-    """Why ``@alias`` keeps its version rather than move to ``run_id``'s; None when it moves.
-
-    It moves when it points nowhere yet (or at a deleted run, a run with no best rock-IoU, or one
-    validated on its own training frames), or when the new run's ``best/iou_rock`` is at least the
-    holder's on the same validation split (by digest). It stays for a worse run, a run validated on
-    its own training frames, and a run validated on another split, whose number does not compare.
-    """
-    try:
-        holder = client.get_model_version_by_alias(name, alias)
-        held = client.get_run(holder.run_id)
-    except MlflowException:
-        return None
-    new, score = client.get_run(run_id).data, names.key(names.BEST, names.HEADLINE)
-    theirs, mine = held.data.metrics.get(score), new.metrics.get(score)
-    if held.info.lifecycle_stage == "deleted" or theirs is None or held.data.tags.get(names.VAL_IS_TRAIN) == "true":
-        return None
-    where = f"@{alias} stays at models:/{name}/{holder.version} (run {holder.run_id}, {score} {theirs:.4f})"
-    if new.tags.get(names.VAL_IS_TRAIN) == "true":
-        return f"{where}: this run validated on its own training frames"
-    ours, their_split = new.tags.get(names.VAL_DIGEST), held.data.tags.get(names.VAL_DIGEST)
-    if ours and their_split and ours != their_split:
-        return (f"{where}: this run validated on another split (digest {ours}, not {their_split}), so the two "
-                f"do not compare; move the alias by hand if it should")
-    if mine is None or mine < theirs:
-        return f"{where}: this run's {score} {'is missing' if mine is None else f'{mine:.4f} is lower'}"
-    return None
-
-
-def find_run(ref: str, experiment: str = "") -> dict:
-    """The run ``ref`` names, as plain values: a run id, a run name in the experiment, or a models:/ URI.
-
-    A name is looked up in ``experiment`` if given, else where a training run started here would
-    go (``default_experiment``: the ``mlflow run``'s own, MLFLOW_EXPERIMENT_NAME / _ID, else Default).
-    ``checkpoint_uri`` is where best.pt is fetched from; for a models:/ URI it is pinned to the
-    version the alias pointed at when it was resolved.
-    """
-    client = MlflowClient()
-    ref = ref.strip()
-    if ref.startswith("models:/"):
-        run, version = _run_from_model_uri(client, ref)
-        model_version = f"models:/{version.name}/{version.version}"
-        checkpoint_uri = f"{model_version}/{names.CHECKPOINT}"
-    else:
-        run = _run_by_id(client, ref) or _run_by_name(client, ref, experiment)
-        model_version = run.data.tags.get(names.MODEL_VERSION)
-        checkpoint_uri = f"runs:/{run.info.run_id}/{names.CHECKPOINT}"
-    if run.info.lifecycle_stage == "deleted":
-        raise Refused(f"{ref}: run {run.info.run_id} is deleted; restore it first (mlflow runs restore)")
-    return {"ref": ref, "run_id": run.info.run_id, "run_name": run.info.run_name,
-            "experiment_id": run.info.experiment_id, "status": run.info.status,
-            "tags": dict(run.data.tags), "params": dict(run.data.params), "metrics": dict(run.data.metrics),
-            "model_version": model_version, "checkpoint_uri": checkpoint_uri}
-
-
-def _run_by_id(client: MlflowClient, ref: str):
-    if not RUN_ID.fullmatch(ref):
-        return None
-    try:
-        return client.get_run(ref)
-    except MlflowException as error:
-        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None  # then it may still be a run name
-        raise
-
-
-def _experiment(client: MlflowClient, name: str):
-    """``name``, else the experiment a training run started here would go to (as compare resolves it)."""
-    name = default_experiment(name)
-    found = client.get_experiment_by_name(name)
-    if found is None:
-        raise Refused(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
-    return found
-
-
-def _runs_named(client: MlflowClient, name: str, experiment_ids: list) -> list:
-    quote = "'" if "'" not in name else '"'
-    runs = client.search_runs(experiment_ids, f"attributes.run_name = {quote}{name}{quote}",
-                              order_by=["attributes.start_time DESC"], max_results=100)
-    # Under `mlflow run -e evaluate` the verb's own run is in the store too; it is never the one meant.
-    return [run for run in runs if run.info.run_id != os.environ.get("MLFLOW_RUN_ID")]
-
-
-def _run_by_name(client: MlflowClient, name: str, experiment: str):
-    found = _experiment(client, experiment)
-    runs = _runs_named(client, name, [found.experiment_id])
-    if len(runs) == 1:
-        return runs[0]
-    where = f"experiment {found.name!r} of the tracking store {mlflow.get_tracking_uri()}"
-    if len(runs) > 1:
-        listed = "; ".join(
-            f"{run.info.run_id} (seed {run.data.tags.get(names.SEED, '?')}, {run.info.status}, started "
-            f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(run.info.start_time / 1000))} UTC, best/iou_rock "
-            f"{run.data.metrics.get('best/iou_rock', float('nan')):.4f})" for run in runs[:10])
-        raise Refused(f"run name {name!r} is ambiguous in {where}: {len(runs)} runs have it: {listed}"
-                          f"{' ...' if len(runs) > 10 else ''}. Pass the run id instead")
-    others = [e for e in client.search_experiments() if e.experiment_id != found.experiment_id]
-    elsewhere = sorted({e.name for e in others for _ in _runs_named(client, name, [e.experiment_id])[:1]})
-    hint = f"; runs with that name exist in experiment(s) {', '.join(map(repr, elsewhere))} (pass --experiment)" \
-        if elsewhere else ""
-    raise Refused(f"{name!r}: no run with that id or name in {where}; expected a run id, a run name, "
-                      f"or models:/{names.MODEL_NAME}@<variant>{hint}")
-
-
-def _run_from_model_uri(client: MlflowClient, ref: str):
-    match = MODEL_URI.fullmatch(ref.rstrip("/"))
-    if not match:
-        raise Refused(f"{ref}: expected models:/<name>@<alias> or models:/<name>/<version>, "
-                      f"e.g. models:/{names.MODEL_NAME}@dr_750")
-    try:
-        if match["alias"]:
-            version = client.get_model_version_by_alias(match["name"], match["alias"])
-        else:
-            version = client.get_model_version(match["name"], match["version"])
-    except MlflowException as error:
-        raise Refused(f"{ref}: no such registered model version in the registry "
-                          f"{mlflow.get_registry_uri()} ({error.message})") from error
-    if not version.run_id:
-        raise Refused(f"{ref}: version {version.version} of {version.name} records no source run")
-    return client.get_run(version.run_id), version
-
-
-def download_checkpoint(run: dict, dst_dir: Path) -> Path:
-    """Copy the run's best.pt from the artifact store (never a local leftover) into ``dst_dir``."""
-    listed = [info.path for info in MlflowClient().list_artifacts(run["run_id"])]
-    if names.CHECKPOINT not in listed:
-        raise Refused(f"run {run['run_id']} ({run['run_name']}, {run['status']}) has no {names.CHECKPOINT} artifact "
-                      f"(it has: {', '.join(listed) or 'no artifacts'}); expected a training run that "
-                      f"finished at least one epoch")
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
-
-
-def fresh_folder(run_id: str, prefix: str, stamp: str = "") -> tuple:
-    """(artifact path ``<prefix>/<UTC time>``, how many such folders there are with it): never one that exists."""
-    existing = set(artifact_dirs(run_id, prefix))
-    stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name, n = stamp, 1
-    while name in existing:
-        n += 1
-        name = f"{stamp}-{n}"
-    return f"{prefix}/{name}", len(existing) + 1
-
-
-def artifact_dirs(run_id: str, path: str) -> list:
-    """Names of the folders directly under ``path`` in the run's artifacts."""
-    return [Path(info.path).name for info in MlflowClient().list_artifacts(run_id, path) if info.is_dir]
+    return uri
 
 
 def log_to_run(run_id: str, metrics: dict, tags: dict, step: int = 0):
@@ -911,71 +551,6 @@ def label_launcher_run(kind: str, source: dict | None, tags: dict | None = None)
                                     **(tags or {})}.items()])
 
 
-# --- Reading an experiment back into a plain table (compare) ---
-
-def attached_experiment() -> str | None:
-    """Under ``mlflow run``, the name of the experiment the run MLflow opened (``MLFLOW_RUN_ID``) is in."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        return None
-    client = MlflowClient()
-    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
-
-
-def default_experiment(name: str = "") -> str:
-    """``name``, else the experiment a training run started here would go to.
-
-    That is the ``mlflow run``'s own, else MLFLOW_EXPERIMENT_NAME, else MLFLOW_EXPERIMENT_ID,
-    else MLflow's "Default" (the order ``mlflow.start_run`` resolves them in).
-    """
-    if name:
-        return name
-    attached = attached_experiment()
-    if attached:
-        return attached
-    if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
-        return os.environ["MLFLOW_EXPERIMENT_NAME"]
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
-        try:
-            return MlflowClient().get_experiment(experiment_id).name
-        except MlflowException as error:
-            raise Refused(f"MLFLOW_EXPERIMENT_ID={experiment_id}: no such experiment in the tracking "
-                          f"store {mlflow.get_tracking_uri()}") from error
-    return "Default"
-
-
-def read_runs(experiment: str, missing_ok: bool = False) -> list:
-    """Every run of ``experiment`` (deleted ones aside) as a plain row; the caller decides which count.
-
-    A row: run_id, run_name, status, start_time (ms), the run's ``regolith.*`` tags, its params
-    and its latest metric values. ``mlflow.search_runs`` pages through the client, so a tracking
-    server answers the same as a local store. An experiment that does not exist is refused, listing
-    the ones that do, or with ``missing_ok`` (a sweep's first run) has no runs.
-    """
-    ready_store()
-    client = MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        if missing_ok:
-            return []
-        known = sorted(e.name for e in client.search_experiments())
-        raise Refused(f"experiment {experiment!r}: no such experiment in the tracking store "
-                      f"{mlflow.get_tracking_uri()}; it has: {', '.join(map(repr, known)) or 'none'}")
-    return [_row(run) for run in mlflow.search_runs([found.experiment_id], output_format="list")]
-
-
-def _row(run) -> dict:
-    return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-            "start_time": run.info.start_time,
-            "tags": {k: v for k, v in run.data.tags.items() if k.startswith("regolith.")},
-            "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
-
-
-def read_run(run_id: str) -> dict:
-    """One run as read_runs' row, read afresh."""
-    return _row(MlflowClient().get_run(run_id))
-
 
 def mark_killed(run_id: str, reason: str, end_time: float | None = None):
     """End a run whose process is gone as KILLED, with ``reason`` in ``regolith.error``, without reopening it.
@@ -988,40 +563,3 @@ def mark_killed(run_id: str, reason: str, end_time: float | None = None):
     client.set_terminated(run_id, "KILLED", end_time=int(end_time * 1000) if end_time else None)
 
 
-def read_metric_history(run_id: str, key: str) -> list:
-    """(step, value) pairs of one metric of a run, by step; a step logged twice keeps its last value."""
-    history = sorted(MlflowClient().get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    return sorted({m.step: m.value for m in history}.items())
-
-
-def read_real_photos(run_id: str) -> dict | None:
-    """The run's latest regolith.photos measurement of its own checkpoint: {"digest", "photos", "rock"}, or None.
-
-    ``rock`` is each photo's rock share, in the order of ``photos`` (file names); the set's digest
-    says whether two runs were pointed at the same photos.
-    """
-    folder = MlflowClient().get_run(run_id).data.tags.get(names.REAL_ARTIFACTS)
-    if not folder:
-        return None
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/photos.json")
-    loaded = json.loads(Path(path).read_text())
-    own = [c for c in loaded.get("checkpoints", []) if c["run_id"] == run_id and "shares" in c]
-    if not own:
-        return None
-    return {"digest": loaded["photos_digest"], "photos": [p["photo"] for p in loaded["photos"]],
-            "rock": [share["rock"] for share in own[0]["shares"]]}
-
-
-def read_frame_confusions(run_id: str) -> dict | None:
-    """The per-frame confusion matrices of the run's latest fresh inference pass on its own validation split.
-
-    Returns {"frames": names, "confusion": frames x 3 x 3 counts}, or None when the run has no
-    such pass (``python -m regolith.evaluate`` writes one) or it was on another split.
-    """
-    tags = MlflowClient().get_run(run_id).data.tags
-    folder = tags.get(names.VERIFY_ARTIFACTS)
-    if not folder or tags.get(names.VERIFY_SPLIT_DIGEST) != tags.get(names.VAL_DIGEST):
-        return None
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/confusion_per_frame.json")
-    loaded = json.loads(Path(path).read_text())
-    return {"frames": loaded["frames"], "confusion": loaded["confusion"]}

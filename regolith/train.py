@@ -7,38 +7,30 @@ The recipe is the reference study's (shared/reference/03-training.txt): class-we
 cross-entropy, AdamW with cosine decay to 1e-7, validation on the unseen-domain split
 ``test_photoreal``, and the checkpoint with the best validation rock-IoU kept as ``best.pt``.
 ``train()`` reads top to bottom: set up, then per epoch train, evaluate, log, keep the best,
-maybe stop, then finish. ``train_epoch`` and ``validate`` are the one engine: training, DDP
-ranks and the benchmark (benchmarks/bench.py) all call them.
+maybe stop, then finish. The epoch itself is ``regolith.engine``'s (``train_epoch``,
+``validate``), which DDP ranks and the benchmark call too; this module is the verb around it:
+its parameters, what it records, its resumable state and its files.
 """
 
 import argparse
 import copy
-import errno
-import io
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import signal
-import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from regolith import (CLASSES, IGNORE_INDEX, ROCK, Refused, data, figures, metrics, model as segformer, names, photos,
-                      refusals, track)
+from regolith import (CLASSES, ROCK, Refused, alias, data, engine, figures, files, model as segformer, names, photos,
+                      provenance, refusals, state, store, track)
 
-MIN_LR = 1e-7
-STATE_FILE = "state.pt"
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
 
 
@@ -69,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="early stopping on validation rock-IoU after this many epochs without gain (0: never)")
     parser.add_argument("--augment", default="hflip", choices=["hflip", "none"],
                         help="training-frame augmentation: hflip flips image and mask together with p = 0.5")
-    parser.add_argument("--weight-decay", type=float, default="1e-4", help="AdamW weight decay")
+    parser.add_argument("--weight-decay", type=float, default=f"{engine.WEIGHT_DECAY:g}", help="AdamW weight decay")
     parser.add_argument("--schedule", default="epoch", choices=["epoch", "step"],
                         help="cosine decay to 1e-7 stepped once per epoch (the original's) or every step")
     parser.add_argument("--pretrained", default="nvidia/mit-b0",
@@ -97,17 +89,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The MLproject parameters: what mlflow run logs itself, and what a direct run logs the same way.
-RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "patience", "augment",
-              "weight_decay", "schedule", "pretrained", "dr", "compile", "precision", "parent", "register", "out",
-              "real_images", "epoch_images")
-# What a run only looks at or writes elsewhere, not what it computes: the resumable state leaves
-# them out (the store still refuses a resume that gives one another value than its params record).
-OBSERVING = ("register", "parent", "out", "real_images", "epoch_images")
-# What a state.pt written before a parameter existed ran with: the code of that time's behaviour.
-EARLIER_DEFAULTS = {"precision": "auto", "augment": "none", "weight_decay": 0.01, "schedule": "step"}
-
-
 def as_given(parser: argparse.ArgumentParser, argv) -> dict:
     """The MLproject parameters exactly as ``mlflow run`` logs them: the given text, shell-quoted.
 
@@ -118,7 +99,7 @@ def as_given(parser: argparse.ArgumentParser, argv) -> dict:
     for action in untyped._actions:
         action.type = None  # keep the strings as typed (argparse also leaves string defaults alone)
     given = vars(untyped.parse_args(argv))
-    return {key: shlex.quote(str(given[key])) for key in RUN_PARAMS}
+    return {key: shlex.quote(str(given[key])) for key in names.RUN_PARAMS}
 
 
 def check_args(args, world: int = 1):
@@ -160,223 +141,9 @@ def resolve_val_split(val_split: str, split_dir: Path) -> Path:
     return Path(val_split).resolve() if val_split else split_dir.parent / "test_photoreal"
 
 
-def get_lr(step: int, total_steps: int, peak_lr: float) -> float:
-    """Cosine decay per step from ``peak_lr`` to 1e-7 over the whole run (epochs x steps per epoch)."""
-    progress = min(step / max(total_steps, 1), 1.0)
-    return MIN_LR + 0.5 * (peak_lr - MIN_LR) * (1 + math.cos(math.pi * progress))
-
-
-def epoch_lr(epoch: int, epochs: int, peak_lr: float) -> float:
-    """The original's per-epoch cosine (``CosineAnnealingLR(T_max=epochs, eta_min=1e-7)`` stepped once an epoch):
-    epoch k, counted from 1, trains at the cosine value of (k - 1) / epochs."""
-    return get_lr(epoch - 1, epochs, peak_lr)
-
-
-def lr_schedule(schedule: str, peak_lr: float, epochs: int, steps_per_epoch: int):
-    """The learning rate as a pure function of the step, so the step is the whole schedule state on resume."""
-    if schedule == "epoch":
-        return lambda step: epoch_lr(step // steps_per_epoch + 1, epochs, peak_lr)
-    return lambda step: get_lr(step, epochs * steps_per_epoch, peak_lr)
-
-
-# ---- the device and the module the loop calls -------------------------------------------------
-
-def pick_device() -> torch.device:
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun rank
-
-
-def device_name(device: torch.device) -> str:
-    return f"cuda:{torch.cuda.get_device_name(device)}" if device.type == "cuda" else "cpu"
-
-
-def resolve_compile(compile_model: str, device: torch.device) -> bool:
-    """true/false as given; auto compiles on CUDA only (on the CPU the compile costs more than it saves)."""
-    return compile_model == "true" or (compile_model == "auto" and device.type == "cuda")
-
-
-def prepare(net, device: torch.device, compile_model: bool, world: int = 1):
-    """The module the loop calls: channels_last on CUDA, DDP under torchrun, torch.compile'd when asked.
-
-    ``net`` itself stays unwrapped, so checkpoints keep the plain state-dict names.
-    """
-    module = net
-    if device.type == "cuda":
-        net.to(memory_format=torch.channels_last)
-    if world > 1:
-        if device.type == "cuda":  # one set of batch statistics over the global batch, as in one process
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        module = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    if not compile_model:
-        return module
-    first_forward(net, device)
-    return torch.compile(module)
-
-
-def first_forward(net, device: torch.device):
-    """One eager forward on a blank frame, so that torch.compile sees the whole model as one graph.
-
-    transformers installs SegFormer's output-capturing hooks on the model's first forward, under a
-    threading lock that dynamo cannot trace. Compiled cold, the model splits there: 7 graph breaks
-    and 19 compiled frames on a tiny SegFormer, against one graph per mode (train, eval) once the hooks
-    exist. Eval mode under no_grad draws no dropout and updates no BatchNorm statistics, so
-    training is unchanged by it.
-    """
-    mode = net.training
-    net.eval()
-    with torch.no_grad():
-        net(pixel_values=torch.zeros(1, 3, 64, 64, device=device))
-    net.train(mode)
-
-
-def keep_on(split, device: torch.device, budget: float = 0.5):
-    """Move a decoded split to the GPU when it fits in ``budget`` of free memory: no copy per step then."""
-    if device.type != "cuda":
-        return
-    size = split.images.nbytes + split.masks.nbytes
-    if size < budget * torch.cuda.mem_get_info(device)[0]:
-        split.images, split.masks = split.images.to(device), split.masks.to(device)
-    else:
-        split.images, split.masks = split.images.pin_memory(), split.masks.pin_memory()
-
-
-def make_optimizer(net, lr: float, weight_decay: float, device: torch.device):
-    """AdamW; fused on CUDA: one kernel for all parameters instead of several per tensor."""
-    return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
-
-
-# ---- the engine: one training epoch, one validation pass ---------------------------------------
-
-def batches(order: torch.Tensor, batch: int, drop_last: bool) -> list:
-    """Index tensors of each step; ``drop_last`` keeps shapes static for torch.compile."""
-    stop = len(order) - len(order) % batch if drop_last and len(order) >= batch else len(order)
-    return [order[start:start + batch] for start in range(0, stop, batch)]
-
-
-def weight_per_label(class_weights: torch.Tensor) -> torch.Tensor:
-    """Class weight per label value, 0 for the ignore label: summed weights without boolean indexing."""
-    label_weight = torch.zeros(256, dtype=torch.float64, device=class_weights.device)
-    label_weight[:len(CLASSES)] = class_weights.double()
-    return label_weight
-
-
-def draw_flips(augment: str, frames: int, generator: torch.Generator) -> torch.Tensor | None:
-    """Which positions of an epoch's frame order flip horizontally (p = 0.5), or None without augmentation.
-
-    Drawn from the run's data generator, which state.pt saves, so a resumed run flips as an unbroken one.
-    """
-    return torch.rand(frames, generator=generator) < 0.5 if augment == "hflip" else None
-
-
-def hflip(images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor) -> tuple:
-    """Flip image and mask together where ``flip`` (one bool per frame) says so; on the device, no host sync."""
-    return (torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images),
-            torch.where(flip.view(-1, 1, 1), masks.flip(-1), masks))
-
-
-def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights: torch.Tensor, optimizer,
-                lr_at, step: int, precision: str, device: torch.device, flips: torch.Tensor | None = None,
-                epoch: int = 1, drop_last: bool = False, rank: int = 0, world: int = 1, progress=None) -> tuple:
-    """One pass over the training frames in ``order``: returns (statistics, the next step).
-
-    The statistics are keyed as logged under ``train/``: the mean batch loss, and rock-IoU and
-    mIoU of the training batches' own predictions (a device confusion matrix, no extra pass).
-    ``lr_at`` maps a step to its learning rate: the schedule is a pure function of the step.
-    ``flips`` (one bool per position of ``order``) flips those frames with their masks. Losses
-    stay on the device until the epoch ends (no host sync per step); a NaN or inf loss is then
-    refused with its epoch and step, before anything of that epoch is kept. Under torchrun each
-    rank takes its share of every global batch, and the loss is normalized by the whole batch's
-    summed class weights, so DDP's gradient average equals the gradient of the single-process loss.
-    """
-    model.train()
-    losses = []
-    confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
-    label_weight = weight_per_label(class_weights)
-    # The order and the flips go where the frames are, once an epoch: no index crosses to the GPU per step.
-    order = order.to(split.images.device)
-    flips = flips.to(split.images.device) if flips is not None else None
-    for positions in batches(torch.arange(len(order), device=order.device), batch, drop_last):
-        positions = positions.chunk(world)[rank] if world > 1 else positions
-        index = order[positions]
-        images = split.images[index].to(device, non_blocking=True)
-        masks = split.masks[index].to(device, non_blocking=True).long()
-        if flips is not None:
-            images, masks = hflip(images, masks, flips[positions].to(device, non_blocking=True))
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        logits = segformer.logits_at_mask_size(model, images, precision)
-        if world == 1:
-            loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX)
-            batch_loss = loss.detach()
-        else:
-            weight_sum = label_weight[masks].sum().float()
-            dist.all_reduce(weight_sum)
-            loss = F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX,
-                                   reduction="sum") * world / weight_sum
-            batch_loss = loss.detach() / world
-            dist.all_reduce(batch_loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(batch_loss)
-        confusion += metrics.confusion_matrix(logits.detach().argmax(1), masks)
-        step += 1
-        if progress is not None:
-            progress.update(len(index) * world)
-    losses = torch.stack(losses)
-    finite = torch.isfinite(losses)
-    if not finite.all():
-        first = int((~finite).nonzero()[0])
-        raise Refused(f"training loss is {losses[first].item()} in epoch {epoch} at step "
-                      f"{step - len(losses) + first + 1} (batch {first + 1} of the epoch); "
-                      f"lower lr or check the encoder and the data")
-    if world > 1:
-        dist.all_reduce(confusion)
-    scores = metrics.iou_summary(confusion.cpu())
-    return {names.LOSS: losses.mean().item(), **{score: scores[score] for score in names.TRAIN_SCORES}}, step
-
-
-@torch.no_grad()
-def validate(model, split, *, batch: int, class_weights: torch.Tensor, precision: str, device: torch.device,
-             static: bool = False, rank: int = 0, world: int = 1) -> dict:
-    """Weighted loss and global per-class IoU over every pixel of ``split``, keyed as logged under ``val/``.
-
-    IoU by the standard rule (255 ignored) and by the original study's (``names.STRICT_SCORES``).
-
-    Everything accumulates on the device; the only host sync is the final ``.item()``. With
-    ``static``, the last batch is padded with ignored pixels so every batch has one shape.
-    Under torchrun each rank evaluates a contiguous share and the sums are all-reduced.
-    """
-    model.eval()
-    confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    weight_sum = torch.zeros((), dtype=torch.float64, device=device)
-    label_weight = weight_per_label(class_weights)
-    per_rank = -(-split.frames // world)  # contiguous shares, so batches are slices
-    first, last = min(rank * per_rank, split.frames), min((rank + 1) * per_rank, split.frames)
-    for start in range(first, last, batch):
-        images = split.images[start:min(start + batch, last)].to(device, non_blocking=True)
-        masks = split.masks[start:min(start + batch, last)].to(device, non_blocking=True).long()
-        real = len(images)  # the padding below is not the split's: it stays out of the confusion matrix
-        if static and real < batch:
-            pad = batch - len(images)
-            images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
-            masks = torch.cat([masks, masks.new_full((pad, *masks.shape[1:]), IGNORE_INDEX)])
-        logits = segformer.logits_at_mask_size(model, images, precision)
-        # Summed, then divided by the summed weights once: the split's weighted mean, not a mean of means.
-        loss_sum += F.cross_entropy(logits, masks, weight=class_weights, ignore_index=IGNORE_INDEX, reduction="sum")
-        weight_sum += label_weight[masks].sum()
-        confusion += metrics.confusion_matrix(logits[:real].argmax(1), masks[:real])
-    if world > 1:
-        for total in (confusion, loss_sum, weight_sum):
-            dist.all_reduce(total)
-    return {names.LOSS: (loss_sum / weight_sum).item(), **metrics.iou_summary(confusion.cpu())}
-
-
 # ---- set-up: data, model, what the store records -----------------------------------------------
 
-def load_splits(args, run_id: str, state: dict | None, log=track) -> tuple:
+def load_splits(args, run_id: str, saved: dict | None, log=track) -> tuple:
     """(training split, validation split), checked; a resumed run must find the frames it started on.
 
     Validation on the training frames themselves is allowed but said loudly (and tagged by ``run_record``).
@@ -384,8 +151,8 @@ def load_splits(args, run_id: str, state: dict | None, log=track) -> tuple:
     split_dir = Path(args.split).resolve()
     train_split = data.load_split(split_dir, args.frames)
     val_split = data.load_split(resolve_val_split(args.val_split, split_dir))
-    if state and (state["dataset_digest"], state["val_digest"]) != (train_split.digest, val_split.digest):
-        raise Refused(f"run {run_id}: the frames changed since it started (digest {state['dataset_digest']} "
+    if saved and (saved["dataset_digest"], saved["val_digest"]) != (train_split.digest, val_split.digest):
+        raise Refused(f"run {run_id}: the frames changed since it started (digest {saved['dataset_digest']} "
                       f"then, {train_split.digest} now); resume needs the same data")
     if val_is_train(train_split, val_split):
         log.warn(f"VALIDATION ON THE TRAINING SPLIT: {val_split.path} holds the training frames of {train_split.path} "
@@ -399,11 +166,11 @@ def val_is_train(train_split, val_split) -> bool:
     return train_split.path.resolve() == val_split.path.resolve() or train_split.digest == val_split.digest
 
 
-def build_model(args, state: dict | None, say) -> tuple:
+def build_model(args, saved: dict | None, say) -> tuple:
     """(model, what the encoder came from): the last epoch's state, a random init, or the pretrained encoder."""
     torch.manual_seed(args.seed)  # the fresh head's (or the whole random model's) initialization
-    if state:
-        return segformer.model_from_checkpoint(state), state["pretrained_id"]
+    if saved:
+        return segformer.model_from_checkpoint(saved), saved["pretrained_id"]
     if args.pretrained.lower() == "none":
         say("pretrained=none: every weight starts random (no ImageNet encoder); record it as such")
         net = segformer.random_init()
@@ -411,11 +178,6 @@ def build_model(args, state: dict | None, say) -> tuple:
         net, encoder_tensors = segformer.load_pretrained(args.pretrained)
         say(f"encoder: all {encoder_tensors} encoder tensors loaded from {args.pretrained}; fresh 3-class head")
     return net, segformer.pretrained_id(args.pretrained, net)
-
-
-def library_versions() -> dict:
-    return {"version.python": platform.python_version(), "version.torch": torch.__version__,
-            **{f"version.{name}": metadata.version(name) for name in ("transformers", "mlflow")}}
 
 
 def epoch_views(args, train_split, val_split) -> dict:
@@ -461,35 +223,6 @@ def watch(log, net, val_split, views: dict, precision: str, device, epoch: int) 
     return {**seen, names.EPOCH_IMAGES_SECONDS: time.perf_counter() - started}
 
 
-def peak_memory(device) -> dict:
-    """torch's peak allocation since the last call, in MiB, on CUDA (a GB10's NVML reports none); nothing on a CPU."""
-    if device.type != "cuda":
-        return {}
-    peak = torch.cuda.max_memory_allocated(device) / 2**20
-    torch.cuda.reset_peak_memory_stats(device)
-    return {names.PEAK_MEMORY: peak}
-
-
-def environment() -> str:
-    """environment.txt: the Python, the platform and every installed distribution with its version, sorted."""
-    installed = sorted({f"{dist.metadata['Name']}=={dist.version}" for dist in metadata.distributions()
-                        if dist.metadata["Name"]}, key=str.lower)
-    return f"# python {platform.python_version()} on {platform.platform()}\n" + "\n".join(installed) + "\n"
-
-
-def git_commit() -> str:
-    """The commit of the code this run runs, with "+dirty" when it has uncommitted changes; "unknown" outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
 def run_record(args, dr: bool, train_split, val_split, net, source: str, device, compiled: bool,
                precision: str, views: dict) -> dict:
     """What the store records when the run starts (name, params, tags, dataset inputs) and the line that says it."""
@@ -502,155 +235,36 @@ def run_record(args, dr: bool, train_split, val_split, net, source: str, device,
                  f"{device.type}\nclass weights " + "  ".join(
                      f"{n} {w:.3f} (share {s:.3f})" for n, w, s in zip(CLASSES, weights, shares))),
         "params": {
-            "image_size": "x".join(map(str, train_split.image_size)),
-            "val_image_size": "x".join(map(str, val_split.image_size)),
-            "pretrained_id": source, **library_versions(),
+            names.IMAGE_SIZE: "x".join(map(str, train_split.image_size)),
+            names.VAL_IMAGE_SIZE: "x".join(map(str, val_split.image_size)),
+            names.PRETRAINED_ID: source, **provenance.library_versions(),
             **{f"{names.CLASS_WEIGHT}.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
             **{f"{names.PIXEL_SHARE}.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)}},
         "tags": {
             names.KIND: names.KIND_TRAIN, names.DR: str(dr).lower(), names.VARIANT: variant,
             names.SPLIT: train_split.path.name, names.DATASET_DIGEST: train_split.digest,
             names.FRAMES: train_split.frames, names.VAL_SPLIT: str(val_split.path),
-            names.VAL_DIGEST: val_split.digest, names.SEED: args.seed, names.DEVICE: device_name(device),
+            names.VAL_DIGEST: val_split.digest, names.SEED: args.seed, names.DEVICE: engine.device_name(device),
             names.VAL_IS_TRAIN: str(val_is_train(train_split, val_split)).lower(),
             names.COMPILED: str(compiled).lower(), names.PRECISION: precision,
-            names.ATTENTION: net.config._attn_implementation or "eager", names.GIT_COMMIT: git_commit(),
+            names.ATTENTION: net.config._attn_implementation or "eager", names.GIT_DIRTY: provenance.git_dirty(),
             **({names.PARENT: args.parent} if args.parent else {}),
             **({names.REAL_DIGEST: views["real"]["digest"]} if "real" in views else {})},
-        "datasets": [(train_split.path, train_split.digest, "training"),
-                     (val_split.path, val_split.digest, "validation"),
-                     *([(views["real"]["folder"], views["real"]["digest"], "real")] if "real" in views else [])],
+        "datasets": [(train_split.path, train_split.digest, names.CONTEXT_TRAINING),
+                     (val_split.path, val_split.digest, names.CONTEXT_VALIDATION),
+                     *([(views["real"]["folder"], views["real"]["digest"], names.CONTEXT_REAL)]
+                       if "real" in views else [])],
     }
 
 
 # ---- the run's files: state, history, best checkpoint ------------------------------------------
 
-def output_dir(run_id: str) -> Path:
-    """Local working files of one run: best.pt, state.pt, metrics.jsonl, summary.json.
-
-    One folder per run id, so no two runs ever share files; ``REGOLITH_OUTPUT_DIR`` moves the root.
-    """
-    return Path(os.environ.get("REGOLITH_OUTPUT_DIR", "outputs")) / run_id
-
-
-def check_output_dir(out: Path):
-    """Create the run's folder and write a probe file in it: an unwritable output root fails before any data is read."""
-    root = os.environ.get("REGOLITH_OUTPUT_DIR")
-    where = f"REGOLITH_OUTPUT_DIR={root}" if root else "outputs/ (REGOLITH_OUTPUT_DIR unset)"
-    check_writable(out, where, "point REGOLITH_OUTPUT_DIR at a writable directory")
-
-
-def check_writable(folder: Path, where: str, remedy: str):
-    """Create ``folder`` and write and remove a probe file in it, or refuse naming ``where`` and the reason."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise Refused(f"{where}: cannot write the run's files in {folder} ({error.strerror}); {remedy}") from error
-
-
-def write_atomic(path: Path, content: bytes):
-    """Write, then rename, so a crash mid-write never leaves a truncated file behind.
-
-    A failed write removes its ``.partial`` (on a full disk it would keep the disk full) and is
-    refused naming the file; the run then ends FAILED with the files of its last good epoch.
-    """
-    partial = path.with_suffix(path.suffix + ".partial")
-    try:
-        with open(partial, "wb") as file:
-            file.write(content)
-        os.replace(partial, path)
-    except OSError as error:
-        try:
-            partial.unlink(missing_ok=True)
-        except OSError:
-            pass
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise Refused(f"{path}: could not write it ({error.strerror})"
-                      + (f": the disk is full; free space on {path.parent}, then --resume the run (or start a "
-                         f"new one)" if full else "")) from error
-
-
-def save_atomic(payload, path: Path):
-    """``torch.save`` through ``write_atomic``: serialized in memory first, so a full disk is a plain ENOSPC.
-
-    (torch's own file writer reports it as ``inline_container.cc ... unexpected pos``.)
-    """
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_atomic(path, buffer.getbuffer())
-
-
 def write_history(path: Path, history: list):
     """metrics.jsonl, one line per epoch, rewritten whole from the state so it never holds an epoch twice."""
-    write_atomic(path, "".join(json.dumps(row) + "\n" for row in history).encode())
-
-
-def resume_key(args) -> dict:
-    """The arguments a resumed run must share with its start: everything that changes the computation."""
-    return {key: getattr(args, key) for key in RUN_PARAMS if key not in OBSERVING}
-
-
-def new_progress(train_split, val_split, source: str) -> dict:
-    """Where a run stands after its last finished epoch; saved whole in state.pt after every epoch."""
-    return {"epoch": 0, "step": 0, "best": None, "best_epoch": 0, "epochs_without_gain": 0, "history": [],
-            "dataset_digest": train_split.digest, "val_digest": val_split.digest, "pretrained_id": source}
-
-
-def save_state(path: Path, net, optimizer, data_rng, progress: dict, args):
-    """Everything needed to continue after the last finished epoch, written atomically.
-
-    The learning rate is a pure function of the step, so the step is the whole schedule state;
-    the RNG states make the resumed run draw the same data order and dropout as an unbroken one.
-    """
-    rng = {"torch": torch.get_rng_state(), "order": data_rng.get_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    save_atomic({"model": net.state_dict(), "config": json.loads(net.config.to_json_string()),
-                 "optimizer": optimizer.state_dict(), "rng": rng, "args": resume_key(args), **progress}, path)
-
-
-def load_state(path: Path, run_id: str, args) -> dict:
-    """The resumable state of ``run_id``; refuses, never silently restarting, when it is missing or wrong."""
-    if not path.exists():
-        raise Refused(f"run {run_id}: no resumable state at {path} (it is written after every finished epoch); "
-                      f"refusing to start from scratch inside the old run. Start a new run instead")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        epoch, history = int(state["epoch"]), list(state["history"])
-    except Exception as error:
-        raise Refused(f"run {run_id}: resumable state {path} is corrupt ({error}); refusing to resume. "
-                      f"Start a new run instead") from error
-    saved = {**EARLIER_DEFAULTS, **state["args"]}
-    if saved != resume_key(args):
-        changed = {k: (saved.get(k), v) for k, v in resume_key(args).items() if saved.get(k) != v}
-        raise Refused(f"run {run_id}: resume with other parameters than it started with "
-                      f"(saved, now): {changed}; resume with the same ones")
-    if len(history) != epoch:
-        raise Refused(f"run {run_id}: resumable state {path} is corrupt (epoch {epoch}, {len(history)} history rows)")
-    return state
-
-
-def restore(state: dict, optimizer, data_rng) -> dict:
-    """Put the optimizer and the RNGs back where the state left them; returns its progress."""
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"]["torch"])
-    data_rng.set_state(state["rng"]["order"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-    return {key: state[key] for key in ("epoch", "step", "best", "best_epoch", "epochs_without_gain", "history",
-                                        "dataset_digest", "val_digest", "pretrained_id")}
+    files.write_atomic(path, "".join(json.dumps(row) + "\n" for row in history).encode())
 
 
 # ---- per epoch: the row, the best, the line ------------------------------------------------------
-
-def epoch_row(epoch: int, train_stats: dict, val: dict, lr: float, seconds: float, seen: dict | None = None) -> dict:
-    """One epoch's metrics, keyed as logged (step = ``epoch``); ``seen``: what ``look`` measured, already keyed."""
-    return {"epoch": epoch, **names.prefixed(names.TRAIN, train_stats), **names.prefixed(names.VAL, val),
-            names.LR: lr, names.EPOCH_SECONDS: seconds, **(seen or {})}
-
 
 def stop_early(progress: dict, patience: int) -> bool:
     """``patience`` epochs without a rock-IoU gain; patience 0 never stops early (the original's switch)."""
@@ -715,7 +329,7 @@ def check_results_dir(results_dir: str):
     if (Path(results_dir) / names.SUMMARY).exists():
         raise Refused(f"out={results_dir}: already holds a finished result ({names.SUMMARY}); it is never "
                       f"overwritten. Give another folder")
-    check_writable(Path(results_dir), f"out={results_dir}", "give a writable folder")
+    files.check_writable(Path(results_dir), f"out={results_dir}", "give a writable folder")
 
 
 def copy_results(out: Path, results_dir: str):
@@ -726,7 +340,7 @@ def copy_results(out: Path, results_dir: str):
     if not results_dir:
         return
     for name in (names.CHECKPOINT, names.HISTORY, names.SUMMARY):
-        write_atomic(Path(results_dir) / name, (out / name).read_bytes())
+        files.write_atomic(Path(results_dir) / name, (out / name).read_bytes())
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -735,10 +349,10 @@ def save_epoch(out: Path, net, optimizer, data_rng, progress: dict, args, precis
     """The epoch's files: best.pt on a gain, then state.pt and metrics.jsonl; a stop lands before or after, not between."""
     with track.shielded():
         if improved:
-            save_atomic(segformer.checkpoint(net, progress["epoch"], progress["best"], vars(args), data.PREPROCESSING,
-                                             precision), out / names.CHECKPOINT)
+            files.save_atomic(segformer.checkpoint(net, progress["epoch"], progress["best"], vars(args),
+                                                   segformer.PREPROCESSING, precision), out / names.CHECKPOINT)
         # State first, then the store: a crash in between is repaired by replaying the state's history.
-        save_state(out / STATE_FILE, net, optimizer, data_rng, progress, args)
+        state.save(out / files.STATE_FILE, net, optimizer, data_rng, progress, args)
         write_history(out / names.HISTORY, progress["history"])
 
 
@@ -749,59 +363,83 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     prints and writes files, so the run is recorded once.
     """
     log, say = (track, print) if rank == 0 else (track.silent, lambda *_, **__: None)
-    out = output_dir(run_id)
-    check_before_reading(args, out, rank, world)
-    state = load_state(out / STATE_FILE, run_id, args) if resume else None
-    train_split, val_split = load_splits(args, run_id, state, log)
-    dr = resolve_dr(args.dr, train_split.path)
-    device = pick_device()
-    precision, compiled = segformer.resolve_precision(args.precision, device), resolve_compile(args.compile, device)
-    net, source = build_model(args, state, say)
-    views = epoch_views(args, train_split, val_split) if rank == 0 else {}
-    record = run_record(args, dr, train_split, val_split, net, source, device, compiled, precision, views)
-    forward = prepare(net.to(device), device, compiled, world)
-    for split in (train_split, val_split):
-        keep_on(split, device)
-    class_weights = torch.tensor(data.class_weights(train_split.pixel_counts), dtype=torch.float32, device=device)
-    optimizer = make_optimizer(net, args.lr, args.weight_decay, device)
-    data_rng = torch.Generator().manual_seed(args.seed)  # data order and flips, independent of the model's RNG use
-    progress = restore(state, optimizer, data_rng) if state else new_progress(train_split, val_split, source)
-    # Ranks need equal shares of every batch, so the ragged last batch is dropped under torchrun too.
-    drop_last = compiled or world > 1
-    lr_at = lr_schedule(args.schedule, args.lr, args.epochs,
-                        len(batches(torch.arange(train_split.frames), args.batch, drop_last)))
-    engine = {"batch": args.batch, "class_weights": class_weights, "precision": precision, "device": device,
-              "rank": rank, "world": world}  # what the training epoch and the validation pass share
-    start(log, say, record, progress, out, run_id, resume, rank)
-
+    run = set_up(args, run_id, resume, rank, world, log, say)
+    start(log, say, run["record"], run["progress"], run["out"], run_id, resume, rank)
     try:
-        while progress["epoch"] < args.epochs and not stop_early(progress, args.patience):
-            started, epoch = time.perf_counter(), progress["epoch"] + 1
-            order = torch.randperm(train_split.frames, generator=data_rng)
-            flips = draw_flips(args.augment, train_split.frames, data_rng)
-            with tqdm(total=train_split.frames, desc=f"epoch {epoch}", unit="img", leave=False, file=sys.stderr,
-                      disable=None if rank == 0 else True) as bar:
-                train_stats, step = train_epoch(
-                    forward, train_split, order, optimizer=optimizer, step=progress["step"], epoch=epoch,
-                    lr_at=lr_at, flips=flips, drop_last=drop_last, progress=bar, **engine)
-            val = validate(forward, val_split, static=compiled, **engine)
-            seconds = time.perf_counter() - started
-            seen = {**watch(log, net, val_split, views, precision, device, epoch), **peak_memory(device)}
-            # The rate of the epoch's last step: with the per-epoch schedule, the rate the whole epoch trained at.
-            row = epoch_row(epoch, train_stats, val, lr_at(step - 1), seconds, seen)
-            progress, improved = advance(progress, row, val, step)
-            if rank == 0:
-                save_epoch(out, net, optimizer, data_rng, progress, args, precision, improved)
-            say(epoch_line(args.epochs, row, improved), flush=True)
-            log.send_epochs(progress["history"])
-        if stop_early(progress, args.patience):
-            say(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {progress['best_epoch']}")
+        while run["progress"]["epoch"] < args.epochs and not stop_early(run["progress"], args.patience):
+            run["progress"] = one_epoch(run, args, log, say, rank)
+        if stop_early(run["progress"], args.patience):
+            say(f"early stop: no rock-IoU gain for {args.patience} epochs since epoch {run['progress']['best_epoch']}")
     finally:
         # Whatever happened, keep what was earned: every finished epoch's metrics (a stop can land
         # between saving an epoch and sending it), the best checkpoint and the per-epoch history.
-        log.keep(progress["history"], [out / names.CHECKPOINT, out / names.HISTORY])
+        log.keep(run["progress"]["history"], [run["out"] / names.CHECKPOINT, run["out"] / names.HISTORY])
+    return finish(log, say, run["record"], run["progress"], args, run["out"], run_id, run["train_split"],
+                  run["val_split"], rank)
 
-    return finish(log, say, record, progress, args, out, run_id, train_split, val_split, rank)
+
+def set_up(args, run_id: str, resume: bool, rank: int, world: int, log, say) -> dict:
+    """Everything the epochs need, checked and loaded in order: nothing is read before it can all be written."""
+    out = files.output_dir(run_id)
+    check_before_reading(args, out, rank, world)
+    saved = state.load(out / files.STATE_FILE, run_id, args) if resume else None
+    train_split, val_split = load_splits(args, run_id, saved, log)
+    dr = resolve_dr(args.dr, train_split.path)
+    device = engine.pick_device()
+    precision = segformer.resolve_precision(args.precision, device)
+    compiled = engine.resolve_compile(args.compile, device)
+    net, source = build_model(args, saved, say)
+    views = epoch_views(args, train_split, val_split) if rank == 0 else {}
+    record = run_record(args, dr, train_split, val_split, net, source, device, compiled, precision, views)
+    forward = engine.prepare(net.to(device), device, compiled, world)
+    for split in (train_split, val_split):
+        engine.keep_on(split, device)
+    class_weights = torch.tensor(data.class_weights(train_split.pixel_counts), dtype=torch.float32, device=device)
+    optimizer = engine.make_optimizer(net, args.lr, args.weight_decay, device)
+    data_rng = torch.Generator().manual_seed(args.seed)  # data order and flips, independent of the model's RNG use
+    progress = state.restore(saved, optimizer, data_rng) if saved else state.new_progress(train_split, val_split, source)
+    # Ranks need equal shares of every batch, so the ragged last batch is dropped under torchrun too.
+    drop_last = compiled or world > 1
+    lr_at = engine.lr_schedule(args.schedule, args.lr, args.epochs,
+                               len(engine.batches(torch.arange(train_split.frames), args.batch, drop_last)))
+    shared = {"batch": args.batch, "class_weights": class_weights, "precision": precision, "device": device,
+              "rank": rank, "world": world}  # what the training epoch and the validation pass share
+    return {"out": out, "train_split": train_split, "val_split": val_split, "device": device, "precision": precision,
+            "compiled": compiled, "net": net, "forward": forward, "views": views, "record": record,
+            "optimizer": optimizer, "data_rng": data_rng, "progress": progress, "drop_last": drop_last,
+            "lr_at": lr_at, "shared": shared}
+
+
+def one_epoch(run: dict, args, log, say, rank: int) -> dict:
+    """Train, validate, look, keep the best, save, log: returns the progress after the epoch."""
+    started, epoch, progress = time.perf_counter(), run["progress"]["epoch"] + 1, run["progress"]
+    order = torch.randperm(run["train_split"].frames, generator=run["data_rng"])
+    flips = engine.draw_flips(args.augment, run["train_split"].frames, run["data_rng"])
+    with tqdm(total=run["train_split"].frames, desc=f"epoch {epoch}", unit="img", leave=False, file=sys.stderr,
+              disable=None if rank == 0 else True) as bar:
+        train_stats, step = engine.train_epoch(
+            run["forward"], run["train_split"], order, optimizer=run["optimizer"], step=progress["step"],
+            epoch=epoch, lr_at=run["lr_at"], flips=flips, drop_last=run["drop_last"], progress=bar, **run["shared"])
+    val = engine.validate(run["forward"], run["val_split"], static=run["compiled"], **run["shared"])
+    seconds = time.perf_counter() - started
+    seen = {**watch(log, run["net"], run["val_split"], run["views"], run["precision"], run["device"], epoch),
+            **engine.peak_memory(run["device"])}
+    # The rate of the epoch's last step: with the per-epoch schedule, the rate the whole epoch trained at.
+    row = engine.epoch_row(epoch, train_stats, val, run["lr_at"](step - 1), seconds, seen)
+    progress, improved = advance(progress, row, val, step)
+    if rank == 0:
+        save_epoch(run["out"], run["net"], run["optimizer"], run["data_rng"], progress, args, run["precision"],
+                   improved)
+    say(epoch_line(args.epochs, row, improved), flush=True)
+    log.send_epochs(progress["history"])
+    return progress
+
+
+def check_output_dir(out: Path):
+    """Create the run's folder and probe it: an unwritable output root fails before any data is read."""
+    root = os.environ.get(files.OUTPUT_DIR)
+    where = f"{files.OUTPUT_DIR}={root}" if root else f"outputs/ ({files.OUTPUT_DIR} unset)"
+    files.check_writable(out, where, f"point {files.OUTPUT_DIR} at a writable directory")
 
 
 def check_before_reading(args, out: Path, rank: int, world: int):
@@ -810,18 +448,18 @@ def check_before_reading(args, out: Path, rank: int, world: int):
     check_results_dir(args.out)
     if rank == 0:  # the only rank that writes files
         check_output_dir(out)
-        track.check_artifact_store()
+        store.check_artifact_store()
 
 
 def start(log, say, record: dict, progress: dict, out: Path, run_id: str, resume: bool, rank: int):
     """Record the run's start once: params, tags, datasets, environment.txt; say what it trains on."""
     if rank == 0:
-        write_atomic(out / names.ENVIRONMENT, environment().encode())
+        files.write_atomic(out / names.ENVIRONMENT, provenance.environment().encode())
     # A resumed run may hold epochs the store never got (a crash between saving and sending): sent first.
     log.start(record["name"], record["params"], record["tags"], [] if resume else record["datasets"],
               [] if resume else [out / names.ENVIRONMENT], progress["history"])
     if resume:
-        say(f"resuming run {run_id} after epoch {progress['epoch']} from {out / STATE_FILE}")
+        say(f"resuming run {run_id} after epoch {progress['epoch']} from {out / files.STATE_FILE}")
     say(record["line"])
 
 
@@ -830,53 +468,43 @@ def finish(log, say, record: dict, progress: dict, args, out: Path, run_id: str,
     """Record the run's end once: summary.json (and -P out=DIR), the final metrics, the registry; returns the summary."""
     summary = run_summary(record, progress, args, train_split, val_split)
     if rank == 0:
-        write_atomic(out / names.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+        files.write_atomic(out / names.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
         copy_results(out, args.out)
-    registered = log.finish(progress["history"], final_metrics(summary, progress), [out / names.SUMMARY],
-                            register=record["name"] if args.register == "true" else None)
-    if registered:
-        version, stays = registered
-        say(f"registered {version}; {stays}" if stays else
-            f"registered {version} as models:/{names.MODEL_NAME}@{record['name']}")
+    log.finish(progress["history"], final_metrics(summary, progress), [out / names.SUMMARY])
+    if rank == 0 and args.register == "true":
+        register(say, record["name"], run_id)
     say(f"best rock-IoU {summary['best']['iou_rock']:.4f} at epoch {summary['best_epoch']} "
         f"(miou {summary['best']['miou']:.4f}); run {run_id}, artifacts {names.CHECKPOINT}, {names.HISTORY}, "
         f"{names.SUMMARY}")
     return summary
 
 
-def distributed() -> tuple:
-    """(rank, world size): under torchrun, join the process group (NCCL on GPUs, gloo on CPUs)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return int(os.environ.get("RANK", "0")), world
+def register(say, variant: str, run_id: str) -> tuple:
+    """best.pt as a new version of the registered model; ``@variant`` moves to it only by ``alias.stays``' rule.
 
-
-def share(value, world: int):
-    """Rank 0's ``value`` on every rank."""
-    if world == 1:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    Returns (the version's URI, why the alias stayed or None)."""
+    stays = alias.stays(store.alias_holder(names.MODEL_NAME, variant), store.read_run(run_id), variant)
+    version = track.register_model(run_id, variant, move_alias=stays is None)
+    say(f"registered {version}; {stays}" if stays else f"registered {version} as models:/{names.MODEL_NAME}@{variant}")
+    return version, stays
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    rank, world = distributed()
+    rank, world = engine.distributed()
     # SIGTERM (a preempted job, `docker stop`) and Ctrl-C end the run as KILLED, keeping the last epoch.
     previous = {sig: signal.signal(sig, track.stop_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with refusals():  # the run is already marked FAILED with the error as a tag; say what is wrong, no traceback
             if rank == 0:
-                track.check_reachable()
+                store.check_reachable()
                 with track.run(args.run_name, args.experiment, resume=args.resume,
                                params=as_given(parser, argv)) as (run_id, resume):
-                    share((run_id, resume), world)
+                    engine.share((run_id, resume), world)
                     train(args, run_id, resume, rank, world)
             else:
-                run_id, resume = share(None, world)
+                run_id, resume = engine.share(None, world)
                 with track.node_system_metrics(run_id, resume):  # each other node's system/node_N/ metrics
                     train(args, run_id, resume, rank, world)
     except track.Interrupted as stop:

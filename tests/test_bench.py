@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_split
 from benchmarks import bench
-from regolith import data, metrics, train
+from regolith import data, engine, metrics, model as segformer
 
 TINY = ["--size", "32", "--batch", "2", "--frames", "4", "--val-frames", "3", "--steps", "3", "--warmup", "1",
         "--repeats", "2", "--workers", "0", "--iou-frames", "4", "--iou-size", "32"]
@@ -29,7 +29,7 @@ def result(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(train, "pick_device", lambda: torch.device("cpu"))
+            patch.setattr(engine, "pick_device", lambda: torch.device("cpu"))
             bench.main([*TINY, "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
@@ -93,7 +93,7 @@ def test_histogram_iou_counts_as_the_confusion_matrix_with_ignored_pixels():
 
 def test_baseline_pixels_are_bit_identical_to_device_normalization(tmp_path):
     split_dir = make_split(tmp_path / "split", frames=3)
-    decoded = data.normalize(data.load_split(split_dir).images)
+    decoded = segformer.normalize(data.load_split(split_dir).images)
     frames = bench.PngFrames(split_dir, 0)
     for index in range(len(frames)):
         pixels, labels = frames[index]

@@ -23,7 +23,7 @@ T0 = 1_700_000_000_000  # ms; start times are set so "the latest" is unambiguous
 
 
 def row(dr, frames, seed, rock, status="FINISHED", kind="train", start=0, run_id=None, epoch=3):
-    """A store row as track.read_runs returns it."""
+    """A store row as store.read_runs returns it."""
     run_id = run_id or f"{'dr' if dr else 'nodr'}{frames}-s{seed}-{start}-{status}"
     return {"run_id": run_id, "run_name": f"{'dr' if dr else 'nodr'}_{frames}", "status": status,
             "start_time": T0 + start,

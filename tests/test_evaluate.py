@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from torchmetrics.classification import MulticlassJaccardIndex
 
 from conftest import REPO
-from regolith import CLASSES, data, evaluate, model as segformer, track
+from regolith import CLASSES, data, evaluate, model as segformer, store
 
 CLASS_KEYS = [f"iou_{c}" for c in CLASSES] + ["miou"]
 VERIFY_FILES = {"frames.csv", "confusion_per_frame.json", "overlays.png", "summary.json"}
@@ -120,7 +120,7 @@ def test_re_runs_never_overwrite_an_earlier_result(in_store, tmp_path):
     (tmp_path / "20990101T000000Z").mkdir()
     (tmp_path / "20990101T000000Z" / "summary.json").write_text("{}")
     MlflowClient().log_artifacts(other, str(tmp_path), "verify")
-    assert track.fresh_folder(other, "verify", "20990101T000000Z") == ("verify/20990101T000000Z-2", 2)
+    assert store.fresh_folder(other, "verify", "20990101T000000Z") == ("verify/20990101T000000Z-2", 2)
 
 
 def test_another_split_is_reported_not_compared(in_store, tmp_path, capsys):

@@ -4,12 +4,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, legacy_name, save_legacy_encoder
-from regolith import Refused, data, model as segformer
+from regolith import Refused, model as segformer
 
 
 def test_legacy_encoder_loads_every_weight_and_gets_a_fresh_head(tiny_encoder):
@@ -57,10 +58,10 @@ def test_checkpoint_loads_with_weights_only_and_predicts_the_same(tiny_encoder, 
     net, _ = segformer.load_pretrained(str(tiny_encoder))
     net.eval()
     path = tmp_path / "best.pt"
-    torch.save(segformer.checkpoint(net, 3, {"iou_rock": 0.5}, {"lr": 6e-5}, data.PREPROCESSING, "fp32"), path)
+    torch.save(segformer.checkpoint(net, 3, {"iou_rock": 0.5}, {"lr": 6e-5}, segformer.PREPROCESSING, "fp32"), path)
     payload = segformer.load_checkpoint(path)  # weights_only=True inside
     assert payload["classes"] == ["regolith", "rock", "sky"] and payload["epoch"] == 3
-    assert payload["preprocessing"] == data.PREPROCESSING
+    assert payload["preprocessing"] == segformer.PREPROCESSING
     rebuilt = segformer.model_from_checkpoint(payload)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
@@ -74,3 +75,11 @@ def test_a_missing_local_encoder_is_named_as_a_directory_not_a_hub_id(tmp_path):
             segformer.load_pretrained(str(path))
     for hub_id in ("nvidia/mit-b0", "mit-b0"):  # left to the hub
         segformer.check_pretrained(hub_id)
+
+
+def test_normalize_uses_imagenet_statistics():
+    images = np.zeros((1, 3, 2, 2), np.uint8)
+    images[0, 1] = 255
+    out = segformer.normalize(__import__("torch").from_numpy(images))
+    assert out[0, 0, 0, 0].item() == pytest.approx(-0.485 / 0.229)
+    assert out[0, 1, 0, 0].item() == pytest.approx((1 - 0.456) / 0.224)

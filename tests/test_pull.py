@@ -38,7 +38,7 @@ def test_pulled_folder_loads_with_from_pretrained_and_predicts_like_best_pt(in_s
         outputs = model(**inputs)
     size = tuple(split.images.shape[-2:])
     predictions = processor.post_process_semantic_segmentation(outputs, target_sizes=[size] * split.frames)
-    assert torch.allclose(inputs["pixel_values"], data.normalize(split.images), atol=1e-6)
+    assert torch.allclose(inputs["pixel_values"], segformer.normalize(split.images), atol=1e-6)
     upsampled = torch.nn.functional.interpolate(outputs.logits, size=size, mode="bilinear", align_corners=False)
     assert torch.allclose(upsampled, expected_logits, atol=1e-5)
     assert torch.equal(torch.stack(predictions), expected_logits.argmax(1))

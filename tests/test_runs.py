@@ -12,7 +12,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
-from regolith import Refused, compare, names, runs, sweep, track
+from regolith import Refused, compare, liveness, names, runs, sweep, track
+from regolith import store as tracking_store
 from test_train_resume import start, training_args, wait_for_epoch
 
 HERE = ("box-a", "pid:[1]")
@@ -52,7 +53,7 @@ def test_stale_runs_on_a_small_table():
         row("legacy-young", host=None, started_age=60),
         row("wrapper", host=None, kind=None, started_age=4000),         # an mlflow run wrapper: not judged
     ]
-    stale = runs.stale_runs(rows, HERE, NOW, 600, alive)
+    stale = liveness.stale_runs(rows, HERE, NOW, 600, alive)
     by_id = {entry["run_id"]: entry for entry in stale}
     assert list(by_id) == ["legacy-old", "dead", "far-old"]  # oldest first
     assert by_id["dead"]["markable"] and "pid 200 on box-a" in by_id["dead"]["reason"]
@@ -62,21 +63,21 @@ def test_stale_runs_on_a_small_table():
     # Only processes of this host and pid namespace are looked up, with their recorded start (pid reuse).
     assert sorted(seen) == [(100, 1700000000.5), (200, 1700000000.5)]
     # The timeout is what it says: the same run is fresh under a longer one.
-    assert [e["run_id"] for e in runs.stale_runs(rows, HERE, NOW, 800, alive)] == ["legacy-old", "dead"]
+    assert [e["run_id"] for e in liveness.stale_runs(rows, HERE, NOW, 800, alive)] == ["legacy-old", "dead"]
 
 
 def test_process_alive_tells_gone_zombie_and_reused_pids():
     me = os.getpid()
-    assert track.process_alive(me, track.process_started(me))
-    assert not track.process_alive(me, track.process_started(me) - 50)  # the pid, but another process: reused
+    assert liveness.process_alive(me, liveness.process_started(me))
+    assert not liveness.process_alive(me, liveness.process_started(me) - 50)  # the pid, but another process: reused
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 30
-    while track.process_alive(child.pid) and time.monotonic() < deadline:  # exits, and is a zombie until reaped
+    while liveness.process_alive(child.pid) and time.monotonic() < deadline:  # exits, and is a zombie until reaped
         time.sleep(0.05)
-    assert not track.process_alive(child.pid)
+    assert not liveness.process_alive(child.pid)
     child.wait()
-    assert not track.process_alive(child.pid)
-    assert track.process_alive(0) and track.process_alive(-1)  # never a whole process group
+    assert not liveness.process_alive(child.pid)
+    assert liveness.process_alive(0) and liveness.process_alive(-1)  # never a whole process group
 
 
 def test_runs_entry_point_mirrors_the_flags():
@@ -109,18 +110,18 @@ def test_kill_9_is_found_and_marked_live_runs_are_not_and_resume_continues(store
 
     killed = client.get_run(run_id)
     assert killed.info.status == "RUNNING"
-    assert killed.data.tags[names.PID] == str(process.pid) and killed.data.tags[names.HOST] == track.host()[0]
+    assert killed.data.tags[names.PID] == str(process.pid) and killed.data.tags[names.HOST] == liveness.host()[0]
     me = os.getpid()
-    name, namespace = track.host()
+    name, namespace = liveness.host()
     here = {names.HOST: name, names.PID_NAMESPACE: namespace}
-    live = fake_run(client, experiment_id, "live", {**here, names.PID: str(me), names.HEARTBEAT: track.heartbeat_now(),
-                                                    names.PROCESS_START: str(track.process_started(me))})
+    live = fake_run(client, experiment_id, "live", {**here, names.PID: str(me), names.HEARTBEAT: liveness.heartbeat_now(),
+                                                    names.PROCESS_START: str(liveness.process_started(me))})
     old_beat = iso(time.time() - 3600)
     far_old = fake_run(client, experiment_id, "far-old", {names.HOST: "elsewhere", names.PID_NAMESPACE: namespace,
                                                           names.PID: "1", names.HEARTBEAT: old_beat})
     far_fresh = fake_run(client, experiment_id, "far-fresh", {names.HOST: "elsewhere", names.PID: "1",
                                                               names.PID_NAMESPACE: namespace,
-                                                              names.HEARTBEAT: track.heartbeat_now()})
+                                                              names.HEARTBEAT: liveness.heartbeat_now()})
 
     runs.main(["--experiment", "reap"])
     listed = capsys.readouterr().out
@@ -133,8 +134,8 @@ def test_kill_9_is_found_and_marked_live_runs_are_not_and_resume_continues(store
     assert client.get_run(run_id).info.status == "RUNNING"  # listing changes nothing
 
     # compare and sweep name it instead of counting it as running.
-    rows = track.read_runs("reap")
-    stale = [entry["run_id"] for entry in runs.find_stale(rows)]
+    rows = tracking_store.read_runs("reap")
+    stale = [entry["run_id"] for entry in liveness.find_stale(rows)]
     assert compare.select_runs(rows, stale)[1]["stale"] == 2 and compare.select_runs(rows, stale)[1]["running"] == 2
     sweep.main(["--experiment", "reap"])
     out, err = capsys.readouterr()
@@ -158,10 +159,10 @@ def test_kill_9_is_found_and_marked_live_runs_are_not_and_resume_continues(store
 def test_a_resume_of_a_live_run_is_refused(store, capsys):
     client = MlflowClient()
     me = os.getpid()
-    name, namespace = track.host()
+    name, namespace = liveness.host()
     run_id = fake_run(client, "0", "live", {names.HOST: name, names.PID_NAMESPACE: namespace, names.PID: str(me),
-                                            names.PROCESS_START: str(track.process_started(me)),
-                                            names.HEARTBEAT: track.heartbeat_now()})
+                                            names.PROCESS_START: str(liveness.process_started(me)),
+                                            names.HEARTBEAT: liveness.heartbeat_now()})
     with pytest.raises(Refused, match=f"RUNNING and may be alive: pid {me}"):
         with track.run(resume=run_id):
             pass

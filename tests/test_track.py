@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_datasets
-from regolith import Refused, names, track, train
+from regolith import Refused, files, liveness, names, track, train
 from test_train import run_direct
 from test_train_resume import training_args
 
@@ -57,7 +57,7 @@ def killed_run(store, datasets, tiny_encoder):
 def test_a_refused_resume_leaves_a_killed_run_as_it_was(killed_run, capsys):
     run_id, argv = killed_run
     client = MlflowClient()
-    state = Path(os.environ["REGOLITH_OUTPUT_DIR"]) / run_id / train.STATE_FILE
+    state = Path(os.environ["REGOLITH_OUTPUT_DIR"]) / run_id / files.STATE_FILE
     refusals = [(lambda: None, ["--seed", "1"], "already records other parameter values"),  # by track.run
                 (lambda: state.write_bytes(state.read_bytes()[:1000]), [], "is corrupt"),  # by train, in set-up
                 (state.unlink, [], "no resumable state")]
@@ -78,7 +78,7 @@ def test_a_resumed_run_that_finishes_has_no_earlier_error(killed_run):
 
 
 def test_heartbeat_thread_shares_the_sqlite_store_with_the_main_thread(store, monkeypatch, capsys):
-    monkeypatch.setattr(track, "HEARTBEAT_SECONDS", 0.01)  # a write every 10 ms, against the main thread's
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.01)  # a write every 10 ms, against the main thread's
     with track.run("beats") as (run_id, _):
         first = MlflowClient().get_run(run_id).data.tags
         threads = [t for t in threading.enumerate() if t.name.startswith("regolith-heartbeat")]
@@ -86,8 +86,8 @@ def test_heartbeat_thread_shares_the_sqlite_store_with_the_main_thread(store, mo
             track.log_metrics({"x": step}, step=step)
         time.sleep(1.1)  # the heartbeat has a resolution of one second
     tags = MlflowClient().get_run(run_id).data.tags
-    assert first[names.PID] == str(os.getpid()) and first[names.HOST] == track.host()[0]
-    assert float(first[names.PROCESS_START]) == track.process_started(os.getpid())
+    assert first[names.PID] == str(os.getpid()) and first[names.HOST] == liveness.host()[0]
+    assert float(first[names.PROCESS_START]) == liveness.process_started(os.getpid())
     assert tags[names.HEARTBEAT] > first[names.HEARTBEAT]
     assert len(MlflowClient().get_metric_history(run_id, "x")) == 150
     assert "warning" not in capsys.readouterr().err
@@ -95,7 +95,7 @@ def test_heartbeat_thread_shares_the_sqlite_store_with_the_main_thread(store, mo
 
 
 def test_heartbeat_failures_warn_once_and_never_stop_the_run(store, monkeypatch, capsys):
-    monkeypatch.setattr(track, "HEARTBEAT_SECONDS", 0.01)
+    monkeypatch.setattr(liveness, "HEARTBEAT_SECONDS", 0.01)
 
     def unreachable(*args, **kwargs):
         raise ConnectionError("store away")
@@ -191,16 +191,19 @@ def test_the_variant_alias_moves_only_to_a_run_at_least_as_good_on_the_same_vali
     def holder():
         return client.get_model_version_by_alias("regolith-segformer", "dr_750").run_id
 
+    def register(run_id):  # what a finishing training run does (train.register: alias.stays, then track)
+        return train.register(lambda *_: None, "dr_750", run_id)
+
     study = finished_run(client, "study", 0.80)
-    registered = track.register_model(study, "dr_750")
+    registered = register(study)
     assert holder() == study and registered == ("models:/regolith-segformer/1", None)
     for rock, digest, val_is_train, why in [(0.50, "v1", "false", "this run's best/iou_rock 0.5000 is lower"),
                                             (0.90, "v2", "false", "validated on another split"),
                                             (0.95, "v1", "true", "validated on its own training frames")]:
         scratch = finished_run(client, "scratch", rock, digest, val_is_train)  # another experiment, same variant
-        version, stays = track.register_model(scratch, "dr_750")
+        version, stays = register(scratch)
         assert holder() == study, why
         assert "@dr_750 stays at models:/regolith-segformer/1" in stays and why in stays
         assert client.get_run(scratch).data.tags["regolith.model_version"] == version  # registered all the same
     as_good = finished_run(client, "scratch", 0.80)  # ties go to the newer run
-    assert track.register_model(as_good, "dr_750") == ("models:/regolith-segformer/5", None) and holder() == as_good
+    assert register(as_good) == ("models:/regolith-segformer/5", None) and holder() == as_good

@@ -13,7 +13,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
-from regolith import CLASSES, Refused, data, evaluate, model as segformer, train
+from regolith import CLASSES, Refused, data, engine, evaluate, model as segformer, state, train
 
 EPOCH_METRICS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr",
                  "time/epoch_s"]
@@ -36,7 +36,7 @@ def only_run(client, status=None):
 
 
 def test_lr_schedule_is_cosine_from_peak_to_floor():
-    lrs = [train.get_lr(step, 100, 6e-5) for step in range(101)]
+    lrs = [engine.get_lr(step, 100, 6e-5) for step in range(101)]
     assert lrs[0] == pytest.approx(6e-5) and lrs[-1] == pytest.approx(1e-7)
     assert lrs[50] == pytest.approx(1e-7 + 0.5 * (6e-5 - 1e-7))
     assert all(a > b for a, b in zip(lrs, lrs[1:]))
@@ -115,7 +115,7 @@ def test_mlflow_run_records_everything(store, datasets, hub_cache, tmp_path):
     assert set(payload) >= {"model", "config", "classes", "epoch", "metrics", "args", "preprocessing"}
     net = segformer.model_from_checkpoint(payload)
     class_weights = torch.tensor([float(params[f"class_weight.{c}"]) for c in ("regolith", "rock", "sky")])
-    again = train.validate(net, data.load_split(datasets / "test_photoreal"), batch=4, class_weights=class_weights,
+    again = engine.validate(net, data.load_split(datasets / "test_photoreal"), batch=4, class_weights=class_weights,
                            precision="fp32", device=torch.device("cpu"))
     assert again["iou_rock"] == pytest.approx(run.data.metrics["best/iou_rock"], abs=1e-9)
 
@@ -288,12 +288,12 @@ def test_compiled_run_is_one_graph_per_mode_and_matches_eager(store, tmp_path, t
 
 def test_resume_reads_a_state_from_before_precision_was_a_parameter(tmp_path):
     args = train.build_parser().parse_args(["--split", str(tmp_path)])
-    old = {key: value for key, value in train.resume_key(args).items() if key != "precision"}
+    old = {key: value for key, value in state.resume_key(args).items() if key != "precision"}
     torch.save({"epoch": 0, "history": [], "args": old}, tmp_path / "state.pt")
-    assert train.load_state(tmp_path / "state.pt", "run", args)["args"] == old
+    assert state.load(tmp_path / "state.pt", "run", args)["args"] == old
     args.precision = "fp32"  # that run did not ask for fp32: resuming it so would change its computation
     with pytest.raises(Refused, match="precision"):
-        train.load_state(tmp_path / "state.pt", "run", args)
+        state.load(tmp_path / "state.pt", "run", args)
 
 
 def test_bf16_run_records_its_precision_and_the_fresh_pass_computes_at_it(store, datasets, tiny_encoder, capsys):
@@ -329,17 +329,17 @@ def test_per_epoch_cosine_is_the_originals_at_epochs_1_2_and_the_last():
     expected = {1: peak, 2: floor + 0.5 * (peak - floor) * (1 + 0.9510565162951535),  # cos(pi / 10)
                 10: floor + 0.5 * (peak - floor) * (1 - 0.9510565162951535)}  # cos(9 pi / 10)
     for epoch, lr in expected.items():
-        assert train.epoch_lr(epoch, 10, peak) == pytest.approx(lr, rel=1e-12)
-    lr_at = train.lr_schedule("epoch", peak, 10, steps_per_epoch=3)  # still a pure function of the step
+        assert engine.epoch_lr(epoch, 10, peak) == pytest.approx(lr, rel=1e-12)
+    lr_at = engine.lr_schedule("epoch", peak, 10, steps_per_epoch=3)  # still a pure function of the step
     assert [lr_at(step) for step in (0, 2, 3, 29)] == pytest.approx([peak, peak, expected[2], expected[10]])
-    per_step = train.lr_schedule("step", peak, 10, steps_per_epoch=3)
+    per_step = engine.lr_schedule("step", peak, 10, steps_per_epoch=3)
     assert per_step(1) < peak and per_step(30) == pytest.approx(floor)
 
 
 def test_a_flipped_pair_stays_aligned():
     masks = torch.tensor([[[0, 1, 2, 2], [0, 0, 1, 255]], [[2, 2, 1, 0], [255, 1, 0, 0]]])
     images = torch.stack([masks * 60] * 3, 1).to(torch.uint8)  # each pixel's value encodes its label
-    flipped, flipped_masks = train.hflip(images, masks, torch.tensor([True, False]))
+    flipped, flipped_masks = engine.hflip(images, masks, torch.tensor([True, False]))
     assert flipped_masks[0].tolist() == [[2, 2, 1, 0], [255, 1, 0, 0]] and torch.equal(flipped_masks[1], masks[1])
     assert torch.equal(flipped, torch.stack([flipped_masks * 60] * 3, 1).to(torch.uint8))  # still aligned
 
