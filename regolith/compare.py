@@ -45,9 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.ticker import PercentFormatter
-from scipy import stats
 
-from regolith import ROCK, Refused, metrics, names, photos, reference, refusals, track
+from regolith import ROCK, Refused, metrics, names, photos, reference, refusals, stats, track
 from regolith.runs import find_stale
 
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
@@ -202,7 +201,7 @@ def delta(variants: dict, variant: str, baseline: str, score: str = names.HEADLI
     if seeds:
         pairs = [(a["per_seed"][str(s)][score], b["per_seed"][str(s)][score]) for s in seeds]
         absolute = spread([x - y for x, y in pairs])
-        result["seed_interval"] = seed_interval([x - y for x, y in pairs])
+        result["seed_interval"] = stats.seed_interval([x - y for x, y in pairs])
         relative = spread([(x - y) / y for x, y in pairs]) if all(y for _, y in pairs) else None
     else:
         # No common seed: the difference of the means, with no spread to give.
@@ -220,13 +219,13 @@ def rock_iou(counts: np.ndarray) -> np.ndarray:
     return metrics.iou_per_class(torch.from_numpy(counts).reshape(*counts.shape[:-1], 3, 3))[..., ROCK].numpy()
 
 
-def paired_bootstrap(variant: np.ndarray, baseline: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
-    """95% interval of the rock-IoU delta by a paired percentile bootstrap over validation frames.
+def paired_bootstrap(variant: np.ndarray, baseline: np.ndarray, seed: int = 0) -> dict | None:
+    """The rock-IoU delta's interval by a paired percentile bootstrap over validation frames (``stats.bootstrap``).
 
     ``variant`` and ``baseline`` are frames x 3 x 3 confusion counts on the same frames. Each
     resample draws frames with replacement and recomputes global IoU on both sides from that
-    same draw (``scipy.stats.bootstrap(paired=True)``), so frame difficulty, shared by both models,
-    cancels out of the spread.
+    same draw, so frame difficulty, shared by both models, cancels out of the spread. None with
+    a single frame.
     """
     frames = len(variant)
     samples = (np.asarray(variant, float).reshape(frames, 9), np.asarray(baseline, float).reshape(frames, 9))
@@ -234,21 +233,13 @@ def paired_bootstrap(variant: np.ndarray, baseline: np.ndarray, resamples: int =
     def rock_delta(v, b, axis=-1):  # scipy hands resamples with the frame axis last
         return rock_iou(np.moveaxis(v.sum(axis), 0, -1)) - rock_iou(np.moveaxis(b.sum(axis), 0, -1))
 
-    point = float(rock_iou(samples[0].sum(0)) - rock_iou(samples[1].sum(0)))
-    result = stats.bootstrap(samples, rock_delta, paired=True, vectorized=True, axis=0, n_resamples=resamples,
-                             method="percentile", random_state=np.random.default_rng(seed))
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return {"low": low, "high": high, "point": point, "frames": frames, "resamples": resamples,
-            "includes_zero": bool(low <= 0 <= high)}
-
-
-def seed_interval(deltas: list) -> dict | None:
-    """95% t-interval of the mean per-seed delta (``scipy.stats.ttest_1samp``); None with fewer than two seeds."""
-    if len(deltas) < 2:
+    interval = stats.bootstrap(samples, rock_delta, seed, paired=True)
+    if interval is None:
         return None
-    interval = stats.ttest_1samp(deltas, 0.0).confidence_interval(0.95)
-    low, high = float(interval.low), float(interval.high)
-    return {"low": low, "high": high, "seeds": len(deltas), "includes_zero": bool(low <= 0 <= high)}
+    low, high = interval
+    point = float(rock_iou(samples[0].sum(0)) - rock_iou(samples[1].sum(0)))
+    return {"low": low, "high": high, "point": point, "frames": frames, "resamples": stats.RESAMPLES,
+            "includes_zero": bool(low <= 0 <= high)}
 
 
 def pooled_confusions(variants: dict, variant: str, baseline: str, seeds: list, confusions: dict) -> tuple | None:

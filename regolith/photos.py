@@ -54,9 +54,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from scipy import stats
 
-from regolith import CLASSES, Refused, data, figures, model as segformer, names, refusals, track
+from regolith import CLASSES, Refused, data, figures, model as segformer, names, refusals, stats, track
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Named when skipped rather than ignored: a folder of scans is often TIFF, and silence would
@@ -68,8 +67,6 @@ SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}  # first byt
 FIT_MODES = ("letterbox", "cover")
 CLASS_IDS = tuple(range(len(CLASSES)))
 SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-CONFIDENCE = 0.95
-RESAMPLES = 9999  # scipy's default; the mean of a few dozen photos resamples in milliseconds
 
 
 # ---- reading ----
@@ -275,15 +272,6 @@ def class_shares(prediction, valid) -> dict:
     return {name: count / counted.numel() for name, count in zip(CLASSES, counts)}
 
 
-def _interval(samples: tuple, statistic, seed: int, paired: bool = False):
-    if len(samples[0]) < 2:
-        return None  # one photo has no spread to resample
-    # random_state rather than rng: scipy took rng only from 1.15, and the project allows 1.10.
-    result = stats.bootstrap(samples, statistic, paired=paired, vectorized=True, confidence_level=CONFIDENCE,
-                             n_resamples=RESAMPLES, method="percentile", random_state=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def set_statistics(rock_shares, seed: int = 0) -> dict:
     """Rock share over a set of photos: photos, mean (the rock flood), min, max, interval.
 
@@ -296,7 +284,7 @@ def set_statistics(rock_shares, seed: int = 0) -> dict:
         raise ValueError(f"set_statistics: expected a non-empty list of per-photo rock shares, got {shares.shape}")
     return {"photos": int(shares.size), "mean": float(shares.mean()), "min": float(shares.min()),
             "max": float(shares.max()),
-            "interval": _interval((shares,), lambda x, axis: x.mean(axis=axis), seed)}
+            "interval": stats.bootstrap((shares,), lambda x, axis: x.mean(axis=axis), seed)}
 
 
 def paired_difference(a_shares, b_shares, seed: int = 0) -> dict:
@@ -311,7 +299,7 @@ def paired_difference(a_shares, b_shares, seed: int = 0) -> dict:
         raise ValueError(f"paired_difference: expected two equally long, non-empty lists of per-photo shares, "
                          f"got {a.shape} and {b.shape}")
     return {"photos": int(a.size), "mean": float((a - b).mean()),
-            "interval": _interval((a, b), lambda x, y, axis: (x - y).mean(axis=axis), seed, paired=True),
+            "interval": stats.bootstrap((a, b), lambda x, y, axis: (x - y).mean(axis=axis), seed, paired=True),
             # One photo fitted the same way for both: equal shares are equal pixel counts, exactly.
             "a_more": int((a > b).sum()), "b_more": int((a < b).sum()), "ties": int((a == b).sum())}
 

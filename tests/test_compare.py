@@ -359,14 +359,14 @@ def _frames(rock_tp, rock_fn, rock_fp, other=50):
 
 def test_bootstrap_of_a_model_against_itself_is_zero_and_includes_zero():
     frames = _frames(np.arange(1, 21), np.full(20, 3), np.arange(20) % 4)
-    interval = compare.paired_bootstrap(frames, frames.copy(), resamples=500)
+    interval = compare.paired_bootstrap(frames, frames.copy())
     assert interval["low"] == interval["high"] == interval["point"] == 0 and interval["includes_zero"]
 
 
 def test_bootstrap_over_identical_frames_has_no_spread():
     # Every frame alike: any resample has the same global IoU, so the interval is the point itself.
     better, worse = _frames([8] * 30, [2] * 30, [0] * 30), _frames([5] * 30, [5] * 30, [0] * 30)
-    interval = compare.paired_bootstrap(better, worse, resamples=300)
+    interval = compare.paired_bootstrap(better, worse)
     assert interval["point"] == pytest.approx(0.8 - 0.5)
     assert interval["low"] == pytest.approx(0.3) and interval["high"] == pytest.approx(0.3)
     assert not interval["includes_zero"]
@@ -385,14 +385,6 @@ def test_bootstrap_interval_narrows_with_more_frames_and_pairs_the_resample():
     # Pairing matters: a shared hard frame moves both sides together and cancels in the delta.
     hard = _frames([1, 30, 30, 30], [20, 2, 2, 2], [0, 1, 1, 1])
     assert compare.paired_bootstrap(hard, hard)["high"] == 0
-
-
-def test_seed_interval_is_a_t_interval():
-    interval = compare.seed_interval([0.1, 0.2, 0.3])
-    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2 df)
-    assert interval["low"] == pytest.approx(0.2 - half) and interval["high"] == pytest.approx(0.2 + half)
-    assert interval["includes_zero"] and interval["seeds"] == 3
-    assert compare.seed_interval([0.1]) is None
 
 
 def test_intervals_appear_in_results_and_table():
