@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from regolith import compare, photos, stats
+from regolith import ablation, photos, stats
 
 
 def mean_difference(x, y, axis):
@@ -43,7 +43,7 @@ def test_frames_and_photos_resample_with_the_one_count_and_level(monkeypatch):
     photos.paired_difference([0.2, 0.4, 0.5], [0.1, 0.4, 0.3])
     confusion = np.zeros((300, 3, 3))
     confusion[:, 1, 1], confusion[:, 1, 0] = np.arange(300) % 7 + 1, 2
-    interval = compare.paired_bootstrap(confusion, confusion[::-1].copy())
+    interval = ablation.paired_bootstrap(confusion, confusion[::-1].copy())
     assert interval["resamples"] == stats.RESAMPLES == 9999
     assert len(calls) == 3 and all(call["n_resamples"] == stats.RESAMPLES and call["confidence_level"] == 0.95
                                    and call["batch"] == stats.BATCH for call in calls)
