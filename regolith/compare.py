@@ -32,36 +32,19 @@ are), it writes one table and one figure across them instead (``generations-resu
 the three variants and both gains with their intervals, and how the no-DR baseline and the DR
 gain moved from one generation to the next. Its compare run, ``generations``, goes to the
 ``mlflow run``'s experiment, else to the last experiment named.
+
+This module reads the store, writes the tables and records the compare run; the arithmetic
+is ``regolith.ablation``'s (its intervals ``regolith.stats``'), the figures ``regolith.figures``'.
 """
 
 import argparse
 import json
 import re
 import shlex
-import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import torch
-from matplotlib.ticker import PercentFormatter
-from scipy import stats
-
-from regolith import ROCK, Refused, evaluate, liveness, metrics, names, photos, reference, refusals, store, track
-
-# What must be equal across the variants for the deltas to isolate DR and data size: the training
-# recipe (params as train.py logs them), the validation split (its digest tag), and precision and
-# compile, which change the numbers too (bf16 rounding; inductor's own dropout draws).
-SETTINGS = ("epochs", "lr", "batch", "patience", "augment", "weight_decay", "schedule", "pretrained_id",
-            "image_size", names.VAL_DIGEST, names.PRECISION, names.COMPILED)
-TERMINAL_STATUSES = ("FAILED", "KILLED")
-SCORE_ORDER = names.SCORES  # the per-class panel's order: regolith, rock, sky, mIoU
-DELTAS = ("dr_delta", "size_delta")  # the two questions of the ablation, as keyed in the results
-GAINS = {"dr_delta": ("dr_750", "nodr_750"), "size_delta": ("dr_1500", "dr_750")}  # the study's own pairs
-# Best-checkpoint scores a variant summarizes: the standard rule's, the original study's strict one, and the
-# share of real photos' pixels called rock (the rock flood), where the runs were pointed at real photos.
-REAL_SHARE = "real_rock_share"
-RECORDED = (*names.SCORES, *names.STRICT_SCORES, REAL_SHARE)
+from regolith import Refused, ablation, evaluate, figures, liveness, names, photos, reference, refusals, store, track
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,347 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---- the store's rows -> training runs -------------------------------------------------------
-
-def training_run(row: dict) -> dict | None:
-    """A store row as a training-run record, or None where it lacks what the ablation needs.
-
-    It needs its variant tags and the headline score (``best/iou_rock``); any other score a run
-    did not record (an older run, before that metric existed) is None, "not recorded".
-    """
-    tags, recorded = row["tags"], row["metrics"]
-    try:
-        dr = {"true": True, "false": False}[tags[names.DR]]
-        frames, seed = int(tags[names.FRAMES]), int(tags[names.SEED])
-        headline = recorded[names.key(names.BEST, names.HEADLINE)]
-    except (KeyError, ValueError):
-        return None
-    best_epoch = recorded.get(names.BEST_EPOCH)
-    settings = {**row.get("params", {}), **tags}
-    return {"run_id": row["run_id"], "run_name": row["run_name"], "start_time": row["start_time"],
-            "dr": dr, "frames": frames, "seed": seed, "variant": names.variant(dr, frames),
-            "best_epoch": None if best_epoch is None else int(best_epoch),
-            **{score: recorded.get(names.key(names.BEST, score)) for score in RECORDED}, names.HEADLINE: headline,
-            "settings": {key: settings.get(key) for key in SETTINGS}}
-
-
-def select_runs(rows: list, stale: tuple = ()) -> tuple:
-    """The training runs that count: FINISHED, complete, and the latest per (variant, seed).
-
-    Returns (runs sorted by variant then seed, counts of the training runs left out and why).
-    Runs of other kinds (earlier compare runs, an ablation wrapper) are not candidates at all.
-    ``stale``: ids of RUNNING runs whose process is gone (``regolith.runs``), counted as such.
-    """
-    ignored = {"failed": 0, "killed": 0, "running": 0, "stale": 0, "incomplete": 0, "superseded": 0}
-    latest = {}
-    for row in rows:
-        if row["tags"].get(names.KIND) != names.KIND_TRAIN:
-            continue
-        if row["status"] != "FINISHED":
-            ignored[row["status"].lower() if row["status"] in TERMINAL_STATUSES
-                    else "stale" if row["run_id"] in stale else "running"] += 1
-            continue
-        run = training_run(row)
-        if run is None:
-            ignored["incomplete"] += 1
-            continue
-        key = (run["dr"], run["frames"], run["seed"])
-        if key in latest:
-            ignored["superseded"] += 1
-            if (run["start_time"], run["run_id"]) < (latest[key]["start_time"], latest[key]["run_id"]):
-                continue
-        latest[key] = run
-    return [latest[key] for key in sorted(latest)], ignored
-
-
-# ---- runs -> variants -> deltas (pure) ---------------------------------------------------------
-
-def spread(values: list) -> dict:
-    """Mean and sample standard deviation of the values recorded (None: not recorded).
-
-    The deviation is None for a single value; both are None where no run recorded the score.
-    """
-    values = [value for value in values if value is not None]
-    if not values:
-        return {"mean": None, "std": None}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None}
-
-
-def summarize_variants(runs: list) -> dict:
-    """Per variant, ordered nodr before dr and by frames: ids, seeds, and each best score's spread."""
-    groups = {}
-    for run in sorted(runs, key=lambda r: (r["dr"], r["frames"], r["seed"])):
-        groups.setdefault(run["variant"], []).append(run)
-    variants = {}
-    for name, group in groups.items():
-        variants[name] = {
-            "dr": group[0]["dr"], "frames": group[0]["frames"],
-            "seeds": [r["seed"] for r in group], "run_ids": [r["run_id"] for r in group],
-            "run_names": [r["run_name"] for r in group], "best_epoch": [r["best_epoch"] for r in group],
-            **{score: spread([r.get(score) for r in group]) for score in RECORDED},
-            "per_seed": {str(r["seed"]): {score: r.get(score) for score in RECORDED} for r in group},
-            "settings": group[0]["settings"],
-        }
-    return variants
-
-
-def pick_comparisons(variants: dict, experiment: str) -> tuple:
-    """(matched, larger): the dr/nodr pair at the largest count both have, and dr at its largest count.
-
-    Refuses, naming the variant it needs and the ones found, where either is missing.
-    """
-    found = ", ".join(variants) or "none"
-    dr_counts = {v["frames"] for v in variants.values() if v["dr"]}
-    nodr_counts = {v["frames"] for v in variants.values() if not v["dr"]}
-    common = dr_counts & nodr_counts
-    if not common:
-        if nodr_counts and dr_counts:
-            needed = "a dr and a nodr variant with the same frame count (e.g. " + ", ".join(
-                f"{names.variant(True, n)} beside {names.variant(False, n)}" for n in sorted(nodr_counts)) + ")"
-        elif nodr_counts or dr_counts:
-            needed = f"a {'nodr (regolith.dr=false)' if dr_counts else 'dr (regolith.dr=true)'} variant"
-        else:
-            needed = "a nodr and a dr variant at the same frame count"
-        raise Refused(f"experiment {experiment!r}: the DR delta needs {needed}; found FINISHED training runs of: "
-                      f"{found}")
-    matched = max(common)
-    if max(dr_counts) == matched:
-        raise Refused(
-            f"experiment {experiment!r}: the data-size delta needs a dr variant with more than the matched {matched} "
-            f"frames (e.g. {names.variant(True, 2 * matched)}); found FINISHED training runs of: {found}")
-    return matched, max(dr_counts)
-
-
-def delta(variants: dict, variant: str, baseline: str, score: str = names.HEADLINE) -> dict:
-    """``variant`` minus ``baseline`` on ``score``, absolute and relative to the baseline.
-
-    Paired by seed: the delta of each seed both variants ran, then their mean and standard
-    deviation. Seeds only one variant ran are left out of the delta (they stay in the table).
-    """
-    a, b = variants[variant], variants[baseline]
-    seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
-    result = {"variant": variant, "baseline": baseline, "metric": names.key(names.BEST, score), "seeds": seeds,
-              "seed_interval": None}
-    if seeds:
-        pairs = [(a["per_seed"][str(s)][score], b["per_seed"][str(s)][score]) for s in seeds]
-        absolute = spread([x - y for x, y in pairs])
-        result["seed_interval"] = seed_interval([x - y for x, y in pairs])
-        relative = spread([(x - y) / y for x, y in pairs]) if all(y for _, y in pairs) else None
-    else:
-        # No common seed: the difference of the means, with no spread to give.
-        absolute = {"mean": a[score]["mean"] - b[score]["mean"], "std": None}
-        base = b[score]["mean"]
-        relative = {"mean": absolute["mean"] / base, "std": None} if base else None
-    result.update({"absolute": absolute["mean"], "absolute_std": absolute["std"],
-                   "relative": relative and relative["mean"], "relative_std": relative and relative["std"],
-                   "paired": bool(seeds)})
-    return result
-
-
-def rock_iou(counts: np.ndarray) -> np.ndarray:
-    """Global rock-IoU (``metrics.iou_per_class``) of flattened 3 x 3 confusion counts: (..., 9) -> (...)."""
-    return metrics.iou_per_class(torch.from_numpy(counts).reshape(*counts.shape[:-1], 3, 3))[..., ROCK].numpy()
-
-
-def paired_bootstrap(variant: np.ndarray, baseline: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
-    """95% interval of the rock-IoU delta by a paired percentile bootstrap over validation frames.
-
-    ``variant`` and ``baseline`` are frames x 3 x 3 confusion counts on the same frames. Each
-    resample draws frames with replacement and recomputes global IoU on both sides from that
-    same draw (``scipy.stats.bootstrap(paired=True)``), so frame difficulty, shared by both models,
-    cancels out of the spread.
-    """
-    frames = len(variant)
-    samples = (np.asarray(variant, float).reshape(frames, 9), np.asarray(baseline, float).reshape(frames, 9))
-
-    def rock_delta(v, b, axis=-1):  # scipy hands resamples with the frame axis last
-        return rock_iou(np.moveaxis(v.sum(axis), 0, -1)) - rock_iou(np.moveaxis(b.sum(axis), 0, -1))
-
-    point = float(rock_iou(samples[0].sum(0)) - rock_iou(samples[1].sum(0)))
-    result = stats.bootstrap(samples, rock_delta, paired=True, vectorized=True, axis=0, n_resamples=resamples,
-                             method="percentile", random_state=np.random.default_rng(seed))
-    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-    return {"low": low, "high": high, "point": point, "frames": frames, "resamples": resamples,
-            "includes_zero": bool(low <= 0 <= high)}
-
-
-def seed_interval(deltas: list) -> dict | None:
-    """95% t-interval of the mean per-seed delta (``scipy.stats.ttest_1samp``); None with fewer than two seeds."""
-    if len(deltas) < 2:
-        return None
-    interval = stats.ttest_1samp(deltas, 0.0).confidence_interval(0.95)
-    low, high = float(interval.low), float(interval.high)
-    return {"low": low, "high": high, "seeds": len(deltas), "includes_zero": bool(low <= 0 <= high)}
-
-
-def pooled_confusions(variants: dict, variant: str, baseline: str, seeds: list, confusions: dict) -> tuple | None:
-    """(variant, baseline) per-frame confusions (frames x 3 x 3), each pooled over ``seeds``, on the same frames.
-
-    ``confusions`` maps a run id to its per-frame confusions (or None where the run has no fresh
-    inference pass); without them for every run involved, or on different frames, there is nothing to pool.
-    """
-    sides = []
-    for name in (variant, baseline):
-        runs = [run_id for run_id, run_seed in zip(variants[name]["run_ids"], variants[name]["seeds"])
-                if run_seed in seeds]
-        found = [confusions.get(run_id) for run_id in runs]
-        if not runs or any(f is None for f in found) or any(f["frames"] != found[0]["frames"] for f in found):
-            return None
-        sides.append((found[0]["frames"], np.sum([np.asarray(f["confusion"]) for f in found], axis=0)))
-    if sides[0][0] != sides[1][0]:
-        return None
-    return sides[0][1], sides[1][1]
-
-
-def frame_interval(entry: dict, variants: dict, confusions: dict) -> dict | None:
-    """The paired bootstrap for a delta, pooling each side's confusions over the seeds both ran."""
-    pooled = pooled_confusions(variants, entry["variant"], entry["baseline"], entry["seeds"], confusions)
-    return paired_bootstrap(*pooled) if pooled else None
-
-
-def per_frame(variants: dict, variant: str, baseline: str, seeds: list, confusions: dict) -> dict | None:
-    """On how many validation frames ``variant`` scores a higher rock-IoU than ``baseline``, and the mean gain.
-
-    Per-frame rock-IoU from the fresh inference passes' confusions (pooled over ``seeds``). A frame
-    where either side has no rock-IoU (no rock labelled and none predicted) is left out.
-    """
-    pooled = pooled_confusions(variants, variant, baseline, seeds, confusions)
-    if not pooled:
-        return None
-    ours, theirs = (rock_iou(np.asarray(side, float).reshape(len(side), 9)) for side in pooled)
-    scored = ~(np.isnan(ours) | np.isnan(theirs))
-    gains = (ours - theirs)[scored]
-    return {"variant": variant, "baseline": baseline, "frames": int(scored.sum()), "of_frames": len(ours),
-            "wins": int((gains > 0).sum()), "losses": int((gains < 0).sum()), "ties": int((gains == 0).sum()),
-            "mean_gain": float(gains.mean()) if len(gains) else None}
-
-
-def reference_comparison(variants: dict, experiment: str) -> dict | None:
-    """The study's numbers beside the measured ones, where the variants are the study's (nodr_750, dr_750, dr_1500).
-
-    The generation is the experiment's name where that is one (v1, v2, v3), else v2, the write-up's.
-    """
-    if not set(reference.VARIANTS) <= set(variants):
-        return None
-    generation = reference.generation_for(experiment)
-    study = reference.ROCK_IOU[generation]
-    measured = {name: variants[name][names.HEADLINE]["mean"] for name in reference.VARIANTS}
-    rows = {name: {"study": study[name], "measured": measured[name], "difference": measured[name] - study[name]}
-            for name in reference.VARIANTS}
-    gains = {}
-    for key, (variant, baseline) in GAINS.items():
-        gains[key] = {"study": study[variant] - study[baseline], "measured": measured[variant] - measured[baseline]}
-        gains[key]["difference"] = gains[key]["measured"] - gains[key]["study"]
-    return {"generation": generation, "source": reference.SOURCE, "variants": rows, **gains}
-
-
-def _same(a, b) -> bool:
-    try:
-        return float(a) == float(b)  # lr logged as "6e-5" by one run and "0.00006" by another
-    except (TypeError, ValueError):
-        return a == b
-
-
-def setting_differences(runs: list) -> list:
-    """One line per setting the counted runs disagree on, naming the values and the runs that have them.
-
-    The latest run per variant and seed counts, so a quick check with fewer epochs can quietly stand
-    in for a full run; this says so instead of letting the deltas mix two recipes.
-    """
-    lines = []
-    for key in SETTINGS:
-        values = []  # (value, [run labels]) in first-seen order
-        for run in runs:
-            value = run["settings"].get(key)
-            label = f"{run['variant']} seed {run['seed']}"
-            for known, labels in values:
-                if _same(known, value):
-                    labels.append(label)
-                    break
-            else:
-                values.append((value, [label]))
-        if len(values) > 1:
-            lines.append(f"the runs compared differ in {key}: " + "; ".join(
-                f"{value} ({', '.join(labels)})" for value, labels in values))
-    return lines
-
-
-def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None) -> dict:
-    """The whole answer as plain data: the variants table, both deltas and their intervals.
-
-    ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta
-    its paired bootstrap interval over validation frames; without it, ``frame_interval`` is None.
-    ``real`` (run id -> per-photo rock shares of its latest ``regolith.photos`` measurement, or None)
-    is each run's real rock share where it has one; a run without takes the share training saw at
-    its best epoch (``best/real_rock_share``, with ``-P real_images``), if any.
-    """
-    real = real or {}
-    runs = [{**run, REAL_SHARE: statistics.fmean(real[run["run_id"]]["rock"])} if real.get(run["run_id"]) else run
-            for run in runs]
-    variants = summarize_variants(runs)
-    matched, largest = pick_comparisons(variants, experiment)
-    dr_matched, nodr_matched = names.variant(True, matched), names.variant(False, matched)
-    dr_largest = names.variant(True, largest)
-    results = {
-        "experiment": experiment,
-        "metric": names.key(names.BEST, names.HEADLINE),
-        "variants": variants,
-        "dr_delta": {"question": f"domain randomization at matched size ({matched} frames)",
-                     **delta(variants, dr_matched, nodr_matched)},
-        "size_delta": {"question": f"more data with DR ({matched} -> {largest} frames)",
-                       **delta(variants, dr_largest, dr_matched)},
-        "warnings": setting_differences(runs),
-    }
-    for key in DELTAS:
-        entry = results[key]
-        entry["frame_interval"] = frame_interval(entry, variants, confusions or {})
-        entry["per_frame"] = per_frame(variants, entry["variant"], entry["baseline"], entry["seeds"], confusions or {})
-    # The study's own per-frame count: its largest DR variant against no-DR at the matched size.
-    seeds = sorted(set(variants[dr_largest]["seeds"]) & set(variants[nodr_matched]["seeds"]))
-    results["per_frame_overall"] = per_frame(variants, dr_largest, nodr_matched, seeds, confusions or {})
-    results["reference"] = reference_comparison(variants, experiment)
-    results["real"] = real_deltas(results, variants, real)
-    return results
-
-
-def real_deltas(results: dict, variants: dict, real: dict) -> dict | None:
-    """Both deltas in real rock share, with a seed interval and, where the runs' photos match, one over photos.
-
-    None unless every variant of both deltas has a real rock share.
-    """
-    if any(variants[results[key][side]][REAL_SHARE]["mean"] is None for key in DELTAS for side in ("variant", "baseline")):
-        return None
-    deltas = {}
-    for key in DELTAS:
-        entry = delta(variants, results[key]["variant"], results[key]["baseline"], score=REAL_SHARE)
-        entry["photo_interval"] = photo_interval(entry, variants, real)
-        deltas[key] = entry
-    return deltas
-
-
-def photo_interval(entry: dict, variants: dict, real: dict) -> dict | None:
-    """The paired bootstrap over photos of a rock-share delta, each side's per-photo shares averaged over the seeds.
-
-    Only where every run involved was measured by regolith.photos on the same photo set.
-    """
-    sides = []
-    for name in (entry["variant"], entry["baseline"]):
-        measured = [real.get(run_id) for run_id, seed in zip(variants[name]["run_ids"], variants[name]["seeds"])
-                    if seed in entry["seeds"]]
-        if not measured or any(m is None for m in measured):
-            return None
-        sides.append(measured)
-    digests = {m["digest"] for side in sides for m in side}
-    if len(digests) != 1:
-        return None
-    a, b = (np.mean([m["rock"] for m in side], axis=0) for side in sides)
-    difference = photos.paired_difference(a, b)
-    low, high = difference["interval"] or (None, None)
-    return {"low": low, "high": high, "photos": difference["photos"], "digest": digests.pop(),
-            "variant_more": difference["a_more"], "baseline_more": difference["b_more"],
-            "includes_zero": None if low is None else bool(low <= 0 <= high)}
-
-
 # ---- presentation ------------------------------------------------------------------------------
 
 def _number(spread_: dict, digits: int = 4) -> str:
@@ -427,21 +69,13 @@ def _number(spread_: dict, digits: int = 4) -> str:
     return text + (f" ± {spread_['std']:.{digits}f}" if spread_["std"] is not None else "")
 
 
-def _signed(value, std=None, percent=False) -> str:
-    if value is None:
-        return "n/a"
-    scale, digits, unit = (100, 1, "%") if percent else (1, 4, "")
-    text = f"{value * scale:+.{digits}f}{unit}"
-    return text + (f" ± {std * scale:.{digits}f}{unit}" if std is not None else "")
-
-
 def delta_line(label: str, entry: dict) -> str:
     seeds = entry["seeds"]
     over = (f"paired over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds
             else "difference of means, no seed in common")
     return (f"{label}: {entry['variant']} - {entry['baseline']} = "
-            f"{_signed(entry['absolute'], entry['absolute_std'])} rock-IoU "
-            f"({_signed(entry['relative'], entry['relative_std'], percent=True)} relative; {over})"
+            f"{figures.signed(entry['absolute'], entry['absolute_std'])} rock-IoU "
+            f"({figures.signed(entry['relative'], entry['relative_std'], percent=True)} relative; {over})"
             + "".join(f"\n            {line}" for line in interval_lines(entry)))
 
 
@@ -483,12 +117,12 @@ def format_table(results: dict) -> str:
     """
     variants = results["variants"]
     strict = any(differs(v["iou_rock_strict"]["mean"], v["iou_rock"]["mean"]) for v in variants.values())
-    real = any(v[REAL_SHARE]["mean"] is not None for v in variants.values())
+    real = any(v[ablation.REAL_SHARE]["mean"] is not None for v in variants.values())
     columns = ["variant", "dr", "frames", "seeds", "rock-IoU", *(["rock (strict)"] if strict else []),
                "regolith", "sky", "mIoU", *(["real rock share"] if real else []), "best epoch"]
     rows = [[name, "yes" if v["dr"] else "no", str(v["frames"]), ",".join(map(str, v["seeds"])), _number(v["iou_rock"]),
              *([_number(v["iou_rock_strict"])] if strict else []), _number(v["iou_regolith"]), _number(v["iou_sky"]),
-             _number(v["miou"]), *([_share(v[REAL_SHARE])] if real else []),
+             _number(v["miou"]), *([_share(v[ablation.REAL_SHARE])] if real else []),
              ",".join("?" if epoch is None else str(epoch) for epoch in v["best_epoch"])]
             for name, v in variants.items()]
     lines = [f"Size-matched ablation, experiment {results['experiment']!r}: best validation IoU per variant"
@@ -496,7 +130,7 @@ def format_table(results: dict) -> str:
              delta_line("DR delta  ", results["dr_delta"]), delta_line("size delta", results["size_delta"])]
     overall = results.get("per_frame_overall")
     if overall and (overall["variant"], overall["baseline"]) not in {
-            (results[key]["variant"], results[key]["baseline"]) for key in DELTAS}:
+            (results[key]["variant"], results[key]["baseline"]) for key in ablation.DELTAS}:
         lines.append(per_frame_line(overall))
     if results.get("real"):
         lines += ["", *real_lines(results["real"])]
@@ -547,7 +181,7 @@ def reference_lines(comparison: dict, overall: dict | None) -> list:
     rows = [["", "study", "measured", "measured - study"]]
     rows += [[name, f"{row['study']:.4f}", f"{row['measured']:.4f}", f"{row['difference']:+.4f}"]
              for name, row in comparison["variants"].items()]
-    rows += [[label, _gain(comparison[key]["study"]), _gain(comparison[key]["measured"]),
+    rows += [[label, figures.gain(comparison[key]["study"]), figures.gain(comparison[key]["measured"]),
               f"{comparison[key]['difference']:+.4f}"]
              for key, label in (("dr_delta", "DR gain"), ("size_delta", "more-data gain"))]
     lines = [f"Beside the study ({comparison['generation']}, numbers from regolith/reference.py): best validation rock-IoU",
@@ -558,188 +192,6 @@ def reference_lines(comparison: dict, overall: dict | None) -> list:
                      f"{study['frames']} frames (mean gain {study['mean_gain']:+.4f}); measured: {overall['wins']} of "
                      f"{overall['frames']}")
     return lines
-
-
-def _gain(value: float | None) -> str:
-    """A gain to the study's 3 decimals; float noise is rounded away first (0.8521 - 0.8486 is +0.0035, not less)."""
-    return "n/a" if value is None else f"{round(value, 10):+.3f}"
-
-
-def _colors(variants: dict) -> dict:
-    """nodr variants in greys, dr variants in blues, darker with more frames."""
-    import matplotlib
-
-    colors = {}
-    for dr, cmap in ((False, "Greys"), (True, "Blues")):
-        group = [name for name, v in variants.items() if v["dr"] == dr]
-        for i, name in enumerate(group):
-            colors[name] = matplotlib.colormaps[cmap](0.55 + 0.35 * (i + 1) / len(group) - 0.35 / len(group))
-    return colors
-
-
-def _bracket(ax, x0: float, x1: float, y: float, text: str, color: str):
-    """A labelled bracket from bar x0 to bar x1 at height y (axes data units)."""
-    tick = 0.025
-    ax.plot([x0, x0, x1, x1], [y - tick, y, y, y - tick], color=color, lw=1.5, clip_on=False)
-    ax.text((x0 + x1) / 2, y + 0.01, text, ha="center", va="bottom", fontsize=9.5, color=color,
-            fontweight="bold", linespacing=1.3)
-
-
-def plot_ablation(results: dict, curves: dict, path: Path):
-    """One figure: best rock-IoU with both deltas, the validation rock-IoU curves, per-class IoU, and where the
-    runs were pointed at real photos, synthetic rock-IoU against the real rock share.
-
-    ``curves`` maps a run id to its (epoch, val/iou_rock) pairs.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    variants = results["variants"]
-    colors = _colors(variants)
-    real = any(v[REAL_SHARE]["mean"] is not None for v in variants.values())
-    ratios = [1, 1.15, 1.3] + ([1.15] if real else [])
-    fig, axes = plt.subplots(1, len(ratios), figsize=(17 + 5.5 * real, 5.6), gridspec_kw={"width_ratios": ratios})
-    plot_bars(axes[0], results, colors)
-    plot_curves(axes[1], variants, curves, colors)
-    plot_classes(axes[2], variants, colors)
-    if real:
-        plot_real(axes[3], results, colors)
-    for ax in axes:
-        ax.title.set_fontsize(12.5)
-        ax.xaxis.label.set_fontsize(11.5)
-        ax.yaxis.label.set_fontsize(11.5)
-        ax.tick_params(labelsize=10.5)
-    fig.suptitle(f"Size-matched domain-randomization ablation — experiment '{results['experiment']}' "
-                 f"(validation: unseen-domain split; mean ± std over seeds where several)", fontsize=13.5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=160)
-    plt.close(fig)
-
-
-def plot_bars(bars, results: dict, colors: dict):
-    """Best rock-IoU per variant, the study's marks where it has them, and both deltas as brackets above."""
-    variants = results["variants"]
-    shown = list(variants)
-    x = {name: i for i, name in enumerate(shown)}
-    rock = [variants[n]["iou_rock"] for n in shown]
-    means = [r["mean"] for r in rock]
-    errors = [r["std"] or 0 for r in rock]
-    bars.bar(range(len(shown)), means, color=[colors[n] for n in shown], edgecolor="black", linewidth=0.6,
-             yerr=errors if any(errors) else None, capsize=5)
-    for i, value in enumerate(means):
-        if value >= 0.15:
-            bars.text(i, value / 2, f"{value:.3f}", ha="center", va="center", fontsize=11, color="white",
-                      fontweight="bold", bbox={"boxstyle": "round,pad=0.2", "fc": "black", "alpha": 0.35, "lw": 0})
-        else:  # too short a bar to write in
-            bars.text(i, value + errors[i] + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=11,
-                      fontweight="bold")
-    comparison = results.get("reference")
-    if comparison:  # the study's number as a dashed mark on each of its variants' bars
-        for name, row in comparison["variants"].items():
-            bars.plot([x[name] - 0.42, x[name] + 0.42], [row["study"]] * 2, color="black", ls="--", lw=1.4,
-                      label=f"the study ({comparison['generation']})" if name == reference.VARIANTS[0] else None)
-        bars.legend(loc="lower right", fontsize=9.5)
-    top = max(m + e for m, e in zip(means, errors))
-    dr_entry, size_entry = results["dr_delta"], results["size_delta"]
-    y = top + 0.06  # each bracket sits above the one before and its label
-    for entry, label, color in (
-            (dr_entry, f"DR at {variants[dr_entry['variant']]['frames']} frames", "#b2182b"),
-            (size_entry, f"more data: {variants[size_entry['baseline']]['frames']} → "
-                         f"{variants[size_entry['variant']]['frames']} frames", "#2166ac")):
-        text = (f"{label}\n{_signed(entry['absolute'], entry['absolute_std'])} "
-                f"({_signed(entry['relative'], None, percent=True)})")
-        for name, interval in (("frames", entry.get("frame_interval")), ("seeds", entry.get("seed_interval"))):
-            if interval:
-                text += (f"\n95% CI ({name}) [{interval['low']:+.3f}, {interval['high']:+.3f}]"
-                         + (", includes 0" if interval["includes_zero"] else ""))
-        _bracket(bars, x[entry["baseline"]], x[entry["variant"]], y, text, color)
-        y += 0.06 + 0.05 * (text.count("\n") + 1)  # about 0.05 of height per label line
-    bars.set_ylim(0, y)
-    bars.set_yticks([tick / 10 for tick in range(0, 11, 2) if tick / 10 <= y])
-    bars.set_xticks(range(len(shown)), [f"{n}\n({len(variants[n]['seeds'])} seed"
-                                        f"{'s' if len(variants[n]['seeds']) > 1 else ''})" for n in shown])
-    bars.set_ylabel("best validation rock-IoU")
-    bars.set_title("Best rock-IoU per variant and the two deltas")
-    bars.grid(axis="y", alpha=0.3)
-    bars.set_axisbelow(True)
-
-
-def plot_curves(lines, variants: dict, curves: dict, colors: dict):
-    """Per-epoch validation rock-IoU of every run, its best epoch marked."""
-    for name, v in variants.items():
-        for i, (run_id, seed, best_epoch) in enumerate(zip(v["run_ids"], v["seeds"], v["best_epoch"])):
-            points = curves.get(run_id, [])
-            if not points:
-                continue
-            epochs, values = zip(*points)
-            label = name if len(v["seeds"]) == 1 else f"{name} (seed {seed})"
-            lines.plot(epochs, values, color=colors[name], lw=2, marker="o", ms=3, label=label,
-                       linestyle=("-", "--", ":", "-.")[i % 4])
-            best_value = dict(points).get(best_epoch)
-            if best_value is not None:
-                lines.plot(best_epoch, best_value, marker="*", ms=16, color=colors[name], markeredgecolor="black",
-                           linestyle="none")
-    lines.plot([], [], marker="*", ms=12, color="white", markeredgecolor="black", linestyle="none",
-               label="best epoch")
-    lines.set_xlabel("epoch")
-    lines.set_ylabel("validation rock-IoU")
-    lines.set_title("Validation rock-IoU per epoch")
-    lines.xaxis.get_major_locator().set_params(integer=True)
-    lines.grid(alpha=0.3)
-    lines.legend(fontsize=9.5, loc="best")
-
-
-def plot_classes(classes, variants: dict, colors: dict):
-    """Per-class IoU and mIoU of every variant's best checkpoint."""
-    labels = [score.removeprefix("iou_") if score != "miou" else "mIoU" for score in SCORE_ORDER]
-    width = 0.8 / len(variants)
-    for i, (name, v) in enumerate(variants.items()):
-        scores = [v[score] for score in SCORE_ORDER]
-        offsets = [k + (i - (len(variants) - 1) / 2) * width for k in range(len(labels))]
-        errors = [score["std"] or 0 for score in scores]
-        # A score no run of the variant recorded (older runs) is left out of the panel, not drawn as 0.
-        classes.bar(offsets, [np.nan if score["mean"] is None else score["mean"] for score in scores], width,
-                    color=colors[name], edgecolor="black", linewidth=0.6, label=name,
-                    yerr=errors if any(errors) else None, capsize=3)
-    classes.set_xticks(range(len(labels)), labels)
-    classes.set_ylim(0, 1.25)  # room for the legend above bars that reach 1
-    classes.set_yticks([tick / 10 for tick in range(0, 11, 2)])
-    classes.set_ylabel("best-checkpoint IoU")
-    classes.set_title("IoU per class at each variant's best epoch")
-    classes.grid(axis="y", alpha=0.3)
-    classes.set_axisbelow(True)
-    classes.legend(fontsize=9.5, ncols=len(variants), loc="upper center")
-
-
-def plot_real(ax, results: dict, colors: dict):
-    """Synthetic rock-IoU against the real rock share, one point per variant: the study's punchline is that they part."""
-    variants = results["variants"]
-    for name, v in variants.items():
-        share = v[REAL_SHARE]
-        if share["mean"] is None:
-            continue
-        ax.errorbar(v[names.HEADLINE]["mean"], share["mean"], xerr=v[names.HEADLINE]["std"], yerr=share["std"],
-                    marker="o", ms=11, color=colors[name], markeredgecolor="black", capsize=4, label=name,
-                    linestyle="none")
-        ax.annotate(name, (v[names.HEADLINE]["mean"], share["mean"]), textcoords="offset points", xytext=(9, 6),
-                    fontsize=10)
-    comparison = results.get("reference")
-    if comparison:  # the study's dr_1500 from one generation to the next, on its own real photos
-        points = [(reference.ROCK_IOU[g]["dr_1500"], reference.REAL_ROCK_SHARE[g][0], g) for g in reference.ROCK_IOU]
-        ax.plot([p[0] for p in points], [p[1] for p in points], color="0.55", ls=":", marker="s", mfc="white",
-                label="the study's dr_1500, v1→v3 (its photos)")
-        for x, y, generation in points:
-            ax.annotate(generation, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=9, color="0.4")
-    ax.margins(0.18)  # room for the labels beside the points
-    ax.set_ylim(bottom=0)  # the flood's size, not only its differences: shares start at 0
-    ax.set_xlabel("best validation rock-IoU (synthetic)")
-    ax.set_ylabel("share of real photos' pixels called rock")
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_title("Synthetic rock-IoU against the rock flood on real photos")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="best")
 
 
 # ---- the results on disk and in the compare run ---------------------------------------------------
@@ -768,10 +220,10 @@ def record(results: dict, curves: dict, args, run_id: str) -> Path:
                     names.SOURCE_RUNS: ",".join(source), names.RESULTS_DIR: str(folder),
                     **{names.source_tag(name): ",".join(v["run_ids"]) for name, v in results["variants"].items()},
                     **{names.delta_tag(key): f"{results[key]['variant']} vs {results[key]['baseline']}"
-                       for key in DELTAS}})
+                       for key in ablation.DELTAS}})
     track.log_metrics(delta_metrics(results))
     files = write_results(folder, "ablation", results, format_table(results),
-                          lambda path: plot_ablation(results, curves, path))
+                          lambda path: figures.plot_ablation(results, curves, path))
     print(f"\nresults: {files[0]}\nfigure:  {files[1]}\n"
           f"compare run {run_id} ('ablation', kind=compare) in experiment {results['experiment']!r}")
     return folder
@@ -785,7 +237,7 @@ def delta_metrics(results: dict, prefix: str = "") -> dict:
     """The compare run's metrics: each variant's mean best scores, each delta and its interval ends."""
     logged = {names.key(name, score): v[score]["mean"] for name, v in results["variants"].items()
               for score in names.SCORES}
-    for key in DELTAS:
+    for key in ablation.DELTAS:
         logged.update({names.key(key, field): results[key][field]
                        for field in ("absolute", "absolute_std", "relative", "relative_std")})
         for kind in ("frame_interval", "seed_interval"):
@@ -807,108 +259,27 @@ def write_results(folder: Path, stem: str, results: dict, table: str, plot) -> l
 
 # ---- generations side by side ------------------------------------------------------------------
 
-def generations_results(per_experiment: list) -> dict:
-    """One row per experiment (a generation of the rendered data): its variants, both gains, the study's.
-
-    ``per_experiment`` holds each experiment's ``ablation_results``, oldest generation first.
-    """
-    rows = []
-    for results in per_experiment:
-        dr, size = results["dr_delta"], results["size_delta"]
-        shown = (dr["baseline"], dr["variant"], size["variant"])
-        rows.append({"experiment": results["experiment"], "variants": list(shown),
-                     "rock_iou": {name: results["variants"][name][names.HEADLINE]["mean"] for name in shown},
-                     **{key: {field: results[key].get(field) for field in
-                              ("absolute", "absolute_std", "frame_interval", "seed_interval", "per_frame")}
-                        for key in DELTAS},
-                     "study": reference.ROCK_IOU.get(results["experiment"]) if results.get("reference") else None})
-    first, last = rows[0], rows[-1]
-    return {"experiments": [row["experiment"] for row in rows], "metric": names.key(names.BEST, names.HEADLINE),
-            "generations": rows,
-            "baseline_change": last["rock_iou"][last["variants"][0]] - first["rock_iou"][first["variants"][0]],
-            "dr_gain_change": last["dr_delta"]["absolute"] - first["dr_delta"]["absolute"],
-            "per_experiment": per_experiment}
-
-
 def format_generations(results: dict) -> str:
     """One table across generations, then how the no-DR baseline and the DR gain moved."""
     rows = [["generation", "no DR", "DR", "DR, more data", "DR gain", "more-data gain", "the study: DR / more data"]]
     for row in results["generations"]:
         gains = []
-        for key in DELTAS:
+        for key in ablation.DELTAS:
             entry, interval = row[key], row[key]["frame_interval"] or row[key]["seed_interval"]
-            gains.append(_gain(entry["absolute"]) + (f" [{interval['low']:+.3f}, {interval['high']:+.3f}]"
-                                                     if interval else ""))
+            gains.append(figures.gain(entry["absolute"])
+                         + (f" [{interval['low']:+.3f}, {interval['high']:+.3f}]" if interval else ""))
         study = row["study"]
         rows.append([row["experiment"], *(f"{row['rock_iou'][name]:.4f} {name}" for name in row["variants"]), *gains,
-                     f"{_gain(study['dr_750'] - study['nodr_750'])} / {_gain(study['dr_1500'] - study['dr_750'])}"
-                     if study else ""])
+                     f"{figures.gain(study['dr_750'] - study['nodr_750'])} / "
+                     f"{figures.gain(study['dr_1500'] - study['dr_750'])}" if study else ""])
     first, last = results["generations"][0], results["generations"][-1]
     return "\n".join([
         f"Generations side by side ({', '.join(results['experiments'])}): best validation rock-IoU; gains with "
         "95% CI over frames (else seeds) where the store has it", "", *aligned(rows), "",
         f"no-DR baseline {first['experiment']} -> {last['experiment']}: "
         f"{first['rock_iou'][first['variants'][0]]:.4f} -> {last['rock_iou'][last['variants'][0]]:.4f} "
-        f"({results['baseline_change']:+.4f}); DR gain {_gain(first['dr_delta']['absolute'])} -> "
-        f"{_gain(last['dr_delta']['absolute'])} ({results['dr_gain_change']:+.4f})"])
-
-
-def plot_generations(results: dict, path: Path):
-    """Two panels: each generation's three variants, and the no-DR baseline against the two gains over generations."""
-    from matplotlib.figure import Figure
-
-    rows = results["generations"]
-    labels = [row["experiment"] for row in rows]
-    fig = Figure(figsize=(15, 5.8))
-    bars, trend = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
-    colours = ("#8c8c8c", "#6baed6", "#08519c")
-    width = 0.8 / 3
-    for k, role in enumerate(("no DR", "DR", "DR, more data")):
-        values = [row["rock_iou"][row["variants"][k]] for row in rows]
-        bars.bar([i + (k - 1) * width for i in range(len(rows))], values, width, color=colours[k],
-                 edgecolor="black", linewidth=0.6, label=role)
-        for i, (row, value) in enumerate(zip(rows, values)):
-            bars.text(i + (k - 1) * width, value + 0.01, f"{value:.4f}\n{row['variants'][k]}", ha="center",
-                      va="bottom", fontsize=8.5)
-    bars.set_xticks(range(len(rows)), labels)
-    bars.set_ylim(0, 1.15)
-    bars.set_ylabel("best validation rock-IoU")
-    bars.set_title("Each generation's variants")
-    bars.legend(loc="upper left", ncols=3, fontsize=9.5)
-    bars.grid(axis="y", alpha=0.3)
-    bars.set_axisbelow(True)
-
-    x = range(len(rows))
-    baseline = [row["rock_iou"][row["variants"][0]] for row in rows]
-    trend.plot(x, baseline, color="#4d4d4d", marker="o", lw=2.2, label="no-DR baseline (rock-IoU, left)")
-    for i, value in zip(x, baseline):
-        trend.annotate(f"{value:.4f}", (i, value), textcoords="offset points", xytext=(8, -12), fontsize=9,
-                       color="#4d4d4d")
-    gains = trend.twinx()
-    for key, colour, label in (("dr_delta", "#b2182b", "DR gain (right)"),
-                               ("size_delta", "#2166ac", "more-data gain (right)")):
-        values = [row[key]["absolute"] for row in rows]
-        intervals = [row[key]["frame_interval"] or row[key]["seed_interval"] for row in rows]
-        low = [v - i["low"] if i else 0 for v, i in zip(values, intervals)]
-        high = [i["high"] - v if i else 0 for v, i in zip(values, intervals)]
-        gains.errorbar(x, values, yerr=[low, high] if any(low + high) else None, color=colour, marker="s", lw=2,
-                       capsize=4, label=label)
-        for i, value in zip(x, values):
-            gains.annotate(_gain(value), (i, value), textcoords="offset points", xytext=(8, 4), fontsize=9,
-                           color=colour)
-    gains.axhline(0, color="black", lw=0.6)
-    trend.set_xticks(list(x), labels)
-    trend.set_xlim(-0.25, len(rows) - 0.6)  # room for the labels beside the last points
-    trend.set_ylabel("no-DR baseline rock-IoU")
-    gains.set_ylabel("gain in rock-IoU")
-    trend.set_title("The baseline rose while the DR gain shrank")
-    handles = trend.get_legend_handles_labels()[0] + gains.get_legend_handles_labels()[0]
-    trend.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.07),
-                 ncols=3, fontsize=9.5, frameon=False)
-    trend.grid(alpha=0.3)
-    fig.suptitle(f"Generations side by side: {', '.join(labels)} (best validation rock-IoU)", fontsize=13)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
+        f"({results['baseline_change']:+.4f}); DR gain {figures.gain(first['dr_delta']['absolute'])} -> "
+        f"{figures.gain(last['dr_delta']['absolute'])} ({results['dr_gain_change']:+.4f})"])
 
 
 def record_generations(results: dict, args, run_id: str) -> Path:
@@ -921,7 +292,7 @@ def record_generations(results: dict, args, run_id: str) -> Path:
     track.log_metrics({key: value for r in results["per_experiment"]
                        for key, value in delta_metrics(r, prefix=metric_safe(r["experiment"]) + "/").items()})
     files = write_results(folder, "generations", results, format_generations(results),
-                          lambda path: plot_generations(results, path))
+                          lambda path: figures.plot_generations(results, path))
     print(f"\nresults: {files[0]}\nfigure:  {files[1]}\ncompare run {run_id} ('generations', kind=compare)")
     return folder
 
@@ -942,14 +313,14 @@ def read_ablation(experiment: str) -> tuple:
     """(the experiment's ablation results, each counted run's validation rock-IoU curve), from the store."""
     rows = store.read_runs(experiment)
     stale = [entry["run_id"] for entry in liveness.known_dead(rows)]
-    runs, ignored = select_runs(rows, stale)
+    runs, ignored = ablation.select_runs(rows, stale)
     left_out = ", ".join(f"{count} {why}" for why, count in ignored.items() if count)
     print(f"experiment {experiment!r}: {len(runs)} training run(s) count" + (f"; left out: {left_out}" if left_out else "")
           + (f" (stale: {', '.join(stale)}: RUNNING, their process gone; python -m regolith.runs says how to resume "
              f"them)" if stale else ""))
-    results = ablation_results(runs, experiment, {run["run_id"]: evaluate.read_frame_confusions(run["run_id"])
-                                                  for run in runs},
-                               {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs})
+    results = ablation.ablation_results(runs, experiment,
+                                        {run["run_id"]: evaluate.read_frame_confusions(run["run_id"]) for run in runs},
+                                        {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs})
     results["ignored"] = ignored
     curves = {run["run_id"]: store.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
     return results, curves
@@ -972,7 +343,7 @@ def main(argv=None):
             with track.run("ablation", experiment, params=params) as (run_id, _):
                 record(results, curves, args, run_id)
             return
-        results = generations_results([read_ablation(experiment)[0] for experiment in experiments])
+        results = ablation.generations_results([read_ablation(experiment)[0] for experiment in experiments])
         with track.run("generations", attached or experiments[-1], params=params) as (run_id, _):
             record_generations(results, args, run_id)
 

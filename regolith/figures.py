@@ -1,22 +1,26 @@
 """Every picture regolith draws: the class palette, overlays, the verify sheet, photo panels and contact sheets,
-and the small per-epoch images a training run logs for MLflow's image view.
+the small per-epoch images a training run logs for MLflow's image view, and the ablation's charts.
 
 Pictures only: no MLflow, no model. Colours are Okabe-Ito hues (distinguishable with the common
 colour-vision deficiencies), and rock, the hazard, is always the loud one. Figures use
 matplotlib's ``Figure`` (no pyplot: no GUI backend, no global state); the per-epoch images are
 composed with numpy and PIL, because they are drawn every epoch and must cost almost nothing.
+The ablation's charts take the plain results that ``regolith.ablation`` computes and
+``regolith.compare`` writes beside its tables (``plot_ablation``, ``plot_generations``).
 """
 
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import PercentFormatter
 from PIL import Image, ImageDraw, ImageOps
 
-from regolith import CLASS_IDS, CLASSES, IGNORE_INDEX, ROCK
+from regolith import CLASS_IDS, CLASSES, IGNORE_INDEX, ROCK, names, reference
 
 CLASS_COLOURS = {"regolith": (204, 180, 134), "rock": (213, 94, 0), "sky": (0, 114, 178)}
 IGNORE_COLOUR = (255, 255, 255)
@@ -272,3 +276,260 @@ def flood_sheet(images, valid, predictions, rock_shares: list, size: int = 128) 
     thumbnails = [stamp(thumbnail(overlay(image, photo_valid, prediction, classes=(ROCK,)), size), f"rock {share:.0%}")
                   for image, photo_valid, prediction, share in zip(images, valid, predictions, rock_shares)]
     return grid(thumbnails, min(len(thumbnails), 6))
+
+
+# ---- the ablation's charts (compare) ------------------------------------------------------------
+
+# The two number formats the charts share with compare's tables; they live here, the lower of the two modules,
+# so that a delta reads the same in ablation.txt and on ablation.png.
+def signed(value, std=None, percent=False) -> str:
+    """A delta with its sign, ± its spread where given: 4 decimals, or 1 as a percentage; n/a where not computed."""
+    if value is None:
+        return "n/a"
+    scale, digits, unit = (100, 1, "%") if percent else (1, 4, "")
+    text = f"{value * scale:+.{digits}f}{unit}"
+    return text + (f" ± {std * scale:.{digits}f}{unit}" if std is not None else "")
+
+
+def gain(value: float | None) -> str:
+    """A gain to the study's 3 decimals; float noise is rounded away first (0.8521 - 0.8486 is +0.0035, not less)."""
+    return "n/a" if value is None else f"{round(value, 10):+.3f}"
+
+
+def _colors(variants: dict) -> dict:
+    """nodr variants in greys, dr variants in blues, darker with more frames."""
+    colors = {}
+    for dr, cmap in ((False, "Greys"), (True, "Blues")):
+        group = [name for name, v in variants.items() if v["dr"] == dr]
+        for i, name in enumerate(group):
+            colors[name] = matplotlib.colormaps[cmap](0.55 + 0.35 * (i + 1) / len(group) - 0.35 / len(group))
+    return colors
+
+
+def _bracket(ax, x0: float, x1: float, y: float, text: str, color: str):
+    """A labelled bracket from bar x0 to bar x1 at height y (axes data units)."""
+    tick = 0.025
+    ax.plot([x0, x0, x1, x1], [y - tick, y, y, y - tick], color=color, lw=1.5, clip_on=False)
+    ax.text((x0 + x1) / 2, y + 0.01, text, ha="center", va="bottom", fontsize=9.5, color=color,
+            fontweight="bold", linespacing=1.3)
+
+
+def plot_ablation(results: dict, curves: dict, path: Path):
+    """One figure: best rock-IoU with both deltas, the validation rock-IoU curves, per-class IoU, and where the
+    runs were pointed at real photos, synthetic rock-IoU against the real rock share. Saved as PNG to ``path``.
+
+    ``results`` is ``ablation.ablation_results``'s; ``curves`` maps a run id to its (epoch,
+    val/iou_rock) pairs.
+    """
+    variants = results["variants"]
+    colors = _colors(variants)
+    real = any(v[names.REAL_SHARE]["mean"] is not None for v in variants.values())
+    ratios = [1, 1.15, 1.3] + ([1.15] if real else [])
+    fig = Figure(figsize=(17 + 5.5 * real, 5.6))
+    axes = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
+    plot_bars(axes[0], results, colors)
+    plot_curves(axes[1], variants, curves, colors)
+    plot_classes(axes[2], variants, colors)
+    if real:
+        plot_real(axes[3], results, colors)
+    for ax in axes:
+        ax.title.set_fontsize(12.5)
+        ax.xaxis.label.set_fontsize(11.5)
+        ax.yaxis.label.set_fontsize(11.5)
+        ax.tick_params(labelsize=10.5)
+    fig.suptitle(f"Size-matched domain-randomization ablation — experiment '{results['experiment']}' "
+                 f"(validation: unseen-domain split; mean ± std over seeds where several)", fontsize=13.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=160)
+
+
+def plot_bars(bars, results: dict, colors: dict):
+    """Best rock-IoU per variant, the study's marks where it has them, and both deltas as brackets above."""
+    variants = results["variants"]
+    shown = list(variants)
+    x = {name: i for i, name in enumerate(shown)}
+    rock = [variants[n]["iou_rock"] for n in shown]
+    means = [r["mean"] for r in rock]
+    errors = [r["std"] or 0 for r in rock]
+    bars.bar(range(len(shown)), means, color=[colors[n] for n in shown], edgecolor="black", linewidth=0.6,
+             yerr=errors if any(errors) else None, capsize=5)
+    for i, value in enumerate(means):
+        if value >= 0.15:
+            bars.text(i, value / 2, f"{value:.3f}", ha="center", va="center", fontsize=11, color="white",
+                      fontweight="bold", bbox={"boxstyle": "round,pad=0.2", "fc": "black", "alpha": 0.35, "lw": 0})
+        else:  # too short a bar to write in
+            bars.text(i, value + errors[i] + 0.01, f"{value:.3f}", ha="center", va="bottom", fontsize=11,
+                      fontweight="bold")
+    comparison = results.get("reference")
+    if comparison:  # the study's number as a dashed mark on each of its variants' bars
+        for name, row in comparison["variants"].items():
+            bars.plot([x[name] - 0.42, x[name] + 0.42], [row["study"]] * 2, color="black", ls="--", lw=1.4,
+                      label=f"the study ({comparison['generation']})" if name == reference.VARIANTS[0] else None)
+        bars.legend(loc="lower right", fontsize=9.5)
+    top = max(m + e for m, e in zip(means, errors))
+    dr_entry, size_entry = results["dr_delta"], results["size_delta"]
+    y = top + 0.06  # each bracket sits above the one before and its label
+    for entry, label, color in (
+            (dr_entry, f"DR at {variants[dr_entry['variant']]['frames']} frames", "#b2182b"),
+            (size_entry, f"more data: {variants[size_entry['baseline']]['frames']} → "
+                         f"{variants[size_entry['variant']]['frames']} frames", "#2166ac")):
+        text = (f"{label}\n{signed(entry['absolute'], entry['absolute_std'])} "
+                f"({signed(entry['relative'], None, percent=True)})")
+        for name, interval in (("frames", entry.get("frame_interval")), ("seeds", entry.get("seed_interval"))):
+            if interval:
+                text += (f"\n95% CI ({name}) [{interval['low']:+.3f}, {interval['high']:+.3f}]"
+                         + (", includes 0" if interval["includes_zero"] else ""))
+        _bracket(bars, x[entry["baseline"]], x[entry["variant"]], y, text, color)
+        y += 0.06 + 0.05 * (text.count("\n") + 1)  # about 0.05 of height per label line
+    bars.set_ylim(0, y)
+    bars.set_yticks([tick / 10 for tick in range(0, 11, 2) if tick / 10 <= y])
+    bars.set_xticks(range(len(shown)), [f"{n}\n({len(variants[n]['seeds'])} seed"
+                                        f"{'s' if len(variants[n]['seeds']) > 1 else ''})" for n in shown])
+    bars.set_ylabel("best validation rock-IoU")
+    bars.set_title("Best rock-IoU per variant and the two deltas")
+    bars.grid(axis="y", alpha=0.3)
+    bars.set_axisbelow(True)
+
+
+def plot_curves(lines, variants: dict, curves: dict, colors: dict):
+    """Per-epoch validation rock-IoU of every run, its best epoch marked."""
+    for name, v in variants.items():
+        for i, (run_id, seed, best_epoch) in enumerate(zip(v["run_ids"], v["seeds"], v["best_epoch"])):
+            points = curves.get(run_id, [])
+            if not points:
+                continue
+            epochs, values = zip(*points)
+            label = name if len(v["seeds"]) == 1 else f"{name} (seed {seed})"
+            lines.plot(epochs, values, color=colors[name], lw=2, marker="o", ms=3, label=label,
+                       linestyle=("-", "--", ":", "-.")[i % 4])
+            best_value = dict(points).get(best_epoch)
+            if best_value is not None:
+                lines.plot(best_epoch, best_value, marker="*", ms=16, color=colors[name], markeredgecolor="black",
+                           linestyle="none")
+    lines.plot([], [], marker="*", ms=12, color="white", markeredgecolor="black", linestyle="none",
+               label="best epoch")
+    lines.set_xlabel("epoch")
+    lines.set_ylabel("validation rock-IoU")
+    lines.set_title("Validation rock-IoU per epoch")
+    lines.xaxis.get_major_locator().set_params(integer=True)
+    lines.grid(alpha=0.3)
+    lines.legend(fontsize=9.5, loc="best")
+
+
+def plot_classes(classes, variants: dict, colors: dict):
+    """Per-class IoU and mIoU of every variant's best checkpoint, in ``names.SCORES``' order (rock second)."""
+    labels = [score.removeprefix("iou_") if score != "miou" else "mIoU" for score in names.SCORES]
+    width = 0.8 / len(variants)
+    for i, (name, v) in enumerate(variants.items()):
+        scores = [v[score] for score in names.SCORES]
+        offsets = [k + (i - (len(variants) - 1) / 2) * width for k in range(len(labels))]
+        errors = [score["std"] or 0 for score in scores]
+        # A score no run of the variant recorded (older runs) is left out of the panel, not drawn as 0.
+        classes.bar(offsets, [np.nan if score["mean"] is None else score["mean"] for score in scores], width,
+                    color=colors[name], edgecolor="black", linewidth=0.6, label=name,
+                    yerr=errors if any(errors) else None, capsize=3)
+    classes.set_xticks(range(len(labels)), labels)
+    classes.set_ylim(0, 1.25)  # room for the legend above bars that reach 1
+    classes.set_yticks([tick / 10 for tick in range(0, 11, 2)])
+    classes.set_ylabel("best-checkpoint IoU")
+    classes.set_title("IoU per class at each variant's best epoch")
+    classes.grid(axis="y", alpha=0.3)
+    classes.set_axisbelow(True)
+    classes.legend(fontsize=9.5, ncols=len(variants), loc="upper center")
+
+
+def plot_real(ax, results: dict, colors: dict):
+    """Synthetic rock-IoU against the real rock share, one point per variant: the study's punchline is that they part."""
+    variants = results["variants"]
+    for name, v in variants.items():
+        share = v[names.REAL_SHARE]
+        if share["mean"] is None:
+            continue
+        ax.errorbar(v[names.HEADLINE]["mean"], share["mean"], xerr=v[names.HEADLINE]["std"], yerr=share["std"],
+                    marker="o", ms=11, color=colors[name], markeredgecolor="black", capsize=4, label=name,
+                    linestyle="none")
+        ax.annotate(name, (v[names.HEADLINE]["mean"], share["mean"]), textcoords="offset points", xytext=(9, 6),
+                    fontsize=10)
+    comparison = results.get("reference")
+    if comparison:  # the study's dr_1500 from one generation to the next, on its own real photos
+        points = [(reference.ROCK_IOU[g]["dr_1500"], reference.REAL_ROCK_SHARE[g][0], g) for g in reference.ROCK_IOU]
+        ax.plot([p[0] for p in points], [p[1] for p in points], color="0.55", ls=":", marker="s", mfc="white",
+                label="the study's dr_1500, v1→v3 (its photos)")
+        for x, y, generation in points:
+            ax.annotate(generation, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=9, color="0.4")
+    ax.margins(0.18)  # room for the labels beside the points
+    ax.set_ylim(bottom=0)  # the flood's size, not only its differences: shares start at 0
+    ax.set_xlabel("best validation rock-IoU (synthetic)")
+    ax.set_ylabel("share of real photos' pixels called rock")
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title("Synthetic rock-IoU against the rock flood on real photos")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="best")
+
+
+def plot_generations(results: dict, path: Path):
+    """Two panels: each generation's three variants, and the no-DR baseline against the two gains over generations.
+
+    ``results`` is ``ablation.generations_results``'s; saved as PNG to ``path``.
+    """
+    rows = results["generations"]
+    fig = Figure(figsize=(15, 5.8))
+    bars, trend = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
+    plot_generation_bars(bars, rows)
+    plot_generation_trend(trend, rows)
+    labels = [row["experiment"] for row in rows]
+    fig.suptitle(f"Generations side by side: {', '.join(labels)} (best validation rock-IoU)", fontsize=13)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+def plot_generation_bars(bars, rows: list):
+    """Each generation's no-DR, DR and DR-with-more-data rock-IoU side by side, each bar labelled with its variant."""
+    colours = ("#8c8c8c", "#6baed6", "#08519c")
+    width = 0.8 / 3
+    for k, role in enumerate(("no DR", "DR", "DR, more data")):
+        values = [row["rock_iou"][row["variants"][k]] for row in rows]
+        bars.bar([i + (k - 1) * width for i in range(len(rows))], values, width, color=colours[k],
+                 edgecolor="black", linewidth=0.6, label=role)
+        for i, (row, value) in enumerate(zip(rows, values)):
+            bars.text(i + (k - 1) * width, value + 0.01, f"{value:.4f}\n{row['variants'][k]}", ha="center",
+                      va="bottom", fontsize=8.5)
+    bars.set_xticks(range(len(rows)), [row["experiment"] for row in rows])
+    bars.set_ylim(0, 1.15)
+    bars.set_ylabel("best validation rock-IoU")
+    bars.set_title("Each generation's variants")
+    bars.legend(loc="upper left", ncols=3, fontsize=9.5)
+    bars.grid(axis="y", alpha=0.3)
+    bars.set_axisbelow(True)
+
+
+def plot_generation_trend(trend, rows: list):
+    """The no-DR baseline (left axis) and both gains with their intervals (right axis) from generation to generation."""
+    x = range(len(rows))
+    baseline = [row["rock_iou"][row["variants"][0]] for row in rows]
+    trend.plot(x, baseline, color="#4d4d4d", marker="o", lw=2.2, label="no-DR baseline (rock-IoU, left)")
+    for i, value in zip(x, baseline):
+        trend.annotate(f"{value:.4f}", (i, value), textcoords="offset points", xytext=(8, -12), fontsize=9,
+                       color="#4d4d4d")
+    gains = trend.twinx()
+    for key, colour, label in (("dr_delta", "#b2182b", "DR gain (right)"),
+                               ("size_delta", "#2166ac", "more-data gain (right)")):
+        values = [row[key]["absolute"] for row in rows]
+        intervals = [row[key]["frame_interval"] or row[key]["seed_interval"] for row in rows]
+        low = [v - i["low"] if i else 0 for v, i in zip(values, intervals)]
+        high = [i["high"] - v if i else 0 for v, i in zip(values, intervals)]
+        gains.errorbar(x, values, yerr=[low, high] if any(low + high) else None, color=colour, marker="s", lw=2,
+                       capsize=4, label=label)
+        for i, value in zip(x, values):
+            gains.annotate(gain(value), (i, value), textcoords="offset points", xytext=(8, 4), fontsize=9,
+                           color=colour)
+    gains.axhline(0, color="black", lw=0.6)
+    trend.set_xticks(list(x), [row["experiment"] for row in rows])
+    trend.set_xlim(-0.25, len(rows) - 0.6)  # room for the labels beside the last points
+    trend.set_ylabel("no-DR baseline rock-IoU")
+    gains.set_ylabel("gain in rock-IoU")
+    trend.set_title("The baseline rose while the DR gain shrank")
+    handles = trend.get_legend_handles_labels()[0] + gains.get_legend_handles_labels()[0]
+    trend.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.07),
+                 ncols=3, fontsize=9.5, frameon=False)
+    trend.grid(alpha=0.3)

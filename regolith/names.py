@@ -46,7 +46,8 @@ EPOCH_MARKER = key(VAL, HEADLINE)
 REAL = "real"
 REAL_ROCK_SHARE = key(REAL, "rock_share_mean")  # per epoch in training; at the checkpoint's epoch from photos
 REAL_SET = tuple(key(REAL, name) for name in ("rock_share_mean", "rock_share_min", "rock_share_max", "photos"))
-BEST_REAL_ROCK_SHARE = key(BEST, "real_rock_share")  # the real share at the epoch checkpoint selection picked
+REAL_SHARE = "real_rock_share"  # a checkpoint's mean rock share over real photos, as a score beside iou_rock
+BEST_REAL_ROCK_SHARE = key(BEST, REAL_SHARE)  # the real share at the epoch checkpoint selection picked
 EPOCH_IMAGES_SECONDS = "time/epoch_images_s"  # what drawing and logging the per-epoch images cost
 PEAK_MEMORY = "memory/peak_allocated_mb"  # torch's own peak per epoch, on CUDA (a GB10's NVML reports none)
 

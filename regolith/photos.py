@@ -1,327 +1,27 @@
-"""Real photographs, no masks: read them as found, fit them to the model's frame, measure the rock flood.
+"""The rock flood of a stored checkpoint on real photographs, recorded on its run: ``python -m regolith.photos``.
+
+    mlflow run . --env-manager local -e photos -P run=dr_1500 -P images=/workspace/apollo [-P compare=nodr_750]
+    python -m regolith.photos --run models:/regolith-segformer@dr_1500 --images DIR [--compare RUN] [--fit cover]
 
 The study's question is what a checkpoint trained on rendered frames does on real photographs
 of the Moon. Real photos have no masks, so there is no IoU; the measure is the share of each
 photo's pixels predicted as rock, and the "rock flood" is its mean over the photos (synthetic
 rock-IoU rose 0.815 -> 0.8521 while the share of real Apollo photos called rock rose 52% -> 83%).
-
-This module holds the pure pieces, with no MLflow: reading a folder (``read_photos``), its
-identity (``photo_set_digest``), fitting each photo to the square frame the model runs on
-(``fit``, ``stack``), class shares over the photo's own pixels (``class_shares``), statistics
-over photos (``set_statistics``, ``paired_difference``) and the pictures (``photo_panel``,
-``contact_sheet``). Inference is the caller's: ``model.logits_at_mask_size`` on ``stack``'s
-images, argmax over classes, one prediction per fitted frame. A sketch::
-
-    photos, skipped, warnings = read_photos(folder)
-    fitted = [fit(rgb, 512) for _, rgb in photos]
-    images, valid = stack(fitted)
-    predictions = model.logits_at_mask_size(net, images).argmax(1)
-    shares = [class_shares(p, v) for p, v in zip(predictions, valid)]
-    flood = set_statistics([s["rock"] for s in shares])
-
-What counts as a photo: a file directly in the folder (subfolders are not searched) whose
-suffix is .jpg, .jpeg or .png in any letter case, decoded as JPEG or PNG by its content
-(a PNG named .jpg is read, with a warning). A file with such a suffix that does not decode
-is skipped and named with the reason; so is a .tif/.tiff (not read here: convert it to PNG).
-Files with any other suffix (README.txt, .DS_Store, thumbnails.db) are ignored silently.
-Nothing in the folder is ever written.
-
-Conversion to 8-bit RGB (``to_rgb8``): the EXIF orientation is applied first, as a viewer
-would. 16-bit grayscale (PIL modes I;16, I;16B, I;16L and I) is scaled, 65535 -> 255, where
-PIL's own convert would clip every value above 255 to white; 16-bit RGB PNGs PIL already
-opens as 8-bit RGB by keeping the high byte. A photo with an alpha channel (RGBA, LA, a
-palette with transparency) is composited on black: its transparent background then reads as
-the letterbox bars and the lunar sky do, and counts in the shares as a black sky or ground
-would (only the letterbox bars are left out of the shares). CMYK and everything else go
-through PIL's convert.
-
-Fitting (``fit``): ``letterbox`` (the default) scales the long side to the frame and pads the
-rest black, and marks which pixels are the photo's own: the shares count only those, so a
-panorama's bars never count as regolith or rock (the original tool's shares included them).
-``cover`` scales the short side to the frame and centre-crops, losing the photo's ends.
+Reading, fitting and the shares are ``regolith.photoset``'s; this verb fetches each checkpoint
+from the store, predicts, and records on each checkpoint's run (never overwriting): metrics
+``real/*`` at the checkpoint's epoch, tags, the photo set as a dataset input, and a new
+``real/<UTC time>/`` folder with photos.csv, photos.json, a panel per photo and a contact sheet.
+The module that writes photos.json reads it back (``read_measurement``) for compare.
 """
 
 import argparse
 import csv
-import hashlib
-import io
 import json
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from scipy import stats
-
-from regolith import CLASSES, Refused, data, figures, model as segformer, names, refusals, store, track
-
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
-# Named when skipped rather than ignored: a folder of scans is often TIFF, and silence would
-# leave the user wondering where their photos went.
-UNREAD_SUFFIXES = (".tif", ".tiff")
-# MPO is how PIL reports a camera JPEG that carries a second (preview or stereo) picture.
-PHOTO_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG"}
-SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}  # first bytes, to name a damaged file
-FIT_MODES = ("letterbox", "cover")
-CONFIDENCE = 0.95
-RESAMPLES = 9999  # scipy's default; the mean of a few dozen photos resamples in milliseconds
-
-
-# ---- reading ----
-
-@contextmanager
-def _truncated_images_allowed():
-    """PIL's LOAD_TRUNCATED_IMAGES for one load only; a process-wide switch left on would hide damage elsewhere."""
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = True
-    try:
-        yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
-
-
-def read_photo(path) -> tuple:
-    """(H x W x 3 uint8, warnings) for one photo file; raises ``Refused`` saying why it cannot be read.
-
-    The bytes are read once and decoded from memory. A truncated file is decoded as far as it
-    goes (the decoder fills the rest, grey for JPEG) with a warning naming it.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise Refused(f"{path}: unreadable ({error.strerror or error})") from error
-    return _decode_photo(path, raw)
-
-
-def _decode_photo(path: Path, raw: bytes) -> tuple:
-    if not raw:
-        raise Refused(f"{path}: empty file (0 bytes)")
-    warnings = []
-    signature = next((kind for kind, magic in SIGNATURES.items() if raw.startswith(magic)), None)
-    try:
-        image = Image.open(io.BytesIO(raw))
-    except Exception as error:  # PIL raises many types for unknown or damaged headers
-        if signature:  # PIL's own words for an unidentified file name only its BytesIO
-            detail = "" if isinstance(error, UnidentifiedImageError) else f" ({error})"
-            raise Refused(f"{path}: a {signature} whose header is cut short or damaged{detail}") from error
-        if isinstance(error, UnidentifiedImageError):
-            raise Refused(f"{path}: not an image (content not recognised as JPEG or PNG; starts {raw[:8]!r})") \
-                from error
-        raise Refused(f"{path}: unreadable image header ({error})") from error
-    kind = PHOTO_FORMATS.get(image.format)
-    if kind is None:
-        raise Refused(f"{path}: a {image.format} file by its content, expected JPEG or PNG")
-    if (path.suffix.lower() == ".png") != (kind == "PNG"):
-        warnings.append(f"{path.name}: a {kind} file named {path.suffix}; read as {kind}")
-    try:
-        try:
-            image.load()
-        except OSError as error:
-            if "truncated" not in str(error):
-                raise
-            image = Image.open(io.BytesIO(raw))
-            with _truncated_images_allowed():
-                image.load()
-            warnings.append(f"{path.name}: truncated {kind} ({error}); read as far as it goes, "
-                            f"the rest filled by the decoder")
-        image = ImageOps.exif_transpose(image)
-        return data.to_rgb8(image), warnings
-    except Refused:
-        raise
-    except Exception as error:
-        raise Refused(f"{path}: {kind} does not decode ({error})") from error
-
-
-def photo_paths(folder) -> tuple:
-    """(candidate photo paths, paths named as not read) in the folder, each sorted by file name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise Refused(f"photo folder {folder}: no such directory")
-    candidates, unread = [], []
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.is_file():
-            continue
-        suffix = path.suffix.lower()
-        if suffix in PHOTO_SUFFIXES:
-            candidates.append(path)
-        elif suffix in UNREAD_SUFFIXES:
-            unread.append(path)
-    return candidates, unread
-
-
-def read_photos(folder) -> tuple:
-    """Every photo in ``folder``: (photos, skipped, warnings).
-
-    photos: [(file name, H x W x 3 uint8)] sorted by file name; skipped: [(file name, reason)]
-    for files that looked like photos but could not be read; warnings: strings naming the file
-    (a truncated photo read as far as it goes, a suffix that lies about the content). Refuses a
-    folder with no readable photo, saying what was found there.
-    """
-    folder = Path(folder)
-    candidates, unread = photo_paths(folder)
-    photos, skipped, warnings = [], [], []
-    for path in unread:
-        skipped.append((path.name, f"{path.suffix} is not read (JPEG or PNG only); convert it to PNG"))
-    for path in candidates:
-        try:
-            rgb, photo_warnings = read_photo(path)
-        except Refused as reason:
-            skipped.append((path.name, str(reason).removeprefix(f"{path}: ")))
-            continue
-        photos.append((path.name, rgb))
-        warnings.extend(photo_warnings)
-    skipped.sort()
-    if not photos:
-        found = "; ".join(f"{name}: {reason}" for name, reason in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
-        others = sum(1 for p in folder.iterdir()) - len(candidates) - len(unread)
-        raise Refused(
-            f"photo folder {folder}: no readable photo (expected .jpg, .jpeg or .png files holding JPEG or PNG); "
-            + (f"{len(skipped)} skipped: {found}" if skipped else "no file with such a suffix")
-            + f"; {others} other entr{'y' if others == 1 else 'ies'} ignored")
-    return photos, skipped, warnings
-
-
-def photo_set_digest(photos) -> str:
-    """sha256 over the file names and bytes of a set of photos, first 16 hex digits (as a split's digest).
-
-    ``photos`` is a list of paths, or a folder: then every .jpg, .jpeg and .png in it. To record
-    exactly the photos a measurement used, pass ``[folder / name for name, _ in read_photos(folder)[0]]``.
-    The folder's own name is not part of it: the same photos elsewhere have the same digest.
-    """
-    if isinstance(photos, (str, Path)):
-        photos, _ = photo_paths(photos)
-    digest = hashlib.sha256()
-    for path in sorted((Path(p) for p in photos), key=lambda p: (p.name, str(p))):
-        data.hash_file(digest, path, path.name)
-    return digest.hexdigest()[:16]
-
-
-# ---- fitting to the model's frame ----
-
-def fit(rgb: np.ndarray, size: int, mode: str = "letterbox") -> tuple:
-    """One photo (H x W x 3 uint8) -> (3 x size x size uint8 tensor, size x size bool tensor of its own pixels).
-
-    letterbox: the long side scaled to ``size``, the photo centred, the rest black and not valid
-    (``(~valid).sum()`` is the padding's pixel count). cover: the short side scaled to ``size``
-    and the centre cropped square, every pixel valid. Resampling is PIL's bilinear, which
-    widens its kernel when shrinking, so a large photo is averaged down rather than aliased.
-    """
-    if mode not in FIT_MODES:
-        raise Refused(f"fit mode {mode!r}: expected one of {', '.join(FIT_MODES)}")
-    if size < 1:
-        raise Refused(f"fit size {size}: expected a positive number of pixels")
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"fit expects an H x W x 3 uint8 photo, got shape {rgb.shape} of {rgb.dtype}")
-    image = Image.fromarray(rgb, "RGB")
-    if mode == "cover":
-        # ImageOps.fit crops in the photo's own pixels first, then scales: no rounding off the frame.
-        fitted = np.asarray(ImageOps.fit(image, (size, size), method=Image.Resampling.BILINEAR))
-        return torch.from_numpy(fitted.transpose(2, 0, 1).copy()), torch.ones(size, size, dtype=torch.bool)
-    height, width = rgb.shape[:2]
-    if round(min(height, width) * size / max(height, width)) < 1:
-        raise Refused(f"a {width}x{height} photo is too narrow to letterbox into {size}x{size}: its short side "
-                      f"would be under one pixel; crop it, or fit=cover")
-    frame = ImageOps.pad(image, (size, size), method=Image.Resampling.BILINEAR, color=(0, 0, 0))
-    # The photo's own pixels, placed as pad placed the photo: a white mask letterboxed the same way.
-    own = ImageOps.pad(Image.new("L", image.size, 255), (size, size), method=Image.Resampling.NEAREST, color=0)
-    valid = torch.from_numpy(np.asarray(own) == 255)
-    return torch.from_numpy(np.asarray(frame).transpose(2, 0, 1).copy()), valid
-
-
-def stack(fitted: list) -> tuple:
-    """[(image, valid)] from ``fit`` -> (N x 3 x S x S uint8, N x S x S bool), the batch the model takes."""
-    if not fitted:
-        raise ValueError("stack: no fitted photos")
-    return torch.stack([image for image, _ in fitted]), torch.stack([valid for _, valid in fitted])
-
-
-# ---- shares and statistics ----
-
-def class_shares(prediction, valid) -> dict:
-    """{regolith, rock, sky}: each class's share of the photo's own pixels (padding never counts); sums to 1."""
-    prediction, valid = torch.as_tensor(prediction), torch.as_tensor(valid, dtype=torch.bool)
-    if prediction.shape != valid.shape:
-        raise ValueError(f"prediction is {tuple(prediction.shape)} but valid is {tuple(valid.shape)}")
-    counted = prediction[valid].long()
-    if counted.numel() == 0:
-        raise ValueError("class_shares: no valid pixel (the photo covers none of the frame)")
-    if counted.min() < 0 or counted.max() >= len(CLASSES):
-        raise ValueError(f"prediction holds class ids outside 0..{len(CLASSES) - 1}")
-    counts = torch.bincount(counted, minlength=len(CLASSES)).tolist()
-    return {name: count / counted.numel() for name, count in zip(CLASSES, counts)}
-
-
-def _interval(samples: tuple, statistic, seed: int, paired: bool = False):
-    if len(samples[0]) < 2:
-        return None  # one photo has no spread to resample
-    # random_state rather than rng: scipy took rng only from 1.15, and the project allows 1.10.
-    result = stats.bootstrap(samples, statistic, paired=paired, vectorized=True, confidence_level=CONFIDENCE,
-                             n_resamples=RESAMPLES, method="percentile", random_state=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def set_statistics(rock_shares, seed: int = 0) -> dict:
-    """Rock share over a set of photos: photos, mean (the rock flood), min, max, interval.
-
-    interval: the 95% percentile-bootstrap interval of the mean over photos (9999 resamples,
-    seeded, so the same shares give the same interval), or None with one photo. It says how
-    much the flood depends on which photos happened to be in the folder, nothing about pixels.
-    """
-    shares = np.asarray(rock_shares, dtype=float)
-    if shares.ndim != 1 or shares.size == 0:
-        raise ValueError(f"set_statistics: expected a non-empty list of per-photo rock shares, got {shares.shape}")
-    return {"photos": int(shares.size), "mean": float(shares.mean()), "min": float(shares.min()),
-            "max": float(shares.max()),
-            "interval": _interval((shares,), lambda x, axis: x.mean(axis=axis), seed)}
-
-
-def paired_difference(a_shares, b_shares, seed: int = 0) -> dict:
-    """Checkpoint a against b on the same photos (a_shares[i] and b_shares[i] are one photo).
-
-    photos; mean: the mean of (a - b) rock share; interval: its 95% paired percentile-bootstrap
-    interval (photos resampled together, so what both models find hard cancels), or None with
-    one photo; a_more, b_more, ties: on how many photos each model calls more of it rock.
-    """
-    a, b = np.asarray(a_shares, dtype=float), np.asarray(b_shares, dtype=float)
-    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise ValueError(f"paired_difference: expected two equally long, non-empty lists of per-photo shares, "
-                         f"got {a.shape} and {b.shape}")
-    return {"photos": int(a.size), "mean": float((a - b).mean()),
-            "interval": _interval((a, b), lambda x, y, axis: (x - y).mean(axis=axis), seed, paired=True),
-            # One photo fitted the same way for both: equal shares are equal pixel counts, exactly.
-            "a_more": int((a > b).sum()), "b_more": int((a < b).sum()), "ties": int((a == b).sum())}
-
-
-
-
-# ---- a folder of photos through a checkpoint ----
-
-def prepare(folder, size: int, mode: str = "letterbox") -> dict:
-    """A folder of photos read and fitted for the model: names, images (N x 3 x S x S uint8), valid, digest, ...
-
-    ``digest`` covers exactly the photos read (not the skipped ones); ``padding`` is each photo's
-    count of padding pixels, which the shares leave out.
-    """
-    folder = Path(folder).resolve()
-    found, skipped, warnings = read_photos(folder)
-    images, valid = stack([fit(rgb, size, mode) for _, rgb in found])
-    return {"folder": folder, "names": [name for name, _ in found], "images": images, "valid": valid,
-            "digest": photo_set_digest([folder / name for name, _ in found]), "size": size, "fit": mode,
-            "padding": (~valid).flatten(1).sum(1).tolist(), "skipped": skipped, "warnings": warnings}
-
-
-def rock_flood(predictions: torch.Tensor, valid: torch.Tensor) -> tuple:
-    """(per-photo class shares, set statistics of the rock share) of one checkpoint's predictions."""
-    shares = [class_shares(prediction, photo_valid) for prediction, photo_valid in zip(predictions, valid)]
-    return shares, set_statistics([share["rock"] for share in shares])
-
-
-# ---- the verb: python -m regolith.photos -----------------------------------------------------------
+from regolith import CLASSES, Refused, figures, model as segformer, names, photoset, refusals, store, track
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags are the kebab-case twins of the MLproject ``photos`` parameters, with the same defaults."""
@@ -330,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run id, run name in the experiment, or models:/regolith-segformer@<variant>")
     parser.add_argument("--images", required=True, help="folder of photographs (JPEG or PNG); nothing in it is written")
     parser.add_argument("--compare", default="", help="a second checkpoint, referred to as --run is, on the same photos")
-    parser.add_argument("--fit", default="letterbox", choices=FIT_MODES,
+    parser.add_argument("--fit", default="letterbox", choices=photoset.FIT_MODES,
                         help="letterbox: the long side to the training size, padded (padding never counts); "
                              "cover: centre-cropped square")
     parser.add_argument("--experiment", default="", help="experiment to look a run name up in; '' means the "
@@ -360,7 +60,7 @@ def measure(args) -> dict:
         with store.fetched_checkpoint(run) as (_, payload):
             payloads.append(payload)
     size = training_size(runs[0])
-    photo_set = prepare(args.images, size, args.fit)
+    photo_set = photoset.prepare(args.images, size, args.fit)
     device = segformer.inference_device()
     checkpoints = []
     for run, payload in zip(runs, payloads):
@@ -369,13 +69,13 @@ def measure(args) -> dict:
         started = time.perf_counter()
         predictions = segformer.predict(net, photo_set["images"], precision, device)
         seconds = time.perf_counter() - started
-        shares, flood = rock_flood(predictions, photo_set["valid"])
+        shares, flood = photoset.rock_flood(predictions, photo_set["valid"])
         checkpoints.append({"run": run, "label": run["run_name"], "epoch": payload.get("epoch"),
                             "precision": precision, "seconds": seconds, "predictions": predictions,
                             "shares": shares, "flood": flood})
     comparison = None
     if len(checkpoints) == 2:
-        comparison = paired_difference(*([share["rock"] for share in c["shares"]] for c in checkpoints))
+        comparison = photoset.paired_difference(*([share["rock"] for share in c["shares"]] for c in checkpoints))
     summary = photo_summary(photo_set, checkpoints, comparison, device)
     with tempfile.TemporaryDirectory(prefix="regolith-real-") as staging:
         write_photo_files(Path(staging), photo_set, checkpoints, summary)

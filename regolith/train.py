@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from regolith import (CLASSES, ROCK, Refused, alias, data, engine, figures, files, model as segformer, names, photos,
+from regolith import (CLASSES, ROCK, Refused, alias, data, engine, figures, files, model as segformer, names, photoset,
                       provenance, refusals, state, store, track)
 
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
@@ -188,7 +188,7 @@ def epoch_views(args, train_split, val_split) -> dict:
         rock = (val_split.masks == ROCK).flatten(1).sum(1).tolist()
         views["frames"] = sorted(range(val_split.frames), key=lambda i: (-rock[i], i))[:PREVIEW_FRAMES]
     if args.real_images:  # read and fitted once, at the training frames' size, as regolith.photos fits them
-        views["real"] = photos.prepare(args.real_images, max(train_split.image_size))
+        views["real"] = photoset.prepare(args.real_images, max(train_split.image_size))
     return views
 
 
@@ -207,7 +207,7 @@ def look(net, val_split, views: dict, precision: str, device) -> tuple:
     if "real" in views:
         real = views["real"]
         predictions = segformer.predict(net, real["images"], precision, device)
-        rock = [photos.class_shares(p, valid)[CLASSES[ROCK]] for p, valid in zip(predictions, real["valid"])]
+        rock = [photoset.class_shares(p, valid)[CLASSES[ROCK]] for p, valid in zip(predictions, real["valid"])]
         seen[names.REAL_ROCK_SHARE] = sum(rock) / len(rock)
         pictures[names.IMAGE_REAL] = figures.flood_sheet(real["images"], real["valid"], predictions, rock)
     return seen, pictures

@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import copy_project, free_port, make_demo_layout, save_legacy_encoder, start_server, stop_server
-from regolith import Refused, compare, names
+from regolith import Refused, ablation, compare, names
 
 T0 = 1_700_000_000_000  # ms; start times are set so "the latest" is unambiguous
 
@@ -40,15 +40,15 @@ def test_select_keeps_finished_training_runs_latest_per_seed():
             row(False, 80, 0, 0.9, status="FAILED", start=9), row(False, 80, 1, 0.9, status="RUNNING"),
             row(True, 80, 0, 0.9, status="KILLED"), row(True, 80, 0, 0.6, kind="compare"),
             {**row(True, 80, 0, 0.6), "metrics": {}}]  # finished but without best/ metrics
-    runs, ignored = compare.select_runs(rows)
+    runs, ignored = ablation.select_runs(rows)
     assert [(r["variant"], r["seed"], r["iou_rock"]) for r in runs] == [("nodr_80", 0, 0.4)]
     assert ignored == {"failed": 1, "killed": 1, "running": 1, "stale": 0, "incomplete": 1, "superseded": 1}
 
 
 def test_matched_count_is_the_largest_both_have_and_size_delta_uses_the_largest_dr():
-    runs, _ = compare.select_runs([row(False, 40, 0, 0.3), row(False, 80, 0, 0.5), row(True, 40, 0, 0.4),
+    runs, _ = ablation.select_runs([row(False, 40, 0, 0.3), row(False, 80, 0, 0.5), row(True, 40, 0, 0.4),
                                    row(True, 80, 0, 0.6), row(True, 160, 0, 0.7), row(False, 320, 0, 0.1)])
-    results = compare.ablation_results(runs, "x")
+    results = ablation.ablation_results(runs, "x")
     assert list(results["variants"]) == ["nodr_40", "nodr_80", "nodr_320", "dr_40", "dr_80", "dr_160"]
     assert (results["dr_delta"]["variant"], results["dr_delta"]["baseline"]) == ("dr_80", "nodr_80")
     assert (results["size_delta"]["variant"], results["size_delta"]["baseline"]) == ("dr_160", "dr_80")
@@ -58,23 +58,23 @@ def test_matched_count_is_the_largest_both_have_and_size_delta_uses_the_largest_
 
 
 def test_delta_pairs_by_seed_and_leaves_out_unpaired_seeds():
-    runs, _ = compare.select_runs([row(False, 8, 0, 0.5), row(False, 8, 1, 0.4), row(False, 8, 2, 0.0),
+    runs, _ = ablation.select_runs([row(False, 8, 0, 0.5), row(False, 8, 1, 0.4), row(False, 8, 2, 0.0),
                                    row(True, 8, 0, 0.6), row(True, 8, 1, 0.6), row(True, 16, 0, 0.7)])
-    variants = compare.summarize_variants(runs)
-    entry = compare.delta(variants, "dr_8", "nodr_8")
+    variants = ablation.summarize_variants(runs)
+    entry = ablation.delta(variants, "dr_8", "nodr_8")
     assert entry["seeds"] == [0, 1] and entry["paired"]
     assert entry["absolute"] == pytest.approx(0.15)
     assert entry["absolute_std"] == pytest.approx(statistics.stdev([0.1, 0.2]))
     assert entry["relative"] == pytest.approx((0.2 + 0.5) / 2)
     # seed 2 stays in the variant's own mean and spread
     assert variants["nodr_8"]["iou_rock"]["mean"] == pytest.approx(0.3)
-    unpaired = compare.delta(variants, "dr_16", "nodr_8")
+    unpaired = ablation.delta(variants, "dr_16", "nodr_8")
     assert unpaired["seeds"] == [0] and unpaired["absolute"] == pytest.approx(0.2)
 
 
 def test_relative_delta_is_none_over_a_zero_baseline():
-    runs, _ = compare.select_runs([row(False, 8, 0, 0.0), row(True, 8, 0, 0.3), row(True, 16, 0, 0.4)])
-    results = compare.ablation_results(runs, "x")
+    runs, _ = ablation.select_runs([row(False, 8, 0, 0.0), row(True, 8, 0, 0.3), row(True, 16, 0, 0.4)])
+    results = ablation.ablation_results(runs, "x")
     assert results["dr_delta"]["absolute"] == pytest.approx(0.3) and results["dr_delta"]["relative"] is None
     assert "n/a" in compare.format_table(results)
 
@@ -85,8 +85,8 @@ def test_runs_that_differ_in_recipe_or_validation_split_are_flagged():
         r["params"] = {"epochs": epochs, "lr": lr, "pretrained_id": "nvidia/mit-b0@abc"}
         r["tags"].update({"regolith.val_digest": "d1", "regolith.precision": "bf16", "regolith.compiled": "true"})
     rows[0]["tags"]["regolith.precision"] = "fp32"
-    runs, _ = compare.select_runs(rows)
-    results = compare.ablation_results(runs, "x")
+    runs, _ = ablation.select_runs(rows)
+    results = ablation.ablation_results(runs, "x")
     assert results["warnings"] == [
         "the runs compared differ in epochs: 40 (nodr_8 seed 0, dr_8 seed 0); 2 (dr_16 seed 0)",
         "the runs compared differ in regolith.precision: fp32 (nodr_8 seed 0); bf16 (dr_8 seed 0, dr_16 seed 0)"]
@@ -107,9 +107,9 @@ def test_runs_that_differ_in_recipe_or_validation_split_are_flagged():
      "needs a nodr and a dr variant at the same frame count; found FINISHED training runs of: none"),
 ])
 def test_a_missing_group_is_refused_naming_what_is_needed_and_found(rows, needs):
-    runs, _ = compare.select_runs(rows)
+    runs, _ = ablation.select_runs(rows)
     with pytest.raises(Refused) as error:
-        compare.ablation_results(runs, "x")
+        ablation.ablation_results(runs, "x")
     assert needs in str(error.value)
 
 
@@ -359,14 +359,14 @@ def _frames(rock_tp, rock_fn, rock_fp, other=50):
 
 def test_bootstrap_of_a_model_against_itself_is_zero_and_includes_zero():
     frames = _frames(np.arange(1, 21), np.full(20, 3), np.arange(20) % 4)
-    interval = compare.paired_bootstrap(frames, frames.copy(), resamples=500)
+    interval = ablation.paired_bootstrap(frames, frames.copy())
     assert interval["low"] == interval["high"] == interval["point"] == 0 and interval["includes_zero"]
 
 
 def test_bootstrap_over_identical_frames_has_no_spread():
     # Every frame alike: any resample has the same global IoU, so the interval is the point itself.
     better, worse = _frames([8] * 30, [2] * 30, [0] * 30), _frames([5] * 30, [5] * 30, [0] * 30)
-    interval = compare.paired_bootstrap(better, worse, resamples=300)
+    interval = ablation.paired_bootstrap(better, worse)
     assert interval["point"] == pytest.approx(0.8 - 0.5)
     assert interval["low"] == pytest.approx(0.3) and interval["high"] == pytest.approx(0.3)
     assert not interval["includes_zero"]
@@ -379,20 +379,12 @@ def test_bootstrap_interval_narrows_with_more_frames_and_pairs_the_resample():
         tp = rng.integers(5, 40, n)
         return _frames(tp, rng.integers(0, 10, n), rng.integers(0, 10, n)), _frames(tp, rng.integers(0, 12, n),
                                                                                       rng.integers(0, 12, n))
-    small, large = compare.paired_bootstrap(*pair(25)), compare.paired_bootstrap(*pair(400))
+    small, large = ablation.paired_bootstrap(*pair(25)), ablation.paired_bootstrap(*pair(400))
     ratio = (small["high"] - small["low"]) / (large["high"] - large["low"])
     assert 2.5 < ratio < 6.5  # about sqrt(400 / 25) = 4
     # Pairing matters: a shared hard frame moves both sides together and cancels in the delta.
     hard = _frames([1, 30, 30, 30], [20, 2, 2, 2], [0, 1, 1, 1])
-    assert compare.paired_bootstrap(hard, hard)["high"] == 0
-
-
-def test_seed_interval_is_a_t_interval():
-    interval = compare.seed_interval([0.1, 0.2, 0.3])
-    half = 4.302652729911275 * 0.1 / 3 ** 0.5  # t(0.975, 2 df)
-    assert interval["low"] == pytest.approx(0.2 - half) and interval["high"] == pytest.approx(0.2 + half)
-    assert interval["includes_zero"] and interval["seeds"] == 3
-    assert compare.seed_interval([0.1]) is None
+    assert ablation.paired_bootstrap(hard, hard)["high"] == 0
 
 
 def test_intervals_appear_in_results_and_table():
@@ -407,7 +399,7 @@ def test_intervals_appear_in_results_and_table():
         np.full(10, int(100 * r["iou_rock"])), np.full(10, 100 - int(100 * r["iou_rock"])), np.zeros(10)).tolist()}
         for r in runs}
     confusions["D1"] = None  # one run without a fresh inference pass: no frame interval for its delta
-    results = compare.ablation_results(runs, "x", confusions)
+    results = ablation.ablation_results(runs, "x", confusions)
     frame = results["dr_delta"]["frame_interval"]
     assert frame["frames"] == 10 and frame["point"] == pytest.approx(results["dr_delta"]["absolute"], abs=0.02)
     assert results["dr_delta"]["seed_interval"]["seeds"] == 2
@@ -489,7 +481,7 @@ def test_per_frame_wins_and_mean_gain_from_the_fresh_passes():
                   "D": _frames(np.full(10, 9), np.full(10, 1), np.zeros(10))}
     confusions["n"][9, 1] = confusions["D"][9, 1] = 0
     confusions = {run_id: {"frames": frame_names, "confusion": c.tolist()} for run_id, c in confusions.items()}
-    results = compare.ablation_results(runs, "x", confusions)
+    results = ablation.ablation_results(runs, "x", confusions)
     dr = results["dr_delta"]["per_frame"]
     assert (dr["wins"], dr["losses"], dr["frames"], dr["of_frames"]) == (7, 2, 9, 10)
     assert dr["mean_gain"] == pytest.approx((7 * 0.3 + 2 * -0.3) / 9)
@@ -502,12 +494,12 @@ def test_per_frame_wins_and_mean_gain_from_the_fresh_passes():
 
 def test_the_strict_rule_shows_where_it_differs():
     rows = [row(False, 8, 0, 0.5), row(True, 8, 0, 0.6), row(True, 16, 0, 0.7)]
-    runs, _ = compare.select_runs(rows)
-    assert "rock (strict)" not in compare.format_table(compare.ablation_results(runs, "x"))  # not recorded: no column
+    runs, _ = ablation.select_runs(rows)
+    assert "rock (strict)" not in compare.format_table(ablation.ablation_results(runs, "x"))  # not recorded: no column
     for r, strict in zip(rows, (0.45, 0.58, 0.7)):
         r["metrics"]["best/iou_rock_strict"] = strict
-    runs, _ = compare.select_runs(rows)
-    table = compare.format_table(compare.ablation_results(runs, "x"))
+    runs, _ = ablation.select_runs(rows)
+    table = compare.format_table(ablation.ablation_results(runs, "x"))
     assert "rock (strict)" in table and re.search(r"nodr_8 .* 0\.5000\s+0\.4500", table)
 
 
@@ -521,7 +513,7 @@ def test_real_rock_share_per_variant_and_both_deltas_with_an_interval_over_photo
     measured = {run_id: {"digest": "abc", "photos": [f"p{i}.jpg" for i in range(5)], "rock": shares}
                 for run_id, shares in real.items()}
     runs = [run(False, 8, "n", 0.5), run(True, 8, "d", 0.6, real=0.99), run(True, 16, "D", 0.7)]
-    results = compare.ablation_results(runs, "x", real=measured)
+    results = ablation.ablation_results(runs, "x", real=measured)
     assert results["variants"]["dr_8"]["real_rock_share"]["mean"] == pytest.approx(0.4)  # the photos' measurement wins
     dr = results["real"]["dr_delta"]
     assert dr["absolute"] == pytest.approx(0.4 - 0.14)
@@ -532,6 +524,6 @@ def test_real_rock_share_per_variant_and_both_deltas_with_an_interval_over_photo
     assert "real rock share" in table and "DR delta  : dr_8 - nodr_8 = +26.0 points real rock share" in table
     # Another photo set on one side: no interval over photos, the delta itself stays.
     measured["n"] = {**measured["n"], "digest": "other"}
-    assert compare.ablation_results(runs, "x", real=measured)["real"]["dr_delta"]["photo_interval"] is None
+    assert ablation.ablation_results(runs, "x", real=measured)["real"]["dr_delta"]["photo_interval"] is None
     # A variant that was never pointed at real photos: no real deltas at all.
-    assert compare.ablation_results(runs[:1] + [run(True, 8, "d", 0.6)] + runs[2:], "x")["real"] is None
+    assert ablation.ablation_results(runs[:1] + [run(True, 8, "d", 0.6)] + runs[2:], "x")["real"] is None
