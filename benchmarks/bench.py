@@ -246,7 +246,7 @@ def run_project(train_dir: Path, val_dir: Path, args, device: torch.device, init
         steady = statistics.median(warmup_steps[1:]) if len(warmup_steps) > 1 else 0.0
         compile_s = warmup_steps[0] - steady + (warmup_eval[0] - warmup_eval[-1] if warmup_eval else 0.0)
     result.update({"load_s": load_s, "warmup_s": sum(warmup_steps) + sum(warmup_eval), "compile_s": compile_s,
-                   "compiled": compile_model, "precision": engine["precision"],
+                   "compiled": compile_model, "precision": shared["precision"],
                    "digests": {"train": train_split.digest, "val": val_split.digest},
                    "class_weights": class_weights.tolist(),
                    # what an epoch of the training loop logs, for the MLflow timing: the same keys, these values

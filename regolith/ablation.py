@@ -17,8 +17,8 @@ from regolith import ROCK, Refused, metrics, names, photoset, reference, same_va
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
 # compile, which change the numbers too (bf16 rounding; inductor's own dropout draws).
-SETTINGS = ("epochs", "lr", "batch", "patience", "augment", "weight_decay", "schedule", "pretrained_id",
-            "image_size", names.VAL_DIGEST, names.PRECISION, names.COMPILED)
+SETTINGS = ("epochs", "lr", "batch", "patience", "augment", "weight_decay", "schedule", names.PRETRAINED_ID,
+            names.IMAGE_SIZE, names.VAL_DIGEST, names.PRECISION, names.COMPILED)
 TERMINAL_STATUSES = ("FAILED", "KILLED")
 DELTAS = ("dr_delta", "size_delta")  # the two questions of the ablation, as keyed in the results
 GAINS = {"dr_delta": ("dr_750", "nodr_750"), "size_delta": ("dr_1500", "dr_750")}  # the study's own pairs

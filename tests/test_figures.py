@@ -80,7 +80,7 @@ def test_the_ablation_charts_draw_without_pyplot(tmp_path, monkeypatch):
     results = ablation.ablation_results(runs, "v2", real=real)
     curves = {run["run_id"]: [(1, run["iou_rock"] - 0.1), (2, run["iou_rock"]), (3, run["iou_rock"] - 0.02)]
               for run in runs}
-    figures.plot_ablation(results, curves, tmp_path / "ablation.png", ablation.REAL_SHARE)
+    figures.plot_ablation(results, curves, tmp_path / "ablation.png")
     with Image.open(tmp_path / "ablation.png") as image:
         assert image.size == (3600, 896)  # four panels: the real photos' one too
     generations = ablation.generations_results([ablation.ablation_results(ablation_runs(shift), generation)

@@ -12,7 +12,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, make_split
-from regolith import Refused, compare, liveness, names, runs, sweep, track
+from regolith import Refused, ablation, liveness, names, runs, sweep, track
 from regolith import store as tracking_store
 from test_train_resume import start, training_args, wait_for_epoch
 
@@ -136,7 +136,7 @@ def test_kill_9_is_found_and_marked_live_runs_are_not_and_resume_continues(store
     # compare and sweep name it instead of counting it as running.
     rows = tracking_store.read_runs("reap")
     stale = [entry["run_id"] for entry in liveness.find_stale(rows)]
-    assert compare.select_runs(rows, stale)[1]["stale"] == 2 and compare.select_runs(rows, stale)[1]["running"] == 2
+    assert ablation.select_runs(rows, stale)[1]["stale"] == 2 and ablation.select_runs(rows, stale)[1]["running"] == 2
     sweep.main(["--experiment", "reap"])
     out, err = capsys.readouterr()
     assert out == "" and f"warning: run {run_id} (dr_8 seed 0) is RUNNING" in err and f"--resume {run_id}" in err
