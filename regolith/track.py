@@ -31,6 +31,7 @@ from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import DatasetInput, InputTag, Metric, RunTag
 from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING, MLFLOW_SYSTEM_METRICS_NODE_ID
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -497,21 +498,34 @@ def record_error(error: str):
 
 # --- A checkpoint as an MLflow model, the Model Registry, and logging to a finished run (evaluate, photos, export) ---
 
+class _ModelFromCode:
+    """``mlflow.pyfunc`` as the flavor of ``Model.log`` (what ``pyfunc.log_model`` calls), minus one keyword.
+
+    ``Model.log`` then skips its serving-input check, which loads the model and predicts the input
+    example: at 512 px on a CPU that is a B0 forward pass, most of what logging the model cost a
+    run (BENCHMARKS.md). ``pyfunc.log_model`` cannot skip it, and ``pyfunc.save_model`` refuses the
+    keyword, hence this. tests/test_serving.py loads, predicts and serves the logged model instead.
+    """
+
+    @staticmethod
+    def save_model(validate_serving_input=True, **kwargs):
+        return mlflow.pyfunc.save_model(**kwargs)
+
+
 def log_model(checkpoint: Path, size: int, example, step: int) -> str:
     """The active run's best.pt as an MLflow model (``regolith.serving``'s), linked to the run's metrics at ``step``.
 
     MLflow 3 makes it a LoggedModel of the run: a signature, ``example`` (a 3 x H x W uint8 frame,
     shrunk to a small PNG) as its input example, best.pt copied in as ``artifacts/best.pt``, the
-    frame's side ``size`` in its model config. MLflow loads the model and predicts the example once
-    before it returns (its check that the example serves, which ``pyfunc.log_model`` cannot turn
-    off; it costs one model load and one forward pass: BENCHMARKS.md). Returns the model's URI, also
-    tagged on the run (``regolith.logged_model``).
+    frame's side ``size`` in its model config. Returns the model's URI, also tagged on the run
+    (``regolith.logged_model``).
     """
     with tempfile.TemporaryDirectory(prefix="regolith-model-") as scratch, shielded():
         code = Path(scratch) / serving.CODE_FILE
         code.write_text(serving.MODEL_CODE)
-        info = mlflow.pyfunc.log_model(
-            name=names.LOGGED_MODEL_NAME, python_model=str(code),
+        info = Model.log(
+            artifact_path=None, flavor=_ModelFromCode, flavor_name="pyfunc.ModelFromCode",
+            validate_serving_input=False, name=names.LOGGED_MODEL_NAME, python_model=str(code),
             artifacts={names.CHECKPOINT_ARTIFACT: str(checkpoint)},
             model_config={"size": int(size), "fit": "letterbox", "max_pixels": serving.MAX_PIXELS},
             signature=serving.signature(), input_example=pd.DataFrame({serving.IMAGE: [serving.example_png(example)]}),
@@ -529,7 +543,7 @@ def log_onnx_model(run_id: str, path: Path, dims: dict) -> str:
     import mlflow.onnx  # with the onnx extra only
     import numpy as np
     import onnx
-    from mlflow.models import Model, ModelSignature
+    from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     def schema(*tensors):
