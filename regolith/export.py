@@ -167,7 +167,15 @@ def to_onnx(module: torch.nn.Module, size: int, path: Path) -> dict:
     except Exception as error:
         raise Refused(f"ONNX conversion failed: {explain(error)}") from error
     loaded = onnx.load(str(path))
+    # torch.onnx names the dynamic dimensions by their symbols (s14); a deployer reads batch, height, width
+    symbols = {dim.dim_param: label for dim, label in zip(loaded.graph.input[0].type.tensor_type.shape.dim,
+                                                          ("batch", None, "height", "width")) if dim.dim_param}
+    for value in [*loaded.graph.input, *loaded.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in symbols:  # a fixed dimension is left alone: setting dim_param would clear it
+                dim.dim_param = symbols[dim.dim_param]
     onnx.checker.check_model(loaded)
+    onnx.save(loaded, str(path))
     dims = {value.name: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
             for value in [*loaded.graph.input, *loaded.graph.output]}
     return {"file": names.ONNX_FILE, "bytes": path.stat().st_size, "seconds": time.perf_counter() - started,

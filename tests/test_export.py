@@ -54,7 +54,8 @@ def test_the_registered_model_exports_checked_and_recorded_on_its_run(in_store, 
     # 32 px frames are under the dynamic graph's 64: height and width fixed, and said
     assert report["onnx"]["dynamic"]["height"] is None and report["onnx"]["dynamic"]["fixed_side"] == 32
     assert "64 px" in report["onnx"]["dynamic"]["why_fixed"] and report["odd_size"] is None
-    assert report["onnx"]["dims"]["images"][1:] == [3, 32, 32] and isinstance(report["onnx"]["dims"]["images"][0], str)
+    assert report["onnx"]["dims"] == {"images": ["batch", 3, 32, 32], "logits": ["batch", 3, 32, 32],
+                                      "labels": ["batch", 32, 32]}
     for batch in ("batch_1", "batch_8"):
         row = report["latency"][batch]
         assert row["onnxruntime"]["median_ms"] > 0 and row["pytorch"]["images_per_s"] > 0
@@ -113,6 +114,7 @@ def test_a_64_px_checkpoint_exports_fully_dynamic_through_mlflow_run(in_store, t
     report = json.loads((out / "report.json").read_text())
     assert report["onnx"]["dynamic"] == {"batch": [1, 1024], "height": [64, 4096], "width": [64, 4096],
                                          "fixed_side": None, "why_fixed": None}
+    assert report["onnx"]["dims"]["labels"] == ["batch", "height", "width"]
     assert report["split_relation"].startswith("not the run's validation split")
     assert report["odd_size"]["shape"] == [2, 3, 77, 93] and report["odd_size"]["class_agreement"] >= 0.9999
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
