@@ -34,7 +34,7 @@ test: $(VENV)/.ready
 # Re-resolve every pin to the newest releases that pyproject.toml's ranges allow (needs uv:
 # `pip install uv`). The platforms, and torch's exclusion with its CUDA wheels, are in the
 # [tool.uv] table of pyproject.toml. Commit the new file after `make test` passes.
-LOCK_ARGS := pip compile pyproject.toml --universal --python-version 3.10 --extra test --extra postgres --upgrade -o $(LOCK)
+LOCK_ARGS := pip compile pyproject.toml --universal --python-version 3.10 --extra test --extra postgres --extra onnx --upgrade -o $(LOCK)
 lock:
 	$(UV) $(LOCK_ARGS) --custom-compile-command "uv $(LOCK_ARGS)"
 

@@ -74,7 +74,7 @@ CONTEXT_TRAINING, CONTEXT_VALIDATION, CONTEXT_REAL = "training", "validation", "
 KIND = "regolith.kind"  # what a run is: one of the kinds below
 KIND_TRAIN, KIND_COMPARE = "train", "compare"
 # the launcher runs `mlflow run -e <verb>` opens for the verbs that act on other runs
-KIND_EVALUATE, KIND_PHOTOS, KIND_PULL, KIND_RUNS = "evaluate", "photos", "pull", "runs"
+KIND_EVALUATE, KIND_PHOTOS, KIND_PULL, KIND_RUNS, KIND_EXPORT = "evaluate", "photos", "pull", "runs", "export"
 ERROR = "regolith.error"  # why a run ended FAILED or KILLED
 DR = "regolith.dr"  # "true" / "false"
 VARIANT = "regolith.variant"  # dr_750
@@ -90,6 +90,7 @@ COMPILED = "regolith.compiled"
 PRECISION = "regolith.precision"  # bf16 or fp32, as run
 ATTENTION = "regolith.attn_implementation"
 MODEL_VERSION = "regolith.model_version"  # models:/regolith-segformer/N
+LOGGED_MODEL = "regolith.logged_model"  # models:/m-...: the run's best.pt as an MLflow model (regolith.serving)
 SOURCE_RUN = "regolith.source_run"  # on a launcher run of evaluate or pull: the run it acted on
 PULLED_TO = "regolith.pulled_to"
 PARENT = "mlflow.parentRunId"  # MLflow's own: nests a run under a sweep in the UI
@@ -131,6 +132,15 @@ VERIFY_SPLIT = "verify/split"
 VERIFY_SPLIT_DIGEST = "verify/split_digest"
 VERIFY_CHECK = "verify/check"
 VERIFY_ARTIFACTS = "verify/artifacts"
+# an ONNX export (regolith.export), on the run it exported, in a new export/<UTC time>/ folder each time
+EXPORT = "export"
+EXPORT_CHECK = "export/check"  # pass, or fail: with the numbers that missed
+EXPORT_ARTIFACTS = "export/artifacts"
+EXPORT_AGREEMENT = "export/class_agreement"  # share of pixels where onnxruntime's class equals PyTorch's
+EXPORT_LOGIT_DIFF = "export/max_abs_logit_diff"
+ONNX_FILE = "model.onnx"
+PREPROCESSING_FILE = "preprocessing.json"
+EXPORT_REPORT = "report.json"
 
 # ---- artifacts and the Model Registry ----
 CHECKPOINT = "best.pt"
@@ -140,3 +150,9 @@ PHOTOS_JSON = "photos.json"  # in real/<UTC time>/: regolith.photos' measurement
 FRAME_CONFUSIONS = "confusion_per_frame.json"  # in verify/<UTC time>/: evaluate's per-frame counts (evaluate reads it)
 MODEL_NAME = "regolith-segformer"
 VERSION_CHECKPOINT = "regolith.checkpoint"  # a model version's tag: which artifact is the checkpoint
+# The MLflow model every finished training run logs (regolith.serving): its name, and best.pt inside it as
+# ``artifacts/best.pt`` under this key. A version of MODEL_NAME has it as its source.
+LOGGED_MODEL_NAME = "model"
+CHECKPOINT_ARTIFACT = "checkpoint"
+MODEL_CHECKPOINT = f"artifacts/{CHECKPOINT}"
+ONNX_MODEL_NAME = "onnx"  # regolith.export --log-model true: the ONNX file as an MLflow onnx model

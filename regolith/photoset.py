@@ -6,7 +6,8 @@ photo's pixels predicted as rock, and the "rock flood" is its mean over the phot
 rock-IoU rose 0.815 -> 0.8521 while the share of real Apollo photos called rock rose 52% -> 83%).
 
 This module holds the pure pieces, with no MLflow (the verb ``regolith.photos``, training's
-``-P real_images`` and compare use them): reading a folder (``read_photos``), its
+``-P real_images``, compare and the served model ``regolith.serving`` use them): reading a folder
+(``read_photos``) or one encoded image (``decode_photo``), its
 identity (``photo_set_digest``), fitting each photo to the square frame the model runs on
 (``fit``, ``stack``), class shares over the photo's own pixels (``class_shares``), statistics
 over photos (``set_statistics``, ``paired_difference``); the pictures are ``regolith.figures``'
@@ -83,37 +84,34 @@ def _truncated_images_allowed():
 def read_photo(path) -> tuple:
     """(H x W x 3 uint8, warnings) for one photo file; raises ``Refused`` saying why it cannot be read.
 
-    The bytes are read once and decoded from memory. A truncated file is decoded as far as it
-    goes (the decoder fills the rest, grey for JPEG) with a warning naming it.
+    The bytes are read once and decoded from memory (``decode_photo``).
     """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise Refused(f"{path}: unreadable ({error.strerror or error})") from error
-    return _decode_photo(path, raw)
+    return decode_photo(raw, str(path), path.name)
 
 
-def _decode_photo(path: Path, raw: bytes) -> tuple:
+def decode_photo(raw: bytes, where: str, name: str | None = None, max_pixels: int | None = None) -> tuple:
+    """(H x W x 3 uint8, warnings) for one encoded JPEG or PNG; raises ``Refused`` starting with ``where``.
+
+    ``name``: the file name, whose suffix is checked against the content (None for bytes from elsewhere, a
+    served request). A truncated file is decoded as far as it goes (the decoder fills the rest, grey for
+    JPEG) with a warning naming it. The size is checked on the header, before any pixel is decoded: an
+    image with no pixels, one over ``max_pixels`` or over PIL's decompression-bomb limit is refused.
+    """
     if not raw:
-        raise Refused(f"{path}: empty file (0 bytes)")
-    warnings = []
-    signature = next((kind for kind, magic in SIGNATURES.items() if raw.startswith(magic)), None)
-    try:
-        image = Image.open(io.BytesIO(raw))
-    except Exception as error:  # PIL raises many types for unknown or damaged headers
-        if signature:  # PIL's own words for an unidentified file name only its BytesIO
-            detail = "" if isinstance(error, UnidentifiedImageError) else f" ({error})"
-            raise Refused(f"{path}: a {signature} whose header is cut short or damaged{detail}") from error
-        if isinstance(error, UnidentifiedImageError):
-            raise Refused(f"{path}: not an image (content not recognised as JPEG or PNG; starts {raw[:8]!r})") \
-                from error
-        raise Refused(f"{path}: unreadable image header ({error})") from error
-    kind = PHOTO_FORMATS.get(image.format)
-    if kind is None:
-        raise Refused(f"{path}: a {image.format} file by its content, expected JPEG or PNG")
-    if (path.suffix.lower() == ".png") != (kind == "PNG"):
-        warnings.append(f"{path.name}: a {kind} file named {path.suffix}; read as {kind}")
+        raise Refused(f"{where}: empty file (0 bytes)")
+    warnings, label = [], name or where
+    image, kind = _open_photo(raw, where)
+    if name is not None and (Path(name).suffix.lower() == ".png") != (kind == "PNG"):
+        warnings.append(f"{name}: a {kind} file named {Path(name).suffix}; read as {kind}")
+    width, height = image.size
+    if max_pixels and width * height > max_pixels:
+        raise Refused(f"{where}: a {width}x{height} {kind} ({width * height / 1e6:.0f} MP) is over the "
+                      f"{max_pixels / 1e6:g} MP limit; downscale it first")
     try:
         try:
             image.load()
@@ -123,14 +121,43 @@ def _decode_photo(path: Path, raw: bytes) -> tuple:
             image = Image.open(io.BytesIO(raw))
             with _truncated_images_allowed():
                 image.load()
-            warnings.append(f"{path.name}: truncated {kind} ({error}); read as far as it goes, "
+            warnings.append(f"{label}: truncated {kind} ({error}); read as far as it goes, "
                             f"the rest filled by the decoder")
         image = ImageOps.exif_transpose(image)
         return data.to_rgb8(image), warnings
     except Refused:
         raise
     except Exception as error:
-        raise Refused(f"{path}: {kind} does not decode ({error})") from error
+        raise Refused(f"{where}: {kind} does not decode ({error})") from error
+
+
+def _open_photo(raw: bytes, where: str) -> tuple:
+    """(the PIL image, header read, nothing decoded yet; JPEG or PNG), or ``Refused`` saying what the bytes are."""
+    signature = next((kind for kind, magic in SIGNATURES.items() if raw.startswith(magic)), None)
+    # A PNG's size is in its first chunk (IHDR), readable where PIL gives up on the file.
+    size = (int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")) \
+        if signature == "PNG" and raw[12:16] == b"IHDR" and len(raw) >= 24 else None
+    try:
+        image = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError as error:
+        shown = f"a {size[0]}x{size[1]} PNG ({size[0] * size[1] / 1e6:.0f} MP)" if size else f"an image ({error})"
+        raise Refused(f"{where}: {shown} is too large to decode (PIL refuses over "
+                      f"{2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP, against decompression bombs); downscale it "
+                      f"first") from error
+    except Exception as error:  # PIL raises many types for unknown or damaged headers
+        if size and 0 in size:
+            raise Refused(f"{where}: a {size[0]}x{size[1]} PNG has no pixels") from error
+        if signature:  # PIL's own words for an unidentified file name only its BytesIO
+            detail = "" if isinstance(error, UnidentifiedImageError) else f" ({error})"
+            raise Refused(f"{where}: a {signature} whose header is cut short or damaged{detail}") from error
+        if isinstance(error, UnidentifiedImageError):
+            raise Refused(f"{where}: not an image (content not recognised as JPEG or PNG; starts {raw[:8]!r})") \
+                from error
+        raise Refused(f"{where}: unreadable image header ({error})") from error
+    kind = PHOTO_FORMATS.get(image.format)
+    if kind is None:
+        raise Refused(f"{where}: a {image.format} file by its content, expected JPEG or PNG")
+    return image, kind
 
 
 def photo_paths(folder) -> tuple:

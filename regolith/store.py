@@ -161,14 +161,16 @@ def find_run(ref: str, experiment: str = "") -> dict:
     A name is looked up in ``experiment`` if given, else where a training run started here would
     go (``default_experiment``: the ``mlflow run``'s own, MLFLOW_EXPERIMENT_NAME / _ID, else Default).
     ``checkpoint_uri`` is where best.pt is fetched from; for a models:/ URI it is pinned to the
-    version the alias pointed at when it was resolved.
+    version the alias pointed at when it was resolved: the best.pt inside the version's MLflow model
+    (what the version serves), or for a version registered before runs logged one, the run's own.
     """
     client = MlflowClient()
     ref = ref.strip()
     if ref.startswith("models:/"):
         run, version = _run_from_model_uri(client, ref)
         model_version = f"models:/{version.name}/{version.version}"
-        checkpoint_uri = f"{model_version}/{names.CHECKPOINT}"
+        inside = names.MODEL_CHECKPOINT if version.source.startswith("models:/") else names.CHECKPOINT
+        checkpoint_uri = f"{model_version}/{inside}"
     else:
         run = _run_by_id(client, ref) or _run_by_name(client, ref, experiment)
         model_version = run.data.tags.get(names.MODEL_VERSION)

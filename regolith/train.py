@@ -465,26 +465,35 @@ def start(log, say, record: dict, progress: dict, out: Path, run_id: str, resume
 
 def finish(log, say, record: dict, progress: dict, args, out: Path, run_id: str, train_split, val_split,
            rank: int) -> dict:
-    """Record the run's end once: summary.json (and -P out=DIR), the final metrics, the registry; returns the summary."""
+    """Record the run's end once: summary.json (and -P out=DIR), the final metrics, the MLflow model, the registry;
+    returns the summary."""
     summary = run_summary(record, progress, args, train_split, val_split)
     if rank == 0:
         files.write_atomic(out / names.SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
         copy_results(out, args.out)
     log.finish(progress["history"], final_metrics(summary, progress), [out / names.SUMMARY])
-    if rank == 0 and args.register == "true":
-        register(say, record["name"], run_id)
+    if rank == 0:
+        # The best epoch's checkpoint as an MLflow model, linked to that epoch's metrics; fitted photos take
+        # the training frames' long side, as regolith.photos fits them.
+        started = time.perf_counter()
+        model_uri = log.log_model(out / names.CHECKPOINT, max(train_split.image_size), val_split.images[0],
+                                  summary["best_epoch"])
+        say(f"logged {names.CHECKPOINT} as the MLflow model {model_uri} in {time.perf_counter() - started:.1f}s")
+        if args.register == "true":
+            register(say, record["name"], run_id, model_uri)
     say(f"best rock-IoU {summary['best']['iou_rock']:.4f} at epoch {summary['best_epoch']} "
         f"(miou {summary['best']['miou']:.4f}); run {run_id}, artifacts {names.CHECKPOINT}, {names.HISTORY}, "
         f"{names.SUMMARY}")
     return summary
 
 
-def register(say, variant: str, run_id: str) -> tuple:
-    """best.pt as a new version of the registered model; ``@variant`` moves to it only by ``alias.stays``' rule.
+def register(say, variant: str, run_id: str, model_uri: str) -> tuple:
+    """The run's MLflow model as a new version of the registered model; ``@variant`` moves to it only by
+    ``alias.stays``' rule.
 
     Returns (the version's URI, why the alias stayed or None)."""
     stays = alias.stays(store.alias_holder(names.MODEL_NAME, variant), store.read_run(run_id), variant)
-    version = track.register_model(run_id, variant, move_alias=stays is None)
+    version = track.register_model(run_id, variant, move_alias=stays is None, model_uri=model_uri)
     say(f"registered {version}; {stays}" if stays else f"registered {version} as models:/{names.MODEL_NAME}@{variant}")
     return version, stays
 

@@ -32,8 +32,9 @@ def run_evaluate(*argv) -> int:
     return 0
 
 
-def verify_folders(run_id: str) -> list:
-    return sorted(info.path for info in MlflowClient().list_artifacts(run_id, "verify"))
+def verify_folders(run_id: str, prefix: str = "verify") -> list:
+    """The run's ``prefix/<UTC time>`` folders (evaluate's verify/, export's export/)."""
+    return sorted(info.path for info in MlflowClient().list_artifacts(run_id, prefix))
 
 
 def latest_summary(run_id: str, tmp_path: Path) -> tuple:
@@ -90,7 +91,8 @@ def test_the_run_is_found_by_name_id_and_registry_alias(in_store, how, capsys):
     assert run_evaluate("--run", ref) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"dr_6 ({in_store['run_id'][:8]})")
-    source = "models:/regolith-segformer/1/best.pt" if how == "alias" else f"runs:/{in_store['run_id']}/best.pt"
+    # By alias: the best.pt inside the version's MLflow model, the one it serves.
+    source = "models:/regolith-segformer/1/artifacts/best.pt" if how == "alias" else f"runs:/{in_store['run_id']}/best.pt"
     assert f"from {source}" in out
 
 
@@ -99,7 +101,8 @@ def test_registry_alias_resolves_to_the_run_and_its_best_pt(in_store, tmp_path):
     version = client.get_model_version_by_alias("regolith-segformer", "dr_6")
     assert version.run_id == in_store["run_id"]
     assert client.get_run(in_store["run_id"]).data.tags["regolith.model_version"] == "models:/regolith-segformer/1"
-    via_alias = mlflow.artifacts.download_artifacts(f"{in_store['alias']}/best.pt", dst_path=str(tmp_path / "a"))
+    assert version.source == client.get_run(in_store["run_id"]).data.tags["regolith.logged_model"]  # the MLflow model
+    via_alias = mlflow.artifacts.download_artifacts(f"{in_store['alias']}/artifacts/best.pt", dst_path=str(tmp_path / "a"))
     via_run = mlflow.artifacts.download_artifacts(run_id=in_store["run_id"], artifact_path="best.pt",
                                                   dst_path=str(tmp_path / "r"))
     assert Path(via_alias).read_bytes() == Path(via_run).read_bytes()
@@ -138,7 +141,8 @@ def copy_of_run(trained: dict, name: str, checkpoint: Path | None, metric_shift:
     """A new run that records what the trained one does, with ``checkpoint`` (or none) as its best.pt."""
     client = MlflowClient()
     source = client.get_run(trained["run_id"])
-    tags = {k: v for k, v in source.data.tags.items() if k.startswith("regolith.") and k != "regolith.model_version"}
+    tags = {k: v for k, v in source.data.tags.items()
+            if k.startswith("regolith.") and k not in ("regolith.model_version", "regolith.logged_model")}
     run_id = client.create_run(source.info.experiment_id, run_name=name, tags=tags).info.run_id
     for key in CLASS_KEYS:
         client.log_metric(run_id, f"best/{key}", source.data.metrics[f"best/{key}"] + metric_shift)

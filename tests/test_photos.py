@@ -90,3 +90,14 @@ def test_photos_through_mlflow_run_records_on_both_runs_and_never_overwrites(in_
     photos.main(["--run", in_store["run_id"], "--images", str(in_store["photos"])])  # a second measurement
     after = {info.path for info in client.list_artifacts(in_store["run_id"], "real")}
     assert before < after and len(after) == len(before) + 1  # a new folder; the first is untouched
+
+
+def test_photos_by_registry_alias_measures_the_checkpoint_the_version_serves(in_store, tmp_path):
+    """The version's source is its MLflow model: photos reads the best.pt inside it, and records on the run."""
+    photos.main(["--run", in_store["alias"], "--images", str(in_store["photos"])])
+    folder = MlflowClient().get_run(in_store["run_id"]).data.tags["real/artifacts"]
+    local = mlflow.artifacts.download_artifacts(run_id=in_store["run_id"], artifact_path=f"{folder}/photos.json",
+                                                dst_path=str(tmp_path))
+    measured = json.loads(Path(local).read_text())["checkpoints"][0]
+    assert measured["checkpoint"] == "models:/regolith-segformer/1/artifacts/best.pt"
+    assert measured["run_id"] == in_store["run_id"] and measured["ref"] == in_store["alias"]

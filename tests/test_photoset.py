@@ -21,17 +21,27 @@ def save(path, array, mode=None, **options):
     return path
 
 
-def png_rgb16(path, array):
-    """A 16-bit-per-channel RGB PNG, written by hand: PIL has no mode to write one from."""
-    height, width, _ = array.shape
-    raw = b"".join(b"\0" + array[y].astype(">u2").tobytes() for y in range(height))
-
+def png_bytes(width, height, bit_depth, colour_type, rows) -> bytes:
+    """A PNG written by hand (PIL writes no 16-bit RGB, no 0x0, no cheap 20000x20000): ``rows`` of raw bytes."""
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    packer = zlib.compressobj()  # row by row: a huge blank image never sits in memory uncompressed
+    body = b"".join(packer.compress(b"\0" + row) for row in rows) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def blank_png(side: int) -> bytes:
+    """A side x side 1-bit black PNG: a few kB however large it claims to be."""
+    row = bytes((side + 7) // 8)
+    return png_bytes(side, side, 1, 0, (row for _ in range(side)))
+
+
+def png_rgb16(path, array):
+    """A 16-bit-per-channel RGB PNG, written by hand: PIL has no mode to write one from."""
+    height, width, _ = array.shape
+    path.write_bytes(png_bytes(width, height, 16, 2, (array[y].astype(">u2").tobytes() for y in range(height))))
     return path
 
 
@@ -160,6 +170,17 @@ def test_shares_refuse_mismatched_shapes():
 
 
 # ---- reading a folder ----
+
+def test_decoding_bytes_checks_the_size_on_the_header_before_any_pixel():
+    with pytest.raises(Refused, match=r"^row 2: a 0x0 PNG has no pixels$"):
+        photoset.decode_photo(png_bytes(0, 0, 8, 2, []), "row 2")
+    with pytest.raises(Refused, match=r"^row 0: a 8000x8000 PNG \(64 MP\) is over the 50 MP limit; downscale it first"):
+        photoset.decode_photo(blank_png(8000), "row 0", max_pixels=50_000_000)
+    with pytest.raises(Refused, match=r"^row 0: a 20000x20000 PNG \(400 MP\) is too large to decode \(PIL refuses"):
+        photoset.decode_photo(blank_png(20000), "row 0")
+    rgb, warnings = photoset.decode_photo(blank_png(300), "row 0", max_pixels=50_000_000)
+    assert rgb.shape == (300, 300, 3) and not rgb.any() and warnings == []  # no file name: no suffix to check
+
 
 def make_folder(tmp_path):
     folder = tmp_path / "apollo"

@@ -54,10 +54,12 @@ def test_pull_by_run_name_and_id_fetches_the_same_checkpoint(in_store, tmp_path,
 def test_pull_and_mlflow_artifacts_download_agree(in_store, tmp_path):
     """The two ways the README shows; the second exactly as a user types it."""
     assert run_pull(in_store["alias"], "-o", str(tmp_path / "pulled")) == 0
-    download = ["mlflow", "artifacts", "download", "-u", f"{in_store['alias']}/best.pt", "-d", str(tmp_path / "dl")]
+    download = ["mlflow", "artifacts", "download", "-u", f"{in_store['alias']}/artifacts/best.pt", "-d",
+                str(tmp_path / "dl")]
     done = subprocess.run(download, env=in_store["env"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "dl" / "best.pt").read_bytes() == (tmp_path / "pulled" / "best.pt").read_bytes()
+    # The version's source is its MLflow model: best.pt is its artifacts/best.pt, and lands there.
+    assert (tmp_path / "dl" / "artifacts" / "best.pt").read_bytes() == (tmp_path / "pulled" / "best.pt").read_bytes()
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_is_written(in_store, tmp_path, capsys):

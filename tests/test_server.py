@@ -184,6 +184,10 @@ def test_training_run_through_the_server_lands_in_postgres_with_artifacts_and_mo
 
     version = client.get_model_version_by_alias("regolith-segformer", "dr_4")
     assert version.run_id == run_id
+    # The version is the run's MLflow model, whose files (best.pt inside) went through the proxy too.
+    assert version.source == run.data.tags["regolith.logged_model"]
+    assert list((server_dir / "artifacts").rglob("MLmodel"))
+    assert list((server_dir / "artifacts").rglob("artifacts/best.pt"))
 
     # The run really is in PostgreSQL: a client reading the database directly (no server) sees it as logged.
     direct = MlflowClient(tracking_uri=postgres, registry_uri=postgres).get_run(run_id)

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -192,7 +193,9 @@ def test_the_variant_alias_moves_only_to_a_run_at_least_as_good_on_the_same_vali
         return client.get_model_version_by_alias("regolith-segformer", "dr_750").run_id
 
     def register(run_id):  # what a finishing training run does (train.register: alias.stays, then track)
-        return train.register(lambda *_: None, "dr_750", run_id)
+        model = mlflow.initialize_logged_model(name="model", source_run_id=run_id,
+                                               experiment_id=client.get_run(run_id).info.experiment_id)
+        return train.register(lambda *_: None, "dr_750", run_id, f"models:/{model.model_id}")
 
     study = finished_run(client, "study", 0.80)
     registered = register(study)
