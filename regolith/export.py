@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 from regolith import (CLASSES, ROCK, Refused, evaluate, metrics, model as segformer, names, photos, provenance,
-                      refusals, store, track)
+                      refusals, registry, store, track)
 
 AGREEMENT = 0.9999  # the share of pixels whose class onnxruntime and PyTorch must agree on
 MIN_SIDE, MAX_SIDE, MAX_BATCH = 64, 4096, 1024  # the dynamic graph's range; under 64 px the last stage's
@@ -377,7 +377,7 @@ def record(run: dict, report: dict, staging: Path, log_model: bool):
     folder, number = store.fresh_folder(run["run_id"], names.EXPORT)
     report.update(artifacts=folder, export=number)
     if log_model and report["check"] == "pass":
-        report["mlflow_model"] = track.log_onnx_model(run["run_id"], staging / names.ONNX_FILE, report["onnx"]["dims"])
+        report["mlflow_model"] = registry.log_onnx_model(run["run_id"], staging / names.ONNX_FILE, report["onnx"]["dims"])
     (staging / names.EXPORT_REPORT).write_text(json.dumps(report, indent=2) + "\n")
     track.log_artifacts_to_run(run["run_id"], staging, folder)
     track.log_to_run(run["run_id"], {names.EXPORT_AGREEMENT: report["parity"]["class_agreement"],

@@ -1,6 +1,6 @@
 """A checkpoint as an MLflow model: a ``mlflow.pyfunc`` PythonModel around best.pt and its own preprocessing.
 
-Every training run logs its best.pt as this model when it finishes (``track.log_model``), and the
+Every training run logs its best.pt as this model when it finishes (``registry.log_model``), and the
 registry's ``models:/regolith-segformer@<variant>`` resolves to it::
 
     model = mlflow.pyfunc.load_model("models:/regolith-segformer@dr_750")

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from regolith import (CLASSES, ROCK, Refused, alias, data, engine, figures, files, model as segformer, names, photoset,
-                      provenance, refusals, state, store, track)
+                      provenance, refusals, registry, state, store, track)
 
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
 
@@ -476,7 +476,7 @@ def finish(log, say, record: dict, progress: dict, args, out: Path, run_id: str,
         # The best epoch's checkpoint as an MLflow model, linked to that epoch's metrics; fitted photos take
         # the training frames' long side, as regolith.photos fits them.
         started = time.perf_counter()
-        model_uri = log.log_model(out / names.CHECKPOINT, max(train_split.image_size), val_split.images[0],
+        model_uri = registry.log_model(out / names.CHECKPOINT, max(train_split.image_size), val_split.images[0],
                                   summary["best_epoch"])
         say(f"logged {names.CHECKPOINT} as the MLflow model {model_uri} in {time.perf_counter() - started:.1f}s")
         if args.register == "true":
@@ -493,7 +493,7 @@ def register(say, variant: str, run_id: str, model_uri: str) -> tuple:
 
     Returns (the version's URI, why the alias stayed or None)."""
     stays = alias.stays(store.alias_holder(names.MODEL_NAME, variant), store.read_run(run_id), variant)
-    version = track.register_model(run_id, variant, move_alias=stays is None, model_uri=model_uri)
+    version = registry.register_model(run_id, variant, move_alias=stays is None, model_uri=model_uri)
     say(f"registered {version}; {stays}" if stays else f"registered {version} as models:/{names.MODEL_NAME}@{variant}")
     return version, stays
 
