@@ -27,6 +27,18 @@ def same_value(a, b) -> bool:
     return x == y if x is not None and y is not None else a == b
 
 
+def readable(text: str) -> str:
+    """``text`` as any UTF-8 console or store takes it: a file name's undecodable bytes as ``\\xff`` escapes.
+
+    Python keeps such bytes as lone surrogates (``rgb_\\udcff.png``), which no UTF-8 encoder takes.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class Refused(Exception):
     """Refused as asked: a file, a value or a run that cannot work; the message names it and what was expected.
 
@@ -42,5 +54,5 @@ def refusals():
     try:
         yield
     except Refused as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {readable(str(error))}", file=sys.stderr)
         sys.exit(2)

@@ -2,14 +2,17 @@
 
 Each run keeps its working files (``best.pt``, ``state.pt``, ``metrics.jsonl``, ``summary.json``)
 in ``outputs/<run id>/`` (``REGOLITH_OUTPUT_DIR`` moves the root). Every write goes through
-``write_atomic`` (write, then rename), so a crash or a full disk never leaves a truncated file
-where a good one was; every place is probed by writing before any data is read, so a read-only
+``write_atomic`` (a fresh exclusive temporary file, then a rename), so a crash or a full disk
+never leaves a truncated file where a good one was, and no planted link is written through; every place is probed by writing before any data is read, so a read-only
 mount fails a run at once instead of after it trained.
 """
 
 import errno
 import io
+import json
 import os
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -65,26 +68,91 @@ def check_writable(folder: Path, where: str, remedy: str):
         raise Refused(f"{where}: cannot write the run's files in {folder} ({problem}); {remedy}")
 
 
-def write_atomic(path: Path, content: bytes):
-    """Write, then rename, so a crash mid-write never leaves a truncated file behind.
+def _fresh_partial(path: Path):
+    """A new, exclusive temporary file beside ``path``: (its name, an open binary file).
 
-    A failed write removes its ``.partial`` (on a full disk it would keep the disk full) and is
-    refused naming the file; the run then ends FAILED with the files of its last good epoch.
+    ``O_CREAT|O_EXCL|O_NOFOLLOW`` under a random name: a file or a symbolic link planted at a
+    predictable ``.partial`` name (``summary.json.partial -> ~/victim``) is never written through.
+    Created with mode 0666 less the umask, so the renamed file gets the user's usual permissions.
     """
-    partial = path.with_suffix(path.suffix + ".partial")
-    try:
-        with open(partial, "wb") as file:
-            file.write(content)
-        os.replace(partial, path)
-    except OSError as error:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.partial")
         try:
-            partial.unlink(missing_ok=True)
-        except OSError:
-            pass
-        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-        raise Refused(f"{path}: could not write it ({error.strerror})"
-                      + (f": the disk is full; free space on {path.parent}, then --resume the run (or start a "
-                         f"new one)" if full else "")) from error
+            return partial, os.fdopen(os.open(partial, flags, 0o666), "wb")
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no fresh temporary name", str(path.parent))
+
+
+def disk_full(path: Path, error: OSError) -> Refused:
+    """The refusal of a write of ``path`` that failed, naming it; on a full disk, what to do next.
+
+    ``--resume`` is advised only where the run's ``state.pt`` exists beside it: without one there
+    is nothing to resume.
+    """
+    message = f"{path}: could not write it ({error.strerror or error})"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        again = ("then --resume the run (or start a new one)" if (path.parent / STATE_FILE).exists()
+                 else "then run it again")
+        message += f": the disk is full; free space on {path.parent}, {again}"
+    return Refused(message)
+
+
+def write_atomic(path: Path, content, exclusive: bool = False):
+    """Write a fresh temporary file beside ``path``, then rename it, so no one ever sees a truncated file.
+
+    ``content`` is bytes, or a function that writes into the open binary file (a large file need not
+    be held in memory). ``exclusive``: never replace an existing ``path`` (a hard link, which fails
+    when the name exists, where the file system has them). A failed write removes its temporary file
+    (on a full disk it would keep the disk full) and is refused naming the file; the run then ends
+    FAILED with the files of its last good epoch.
+    """
+    path = Path(path)
+    partial = None
+    try:
+        partial, file = _fresh_partial(path)
+        with file:
+            if callable(content):
+                content(file)
+            else:
+                file.write(content)
+        if exclusive:
+            _link_new(partial, path)
+        else:
+            os.replace(partial, path)
+    except OSError as error:
+        raise disk_full(path, error) from error
+    finally:
+        if partial is not None:
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+def _link_new(partial: Path, path: Path):
+    """Give ``partial`` the name ``path`` only if no file has it: refused, never overwritten, where one does."""
+    try:
+        os.link(partial, path)
+    except FileExistsError as error:
+        raise Refused(f"{path}: exists already (written meanwhile by another process); it is never overwritten") \
+            from error
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if path.exists() or path.is_symlink():  # no hard links here: the check and the rename are two steps
+            raise Refused(f"{path}: exists already (written meanwhile by another process); it is never "
+                          f"overwritten") from error
+        os.replace(partial, path)
+
+
+def copy_atomic(source: Path, path: Path, exclusive: bool = False):
+    """``source`` copied to ``path`` through ``write_atomic``, streamed (a checkpoint is not read into memory)."""
+    def copy(file):
+        with open(source, "rb") as original:
+            shutil.copyfileobj(original, file, 1 << 20)
+    write_atomic(path, copy, exclusive)
 
 
 def save_atomic(payload, path: Path):
@@ -95,3 +163,29 @@ def save_atomic(payload, path: Path):
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_atomic(path, buffer.getbuffer())
+
+
+def claim(path: Path, owner: dict) -> dict | None:
+    """Create ``path`` holding ``owner`` (JSON) only if no file has that name; None when it did, else the holder's.
+
+    Atomic (``write_atomic(exclusive=True)``): of two processes that claim together, one wins.
+    A claim that cannot be read counts as held by an unknown owner (an empty dict).
+    """
+    try:
+        write_atomic(path, (json.dumps(owner) + "\n").encode(), exclusive=True)
+        return None
+    except Refused:
+        if not (path.exists() or path.is_symlink()):
+            raise  # not an existing claim: the write itself failed
+    return claim_holder(path) or {}
+
+
+def claim_holder(path: Path) -> dict | None:
+    """Who holds the claim ``path`` (``claim``'s owner dict); None where there is none, {} where it cannot be read."""
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        holder = json.loads(path.read_text())
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}

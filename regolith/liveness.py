@@ -130,6 +130,14 @@ def stale_runs(rows: list, here: tuple, now: float, timeout: float, alive=proces
                 stale.append({**entry, "markable": True,
                               "reason": f"no heartbeat from {tags[names.HOST]} for {now - (beat or started):.0f} s "
                                         f"(timeout {timeout:g} s)"})
+        elif (tags.get(names.ENTRY_POINT) in names.TRACKED_ENTRY_POINTS and names.KIND not in tags
+              and now - started > timeout):
+            # `mlflow run` opened it, and its process never got as far as saying where it runs (it
+            # does within seconds): killed as it started. Judged by its age alone.
+            stale.append({**entry, "markable": True,
+                          "reason": f"no host or process recorded: RUNNING for {now - started:.0f} s (timeout "
+                                    f"{timeout:g} s) since `mlflow run` opened it; its process was gone before "
+                                    f"it started"})
         elif tags.get(names.KIND) == names.KIND_TRAIN and now - started > timeout:
             # Recorded before runs said where they run: maybe dead, maybe still training.
             stale.append({**entry, "markable": False,

@@ -100,6 +100,10 @@ PID = "regolith.pid"
 PID_NAMESPACE = "regolith.pid_namespace"  # e.g. pid:[4026531836]: pids compare only within one host and namespace
 PROCESS_START = "regolith.process_start"  # the process's start, epoch seconds: a reused pid is another process
 HEARTBEAT = "regolith.heartbeat"  # UTC ISO 8601 time, refreshed every epoch and every 30 s while the run is open
+# MLflow's own tag on a run `mlflow run` opened, and the entry points whose process tags host and pid at once
+# (through track.run): such a run RUNNING long without them lost its process before it could say where it runs.
+ENTRY_POINT = "mlflow.project.entryPoint"
+TRACKED_ENTRY_POINTS = ("main", "compare", "bench")
 # compare's own run
 EXPERIMENT = "regolith.experiment"
 SOURCE_RUNS = "regolith.source_runs"
@@ -146,6 +150,7 @@ EXPORT_REPORT = "report.json"
 CHECKPOINT = "best.pt"
 HISTORY = "metrics.jsonl"
 SUMMARY = "summary.json"
+OUT_CLAIM = ".regolith-claim"  # in -P out=DIR while a run writes there: which run and process (JSON)
 PHOTOS_JSON = "photos.json"  # in real/<UTC time>/: regolith.photos' measurement (photos reads it back)
 FRAME_CONFUSIONS = "confusion_per_frame.json"  # in verify/<UTC time>/: evaluate's per-frame counts (evaluate reads it)
 MODEL_NAME = "regolith-segformer"

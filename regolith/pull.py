@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from transformers import SegformerForSemanticSegmentation, SegformerImageProcessorPil
 
-from regolith import Refused, model as segformer, names, refusals, store, track
+from regolith import Refused, files, model as segformer, names, refusals, store, track
 
 FILES = (names.CHECKPOINT, "config.json", "model.safetensors", "preprocessor_config.json", "source.json")
 
@@ -66,6 +66,28 @@ def save_pretrained(payload: dict, out_dir: Path):
                         f"differ, e.g. {differ[0]})")
 
 
+def publish(staging: Path, out_dir: Path):
+    """The staged files into ``out_dir``, each whole or not at all; on a failure none of them stays.
+
+    Each is copied to a fresh temporary file there, then renamed (``files.copy_atomic``), so a full
+    disk never leaves a truncated best.pt that looks like a checkpoint, and the new files get the
+    user's usual permissions.
+    """
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Refused(f"--out {out_dir}: cannot create it ({error.strerror})") from error
+    written = []
+    try:
+        for name in FILES:
+            files.copy_atomic(staging / name, out_dir / name, exclusive=True)
+            written.append(out_dir / name)
+    except Refused:
+        for path in written:  # a folder with some of the files would pass for a pulled checkpoint
+            path.unlink(missing_ok=True)
+        raise
+
+
 def pull(args) -> dict:
     """Fetch, check, write; returns what ``source.json`` records."""
     out_dir = Path(args.out).resolve()
@@ -85,9 +107,7 @@ def pull(args) -> dict:
                   "classes": payload.get("classes"), "validation": payload.get("metrics"),
                   "preprocessing": payload.get("preprocessing")}
         (staging / "source.json").write_text(json.dumps(source, indent=2) + "\n")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in FILES:  # copyfile, not move: the new files get the user's usual permissions
-            shutil.copyfile(staging / name, out_dir / name)
+        publish(staging, out_dir)
     rock = (payload.get("metrics") or {}).get("iou_rock", float("nan"))
     print(f"{run['run_name']} ({run['run_id']}), epoch {payload.get('epoch')}, training-time rock-IoU {rock:.4f}, "
           f"from {run['checkpoint_uri']}")

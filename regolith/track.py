@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from regolith import Refused, liveness, names, same_value, store
+from regolith import Refused, liveness, names, readable, same_value, store
 
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
@@ -184,6 +184,8 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
     run_id = resume or os.environ.get("MLFLOW_RUN_ID")
     if resume and os.environ.get("MLFLOW_RUN_ID", resume) != resume:
         raise Refused(f"--resume {resume} but MLFLOW_RUN_ID is {os.environ['MLFLOW_RUN_ID']}; give one run")
+    if run_id and not resume:
+        _say_where_early(run_id)
     active, resuming, before, had_error = _open(run_id, bool(resume), run_name, experiment)
     run_id = active.info.run_id
     _opened.update(started=False)
@@ -210,6 +212,20 @@ def run(run_name: str | None = None, experiment: str | None = None, resume: str 
         raise
     heartbeat.stop()
     _end(run_id, "FINISHED", clear_error=had_error)
+
+
+def _say_where_early(run_id: str):
+    """The run ``mlflow run`` opened gets this process's host and pid first, so a kill at once still leaves them.
+
+    Only on a run that has none: one recorded by another process is judged by ``_refuse_if_alive``.
+    Best effort: ``_open`` reports a run that cannot be read.
+    """
+    try:
+        client = MlflowClient()
+        if names.HOST not in client.get_run(run_id).data.tags:
+            client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in liveness.where().items()])
+    except MlflowException:
+        pass
 
 
 def _open(run_id: str | None, resume: bool, run_name: str | None, experiment: str | None) -> tuple:
@@ -279,15 +295,27 @@ def stop_handler(signum, frame):
 
 
 def _end(run_id: str, status: str, error: str | None = None, clear_error: bool = False):
+    """End the open run ``status``, with ``error`` in ``regolith.error``: the end comes whatever the tag does.
+
+    A tag the store refuses must not leave the run open, where MLflow's exit hook would end it FINISHED.
+    """
     try:
         with shielded():
             if error:
-                mlflow.set_tag(names.ERROR, error[:4000])
+                mlflow.set_tag(names.ERROR, readable(error)[:4000])
             elif clear_error:  # an earlier attempt's error (a SIGTERM, a refused resume) is not this run's end
                 _delete_tag(run_id, names.ERROR)
+    except Exception as failure:
+        warn(f"could not record why run {run_id} ended {status} in the tracking store: {failure}")
+    try:
+        with shielded():
             mlflow.end_run(status)
     except Exception as failure:  # the store itself may be what failed; the original error matters more
         warn(f"could not mark run {run_id} {status} in the tracking store: {failure}")
+        try:
+            MlflowClient().set_terminated(run_id, status)
+        except Exception:
+            pass
 
 
 def _delete_tag(run_id: str, key: str):
@@ -462,10 +490,22 @@ def keep(history: list, files: list):
 
 
 def finish(history: list, metrics: dict, files: list):
-    """Once, when a training run has finished: every epoch surely sent, the final metrics and files."""
+    """Once, when a training run has finished: every epoch surely sent, the final metrics and files.
+
+    Every file must reach the artifact store: a run without its best.pt must not end FINISHED nor be
+    registered. A failed upload is refused, so the run ends FAILED and ``--resume`` retries it from
+    the run's local state.
+    """
     send_epochs(history, patient=True)
     log_metrics(metrics)
-    log_artifacts(files)
+    run_id = mlflow.active_run().info.run_id
+    for path in files:
+        try:
+            log_artifacts([path])
+        except Exception as error:
+            raise Refused(f"{Path(path).name}: could not upload it to the artifact store {mlflow.get_artifact_uri()} "
+                          f"({type(error).__name__}: {error}); the run ends FAILED, not registered. Make room "
+                          f"there, then --resume {run_id} (its files are kept in {Path(path).parent})") from error
 
 
 def warn(message: str):
@@ -484,9 +524,11 @@ def record_error(error: str):
     try:
         store.check_reachable(timeout=5)
         client = MlflowClient()
-        client.set_tag(run_id, names.ERROR, error[:4000])
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, "FAILED")
+        try:
+            client.set_tag(run_id, names.ERROR, readable(error)[:4000])
+        finally:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, "FAILED")
     except Exception as failure:
         warn(f"could not record the error in run {run_id}: {failure}")
 
@@ -530,7 +572,7 @@ def mark_killed(run_id: str, reason: str, end_time: float | None = None):
     ``end_time`` (epoch seconds): when it was last known alive, if known.
     """
     client = MlflowClient()
-    client.set_tag(run_id, names.ERROR, reason[:4000])
+    client.set_tag(run_id, names.ERROR, readable(reason)[:4000])
     client.set_terminated(run_id, "KILLED", end_time=int(end_time * 1000) if end_time else None)
 
 

@@ -255,3 +255,18 @@ def make_demo_layout(root: Path) -> Path:
     make_split(root / "train_dr", frames=160, seed=0)
     make_split(root / "test_photoreal", frames=8, seed=2)
     return root
+
+
+def small_disk_command(mount: Path, kilobytes: int, command: list) -> list | None:
+    """``command`` with a ``kilobytes`` tmpfs mounted at ``mount`` (a full disk, for real), in a user and mount
+    namespace of its own (``unshare -rm``: no root needed where user namespaces are allowed); afterwards
+    it lists what is left there as ``FILE name size`` lines. None where namespaces are not allowed here."""
+    import shlex
+    import shutil
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode:
+        return None
+    mount.mkdir(parents=True, exist_ok=True)
+    script = (f"mount -t tmpfs -o size={kilobytes}k tmpfs {shlex.quote(str(mount))} || exit 99; "
+              f"{shlex.join(command)}; status=$?; "
+              f"find {shlex.quote(str(mount))} -mindepth 1 -printf 'FILE %P %s\\n'; exit $status")
+    return ["unshare", "-rm", "sh", "-c", script]

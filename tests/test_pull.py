@@ -8,6 +8,7 @@ import torch
 from transformers import AutoImageProcessor, SegformerForSemanticSegmentation
 
 from regolith import data, model as segformer, pull
+from conftest import REPO
 from test_evaluate import RunsCode, copy_of_run, malicious_checkpoint
 
 
@@ -105,3 +106,21 @@ def test_a_checkpoint_that_loads_safely_but_is_not_ours_is_refused(in_store, tmp
     assert run_pull("not-ours-pull", "-o", str(tmp_path / "out")) == 2
     assert "not a regolith checkpoint: lacks 'classes', 'config'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_full_disk_leaves_no_truncated_checkpoint_in_the_folder(in_store, tmp_path):
+    import sys
+    from conftest import small_disk_command
+    out = tmp_path / "small-disk"
+    size = (in_store["root"] / "outputs" / in_store["run_id"] / "best.pt").stat().st_size
+    # Room for the small files, not for best.pt: the old copy left a truncated best.pt there.
+    cmd = small_disk_command(out, max(8, size // 2048),
+                             [sys.executable, "-m", "regolith.pull", in_store["alias"], "-o", str(out)])
+    if cmd is None:
+        pytest.skip("needs unshare -rm (user namespaces) for a real full disk")
+    done = subprocess.run(cmd, env={**in_store["env"], "PYTHONPATH": str(REPO)}, cwd=in_store["root"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{out / 'best.pt'}: could not write it (No space left on device): the disk is full" in done.stderr
+    assert "then run it again" in done.stderr and "--resume" not in done.stderr and "Traceback" not in done.stderr
+    assert [line for line in done.stdout.splitlines() if line.startswith("FILE ")] == []  # nothing, not half

@@ -167,3 +167,39 @@ def test_a_resume_of_a_live_run_is_refused(store, capsys):
         with track.run(resume=run_id):
             pass
     assert client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_a_run_mlflow_run_opened_whose_process_never_said_where_is_judged_by_its_age():
+    opened = {names.ENTRY_POINT: "main"}
+    rows = [row("killed-at-once", host=None, kind=None, started_age=4000), row("starting", host=None, kind=None,
+                                                                                started_age=20),
+            row("sweep-wrapper", host=None, kind=None, started_age=4000)]
+    rows[0]["tags"].update(opened)
+    rows[1]["tags"].update(opened)
+    rows[2]["tags"].update({names.ENTRY_POINT: "sweep"})  # a recipe's wrapper: never says where it runs
+    stale = liveness.stale_runs(rows, HERE, NOW, 600, lambda pid, started: True)
+    assert [(e["run_id"], e["markable"]) for e in stale] == [("killed-at-once", True)]
+    assert "no host or process recorded: RUNNING for 4000 s" in stale[0]["reason"]
+
+
+def test_runs_marks_a_run_killed_before_its_process_tagged_it(store, capsys):
+    client = MlflowClient()
+    experiment_id = client.create_experiment("at-once")
+    started = int((time.time() - 3600) * 1000)
+    run_id = client.create_run(experiment_id, start_time=started, tags={names.ENTRY_POINT: "main"}).info.run_id
+    runs.main(["--experiment", "at-once", "--mark"])
+    out = capsys.readouterr().out
+    assert "1 RUNNING run(s) whose process is gone" in out and "marked KILLED" in out
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and "no host or process recorded" in run.data.tags[names.ERROR]
+
+
+def test_a_run_mlflow_run_opened_gets_host_and_pid_before_anything_else(store, monkeypatch):
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment("early")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+    monkeypatch.setenv("REGOLITH_SYSTEM_METRICS", "bogus")  # refused in _open, before the run is opened
+    with pytest.raises(Refused, match="REGOLITH_SYSTEM_METRICS='bogus'"):
+        with track.run():
+            pass
+    assert client.get_run(run_id).data.tags[names.PID] == str(os.getpid())

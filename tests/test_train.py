@@ -454,22 +454,42 @@ def test_unwritable_storage_is_refused_at_once_before_any_data_is_read(store, tm
         assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_a_full_disk_at_the_first_checkpoint_fails_the_run_and_leaves_no_partial_file(store, datasets, tmp_path,
-                                                                                    monkeypatch, capsys):
+def test_a_full_disk_at_the_first_checkpoint_fails_the_run_and_leaves_no_partial_file(store, datasets, tmp_path):
+    from conftest import small_disk_command
     client = MlflowClient()
     run_id = client.create_run(client.create_experiment("full-disk")).info.run_id
-    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)  # as `mlflow run` would, so the run's folder is known ahead
-    out = tmp_path / "outputs" / run_id
-    out.mkdir(parents=True)
-    (out / "best.pt.partial").symlink_to("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
-    argv = ["--split", str(datasets / "train_nodr"), "--pretrained", "none", "--epochs", "1", "--register", "false"]
-    assert run_direct(argv) == 2
+    outputs = tmp_path / "small-disk"
+    out = outputs / run_id
+    # A 256 kB disk takes the run's environment.txt, not its first best.pt (B0, random init: about 15 MB).
+    cmd = small_disk_command(outputs, 256, [sys.executable, "-m", "regolith.train", "--split",
+                                            str(datasets / "train_nodr"), "--pretrained", "none", "--epochs", "1",
+                                            "--register", "false", "--epoch-images", "false"])
+    if cmd is None:
+        pytest.skip("needs unshare -rm (user namespaces) for a real full disk")
+    env = {**os.environ, "MLFLOW_RUN_ID": run_id, "REGOLITH_OUTPUT_DIR": str(outputs), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
     expected = f"{out / 'best.pt'}: could not write it (No space left on device): the disk is full"
-    assert expected in capsys.readouterr().err
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    # No state.pt yet: there is nothing to --resume, and the message does not say there is.
+    assert f"free space on {out}, then run it again" in done.stderr
     run = client.get_run(run_id)
     assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
-    assert not list(out.glob("*.partial"))  # nothing half-written keeps the disk full
+    left = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("FILE ")]
+    assert not [name for name in left if "partial" in name or name.endswith("best.pt")], left
+
+
+def test_a_link_planted_in_the_out_folder_is_not_written_through(store, datasets, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    results = tmp_path / "res"
+    results.mkdir()
+    (results / "summary.json.partial").symlink_to(victim)
+    argv = ["--split", str(datasets / "train_nodr"), "--pretrained", "none", "--epochs", "1", "--register", "false",
+            "--epoch-images", "false", "--out", str(results)]
+    assert run_direct(argv) == 0
+    assert victim.read_text() == "mine"
+    assert json.loads((results / "summary.json").read_text())["epochs_run"] == 1
 
 
 @pytest.mark.parametrize("param,expected", [("frames=2.5", "argument --frames: invalid int value: '2.5'"),
@@ -482,3 +502,70 @@ def test_a_parameter_argparse_refuses_under_mlflow_run_is_recorded_in_the_run(st
     assert done.returncode != 0 and expected in done.stderr
     run = only_run(MlflowClient())
     assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
+
+
+def test_a_folder_another_live_run_claimed_is_refused_and_a_dead_ones_claim_is_taken_over(store, datasets, tmp_path,
+                                                                                          capsys):
+    from regolith import liveness
+    results = tmp_path / "res"
+    results.mkdir()
+    claim = results / ".regolith-claim"
+    claim.write_text(json.dumps({"run_id": "other-run", **liveness.where()}))  # this very process: alive
+    argv = ["--split", str(datasets / "train_nodr"), "--pretrained", "none", "--epochs", "1", "--register", "false",
+            "--epoch-images", "false", "--out", str(results)]
+    assert run_direct(argv) == 2
+    assert f"out={results}: claimed by run other-run (pid {os.getpid()}" in capsys.readouterr().err
+    assert [p.name for p in results.iterdir()] == [".regolith-claim"]
+    dead = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True).stdout.strip()
+    claim.write_text(json.dumps({"run_id": "other-run", **liveness.where(), "regolith.pid": dead}))
+    assert run_direct(argv) == 0  # the claim of a process that is gone is taken over; released at the end
+    assert {p.name for p in results.iterdir()} == {"best.pt", "metrics.jsonl", "summary.json"}
+
+
+def test_results_are_not_copied_into_a_folder_claimed_meanwhile(tmp_path):
+    out, results = tmp_path / "outputs" / "run-a", tmp_path / "res"
+    out.mkdir(parents=True)
+    for name in ("best.pt", "metrics.jsonl", "summary.json"):
+        (out / name).write_text(name)
+    with train.claimed_out(str(results), "run-a", rank=0):
+        (results / ".regolith-claim").write_text(json.dumps({"run_id": "run-b"}))  # the other run took it
+        with pytest.raises(Refused, match="no longer claimed by this run .held by run-b"):
+            train.copy_results(out, str(results), "run-a")
+    assert [p.name for p in results.iterdir()] == [".regolith-claim"]  # run-b's claim stays, nothing copied
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_best_pt_the_artifact_store_refuses_fails_the_run_unregistered_and_resume_retries(store, datasets, tmp_path,
+                                                                                            monkeypatch, capsys):
+    client = MlflowClient()
+    experiment = client.create_experiment("full-store", artifact_location=str(tmp_path / "art"))
+    run_id = client.create_run(experiment).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)  # as `mlflow run` would, so the run's artifact folder is known
+    artifacts = tmp_path / "art" / run_id / "artifacts"
+    artifacts.mkdir(parents=True)
+    (artifacts / "best.pt").symlink_to("/dev/full")  # the upload of best.pt fails with ENOSPC, as on a full store
+    argv = ["--split", str(datasets / "train_nodr"), "--pretrained", "none", "--epochs", "1", "--epoch-images",
+            "false"]
+    assert run_direct(argv) == 2
+    assert "best.pt: could not upload it to the artifact store" in capsys.readouterr().err
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and "not registered" in run.data.tags["regolith.error"]
+    assert not client.search_model_versions() and "regolith.model_version" not in run.data.tags
+    (artifacts / "best.pt").unlink()  # room again: the resume retries the upload and finishes
+    assert run_direct([*argv, "--resume", run_id]) == 0
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and (artifacts / "best.pt").stat().st_size > 0
+    assert [v.run_id for v in client.search_model_versions()] == [run_id]
+
+
+def test_a_refusal_naming_an_undecodable_file_name_still_ends_the_run_failed(store, datasets, capsys):
+    rgb = datasets / "train_nodr" / "rgb"
+    (rgb / "rgb_00000.png").rename(rgb / os.fsdecode(b"rgb_\xff.png"))  # a name that is not UTF-8
+    argv = ["--split", str(datasets / "train_nodr"), "--pretrained", "none", "--epochs", "1", "--register", "false"]
+    assert run_direct(argv) == 2
+    assert "error: " in capsys.readouterr().err
+    run = only_run(MlflowClient())
+    assert run.info.status == "FAILED"  # not left open for MLflow's exit hook to end FINISHED
+    assert "rgb_\\xff.png" in run.data.tags["regolith.error"]  # the byte, escaped
+    import mlflow
+    assert mlflow.active_run() is None
