@@ -17,6 +17,9 @@ from regolith import as_number, names
 
 HEARTBEAT_SECONDS = 30  # the heartbeat thread's period; every epoch refreshes it too
 TIMEOUT = 600.0  # seconds without a heartbeat before a run on another host counts as gone
+# The shortest timeout: three missed beats. A live run beats every HEARTBEAT_SECONDS (and a beat can wait
+# up to 20 s on a SQLite lock), so anything shorter would call a live run gone.
+MIN_TIMEOUT = 3.0 * HEARTBEAT_SECONDS
 
 
 def heartbeat_now() -> str:

@@ -103,6 +103,7 @@ HEARTBEAT = "regolith.heartbeat"  # UTC ISO 8601 time, refreshed every epoch and
 # MLflow's own tag on a run `mlflow run` opened, and the entry points whose process tags host and pid at once
 # (through track.run): such a run RUNNING long without them lost its process before it could say where it runs.
 ENTRY_POINT = "mlflow.project.entryPoint"
+MARKED = "regolith.marked_killed"  # when regolith.runs --mark ended the run KILLED from another process (UTC ISO)
 TRACKED_ENTRY_POINTS = ("main", "compare", "bench")
 # compare's own run
 EXPERIMENT = "regolith.experiment"

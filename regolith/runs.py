@@ -22,7 +22,7 @@ training run recorded before heartbeats existed is listed as "unknown" once it s
 import argparse
 import time
 
-from regolith import files, liveness, names, refusals, store, track
+from regolith import Refused, files, liveness, names, refusals, store, track
 
 
 def resume_commands(row: dict) -> tuple:
@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with refusals():
+        if not args.timeout >= liveness.MIN_TIMEOUT:  # nan too
+            raise Refused(f"--timeout {args.timeout:g}: expected at least {liveness.MIN_TIMEOUT:g} s (three "
+                          f"heartbeats of {liveness.HEARTBEAT_SECONDS} s); a shorter one would mark live runs KILLED")
         store.check_reachable()
         experiment = store.default_experiment(args.experiment)
         track.label_launcher_run(names.KIND_RUNS, None)

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from regolith import Refused, liveness, names, readable, same_value, store
+from regolith import Refused, as_number, liveness, names, readable, same_value, store
 
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
@@ -88,7 +88,14 @@ class Heartbeat:
 
 
 def _refuse_if_alive(run):
-    """A resume of a run whose process may still be training it would train it twice: refused."""
+    """A resume of a run whose process may still be training it would train it twice: refused.
+
+    That holds for a run ``regolith.runs --mark`` ended KILLED, too: its process may have been
+    alive (a pid namespace of its own, a late heartbeat). Such a run is resumed only once its process
+    is known gone here, or its heartbeat is older than ``liveness.MIN_TIMEOUT``.
+    """
+    if run.info.status != "RUNNING" and names.MARKED in run.data.tags:
+        _refuse_if_beating(run)
     if run.info.status != "RUNNING":
         return
     row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
@@ -100,6 +107,22 @@ def _refuse_if_alive(run):
                   f"{tags.get(names.HOST)}, last heartbeat {tags.get(names.HEARTBEAT)}. Wait for it to end, "
                   f"or, if it is gone, for its heartbeat to be {liveness.TIMEOUT:g} s old (python -m regolith.runs "
                   f"--mark ends it KILLED; --timeout shortens the wait), then resume")
+
+
+def _refuse_if_beating(run):
+    """A run marked KILLED from outside whose process may still train it: refused (``_refuse_if_alive``)."""
+    tags = dict(run.data.tags)
+    pid = as_number(tags.get(names.PID))
+    if pid == os.getpid():
+        return  # this very process is not training it
+    row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": "RUNNING",
+           "start_time": run.info.start_time, "tags": tags}
+    if names.HOST not in tags or liveness.find_stale([row], liveness.MIN_TIMEOUT):
+        return
+    raise Refused(f"run {run.info.run_id} was marked {run.info.status} by regolith.runs ({tags.get(names.MARKED)}), "
+                  f"but its process may still train it: pid {tags.get(names.PID)} on {tags.get(names.HOST)}, last "
+                  f"heartbeat {tags.get(names.HEARTBEAT)}. Two processes would write one state.pt; resume it once "
+                  f"that process has ended, or its heartbeat is {liveness.MIN_TIMEOUT:g} s old")
 
 
 # --- MLflow's system metrics (system/...) ---
@@ -480,6 +503,7 @@ def start(name: str, params: dict, tags: dict, datasets: list, files: list = (),
         log_dataset(path, digest, context)
     log_artifacts(files)
     send_epochs(list(history))
+    _delete_tag(mlflow.active_run().info.run_id, names.MARKED)  # resumed: its own process holds it now
     _opened["started"] = True
 
 
@@ -572,7 +596,8 @@ def mark_killed(run_id: str, reason: str, end_time: float | None = None):
     ``end_time`` (epoch seconds): when it was last known alive, if known.
     """
     client = MlflowClient()
-    client.set_tag(run_id, names.ERROR, readable(reason)[:4000])
+    client.log_batch(run_id, tags=[RunTag(names.ERROR, readable(reason)[:4000]),
+                                   RunTag(names.MARKED, liveness.heartbeat_now())])
     client.set_terminated(run_id, "KILLED", end_time=int(end_time * 1000) if end_time else None)
 
 

@@ -203,3 +203,29 @@ def test_a_run_mlflow_run_opened_gets_host_and_pid_before_anything_else(store, m
         with track.run():
             pass
     assert client.get_run(run_id).data.tags[names.PID] == str(os.getpid())
+
+
+def test_a_timeout_below_three_heartbeats_is_refused(store, capsys):
+    with pytest.raises(SystemExit) as exit:
+        runs.main(["--timeout", "1", "--mark"])
+    assert exit.value.code == 2
+    assert f"--timeout 1: expected at least {liveness.MIN_TIMEOUT:g} s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("beat_age,refused", [(10, True), (liveness.MIN_TIMEOUT + 60, False)])
+def test_a_run_marked_killed_while_its_heartbeat_is_fresh_is_not_resumed(store, beat_age, refused):
+    client = MlflowClient()
+    name, _ = liveness.host()
+    # Another pid namespace (a container on this host): its pid cannot be looked up, only its heartbeat read.
+    run_id = fake_run(client, "0", "elsewhere", {names.HOST: name, names.PID_NAMESPACE: "pid:[4026599999]",
+                                                  names.PID: "7", names.HEARTBEAT: iso(time.time() - beat_age)})
+    track.mark_killed(run_id, "process gone: marked by regolith.runs")
+    if refused:
+        with pytest.raises(Refused, match="was marked KILLED by regolith.runs .*may still train it: pid 7"):
+            track._refuse_if_alive(client.get_run(run_id))
+        with pytest.raises(Refused):
+            with track.run(resume=run_id):
+                pass
+        assert client.get_run(run_id).info.status == "KILLED"
+    else:
+        track._refuse_if_alive(client.get_run(run_id))  # its heartbeat stopped: gone
