@@ -271,15 +271,25 @@ def _open(run_id: str | None, resume: bool, run_name: str | None, experiment: st
             raise Refused(f"run {run_id}: not found in the tracking store {mlflow.get_tracking_uri()}") from error
         resuming = resume or names.EPOCH_MARKER in existing.data.metrics
         before = None
+        if experiment and resume:
+            _refuse_other_experiment(existing, experiment)
         if resuming and existing.info.status == "FINISHED":
             raise Refused(f"run {run_id} is already FINISHED; there is nothing to resume (start a new run)")
         if resuming:
             _refuse_if_alive(existing)
-            before = (existing.info.status, existing.info.end_time)
+            before = (existing.info.status, existing.info.end_time, existing.info.run_name)
         active = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
         if run_name:
             client.update_run(run_id, name=run_name)
         return active, resuming, before, names.ERROR in existing.data.tags
+
+
+def _refuse_other_experiment(existing, experiment: str):
+    """``--resume RUN_ID --experiment NAME`` where the run is in another experiment: refused, not ignored."""
+    found = MlflowClient().get_experiment(existing.info.experiment_id)
+    if found.name != experiment:
+        raise Refused(f"run {existing.info.run_id} is in experiment {found.name!r}, not {experiment!r}; a resume "
+                      f"continues the run where it is: drop --experiment, or give {found.name!r}")
 
 
 # Whether the open run got past set-up (``start``): a refused resume before that changed nothing.
@@ -349,13 +359,15 @@ def _delete_tag(run_id: str, key: str):
             raise
 
 
-def _restore(run_id: str, status: str, end_time: int | None):
-    """A run whose resume was refused before set-up goes back as it was: status and end time (KILLED stays KILLED)."""
+def _restore(run_id: str, status: str, end_time: int | None, name: str | None = None):
+    """A run whose resume was refused before set-up goes back as it was: status, end time (KILLED stays KILLED), name."""
     try:
         with shielded():
             mlflow.end_run(status)
             if end_time:
                 MlflowClient().set_terminated(run_id, status, end_time=end_time)
+            if name and MlflowClient().get_run(run_id).info.run_name != name:
+                MlflowClient().update_run(run_id, name=name)
     except Exception as failure:
         warn(f"could not put run {run_id} back to {status} in the tracking store: {failure}")
 

@@ -569,3 +569,30 @@ def test_a_refusal_naming_an_undecodable_file_name_still_ends_the_run_failed(sto
     assert "rgb_\\xff.png" in run.data.tags["regolith.error"]  # the byte, escaped
     import mlflow
     assert mlflow.active_run() is None
+
+
+def _failed_run_with_an_epoch(client, experiment: str) -> str:
+    """A run that trained an epoch, then ended FAILED: one that --resume continues."""
+    run_id = client.create_run(client.create_experiment(experiment), run_name="dr_10").info.run_id
+    client.log_metric(run_id, "val/iou_rock", 0.5, step=1)
+    client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
+def test_a_refused_resume_keeps_the_runs_name(store, datasets, capsys):
+    client = MlflowClient()
+    run_id = _failed_run_with_an_epoch(client, "names")
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", "none", "--resume", run_id, "--run-name", "renamed"]
+    assert run_direct(argv) == 2
+    assert "no resumable state" in capsys.readouterr().err  # its outputs/<run id>/state.pt does not exist
+    run = client.get_run(run_id)
+    assert (run.info.run_name, run.info.status) == ("dr_10", "FAILED")
+
+
+def test_a_resume_into_another_experiment_is_refused(store, datasets, capsys):
+    client = MlflowClient()
+    run_id = _failed_run_with_an_epoch(client, "first")
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", "none", "--resume", run_id, "--experiment", "other"]
+    assert run_direct(argv) == 2
+    assert f"run {run_id} is in experiment 'first', not 'other'" in capsys.readouterr().err
+    assert client.get_run(run_id).info.status == "FAILED" and client.get_experiment_by_name("other") is None
