@@ -18,6 +18,11 @@ from pathlib import Path
 
 import torch
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
 from regolith import Refused
 
 STATE_FILE = "state.pt"  # the resumable state of a run, beside its other working files
@@ -156,13 +161,52 @@ def copy_atomic(source: Path, path: Path, exclusive: bool = False):
 
 
 def save_atomic(payload, path: Path):
-    """``torch.save`` through ``write_atomic``: serialized in memory first, so a full disk is a plain ENOSPC.
+    """``torch.save`` through ``write_atomic``, streamed into the fresh temporary file.
 
-    (torch's own file writer reports it as ``inline_container.cc ... unexpected pos``.)
+    No copy in memory (under ``ulimit -v`` a second copy of the state could fail the save, and
+    torch's error says only ``unexpected pos``); given a Python file, torch raises the file's own
+    error, so a full disk is a plain ENOSPC. A save that runs out of memory is refused naming the
+    file; the last good one stays where it was.
     """
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    write_atomic(path, buffer.getbuffer())
+    def serialize(file):
+        try:
+            torch.save(payload, _Unbuffered(file.fileno()))
+        except RuntimeError as error:  # torch's "unexpected pos", around the file's own error
+            if isinstance(error.__context__, (OSError, MemoryError)):
+                raise error.__context__ from error
+            raise
+
+    try:
+        write_atomic(path, serialize)
+    except (MemoryError, RuntimeError) as error:
+        raise Refused(f"{path}: could not write it: out of memory while serializing it "
+                      f"({type(error).__name__}: {error}){memory_limit()}; the last one written stays") from error
+
+
+class _Unbuffered(io.RawIOBase):
+    """A file descriptor as torch.save's file: every byte written or ``OSError`` (ENOSPC) raised.
+
+    A buffered file may take a short write quietly, which torch then reports as ``unexpected pos``.
+    """
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self.fd = fd
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(self.fd, view):]
+        return len(data)
+
+
+def memory_limit() -> str:
+    """``ulimit -v`` as said in an error, when one is set: `` (ulimit -v 4000000 kB)``; else nothing."""
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0] if resource else -1
+    return "" if limit in (-1, getattr(resource, "RLIM_INFINITY", -1)) else f" (ulimit -v {limit // 1024} kB)"
 
 
 def claim(path: Path, owner: dict) -> dict | None:

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from regolith import Refused, as_number, liveness, names, readable, same_value, store
+from regolith import Refused, as_number, files, liveness, names, readable, same_value, store
 
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
@@ -67,7 +67,11 @@ class Heartbeat:
 
     def start(self):
         MlflowClient().log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in liveness.where().items()])
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError as error:  # "can't start new thread": no memory for its stack (ulimit -v)
+            raise Refused(f"run {self.run_id}: cannot start its heartbeat thread ({error}){files.memory_limit()}; "
+                          f"training needs more threads than that. Raise the limit") from error
 
     def _beat(self):
         client = MlflowClient(mlflow.get_tracking_uri())

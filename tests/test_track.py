@@ -210,3 +210,25 @@ def test_the_variant_alias_moves_only_to_a_run_at_least_as_good_on_the_same_vali
         assert client.get_run(scratch).data.tags["regolith.model_version"] == version  # registered all the same
     as_good = finished_run(client, "scratch", 0.80)  # ties go to the newer run
     assert register(as_good) == ("models:/regolith-segformer/5", None) and holder() == as_good
+
+
+def test_a_heartbeat_thread_the_memory_limit_cannot_start_is_refused_by_name(tmp_path):
+    from test_files import under_memory_limit
+    # A thread's stack larger than the room left: "can't start new thread", as under a tight ulimit -v.
+    done = under_memory_limit(f"""
+        import threading
+        from mlflow.tracking import MlflowClient
+        from regolith import Refused, track
+        client = MlflowClient("sqlite:///{tmp_path / 'mlflow.db'}")
+        run_id = client.create_run(client.create_experiment("tight")).info.run_id
+        __import__("mlflow").set_tracking_uri("sqlite:///{tmp_path / 'mlflow.db'}")
+        threading.stack_size(512 * 1024 * 1024)
+        # limit
+        try:
+            track.Heartbeat(run_id).start()
+        except Refused as error:
+            print("refused:", error)
+        """, headroom_mb=128)
+    assert done.returncode == 0, done.stderr
+    assert "refused: run " in done.stdout and "cannot start its heartbeat thread (can't start new thread)" in done.stdout
+    assert "(ulimit -v " in done.stdout
