@@ -157,3 +157,29 @@ def find_stale(rows: list, timeout: float = TIMEOUT) -> list:
 def known_dead(rows: list, kind: str = names.KIND_TRAIN) -> list:
     """The stale runs of ``kind`` whose process is known to be gone (not merely unknown), as compare and sweep name them."""
     return [entry for entry in find_stale(rows) if entry["markable"] and entry["kind"] == kind]
+
+
+def resume_blocker(row: dict) -> str | None:
+    """Why a resume of the run ``row`` (``store.read_runs``' row) is refused: its process may still train it; else None.
+
+    A RUNNING run whose process is not known gone; and a run ``regolith.runs --mark`` ended KILLED
+    (``regolith.marked_killed``) whose process may have been alive all along (a pid namespace of its
+    own, a late heartbeat): it waits until that process is gone here, or its heartbeat is older
+    than ``MIN_TIMEOUT``. A run recorded before hosts were is not judged.
+    """
+    tags, status = row["tags"], row["status"]
+    marked = status != "RUNNING" and names.MARKED in tags
+    if (status != "RUNNING" and not marked) or names.HOST not in tags:
+        return None
+    if marked and as_number(tags.get(names.PID)) == os.getpid():
+        return None  # this very process, which is not training it
+    if find_stale([{**row, "status": "RUNNING"}], MIN_TIMEOUT if marked else TIMEOUT):
+        return None  # its process is gone
+    where = f"pid {tags.get(names.PID)} on {tags.get(names.HOST)}, last heartbeat {tags.get(names.HEARTBEAT)}"
+    if marked:
+        return (f"run {row['run_id']} was marked {status} by regolith.runs ({tags[names.MARKED]}), but its process "
+                f"may still train it: {where}. Two processes would write one state.pt; resume it once that "
+                f"process has ended, or its heartbeat is {MIN_TIMEOUT:g} s old")
+    return (f"run {row['run_id']} is RUNNING and may be alive: {where}. Wait for it to end, or, if it is gone, for "
+            f"its heartbeat to be {TIMEOUT:g} s old (python -m regolith.runs --mark ends it KILLED; --timeout "
+            f"shortens the wait), then resume")

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from regolith import Refused, as_number, files, liveness, names, readable, same_value, store
+from regolith import Refused, files, liveness, names, readable, same_value, store
 
 # MLflow's generated run names are "<predicate>-<noun>-<number>", e.g. "skittish-wren-225".
 GENERATED_NAME = re.compile(r"[a-z]+-[a-z]+-\d+")
@@ -92,41 +92,12 @@ class Heartbeat:
 
 
 def _refuse_if_alive(run):
-    """A resume of a run whose process may still be training it would train it twice: refused.
-
-    That holds for a run ``regolith.runs --mark`` ended KILLED, too: its process may have been
-    alive (a pid namespace of its own, a late heartbeat). Such a run is resumed only once its process
-    is known gone here, or its heartbeat is older than ``liveness.MIN_TIMEOUT``.
-    """
-    if run.info.status != "RUNNING" and names.MARKED in run.data.tags:
-        _refuse_if_beating(run)
-    if run.info.status != "RUNNING":
-        return
-    row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
-           "start_time": run.info.start_time, "tags": dict(run.data.tags)}
-    if names.HOST not in row["tags"] or liveness.find_stale([row]):
-        return  # its process is gone (or it was recorded before hosts were)
-    tags = row["tags"]
-    raise Refused(f"run {run.info.run_id} is RUNNING and may be alive: pid {tags.get(names.PID)} on "
-                  f"{tags.get(names.HOST)}, last heartbeat {tags.get(names.HEARTBEAT)}. Wait for it to end, "
-                  f"or, if it is gone, for its heartbeat to be {liveness.TIMEOUT:g} s old (python -m regolith.runs "
-                  f"--mark ends it KILLED; --timeout shortens the wait), then resume")
-
-
-def _refuse_if_beating(run):
-    """A run marked KILLED from outside whose process may still train it: refused (``_refuse_if_alive``)."""
-    tags = dict(run.data.tags)
-    pid = as_number(tags.get(names.PID))
-    if pid == os.getpid():
-        return  # this very process is not training it
-    row = {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": "RUNNING",
-           "start_time": run.info.start_time, "tags": tags}
-    if names.HOST not in tags or liveness.find_stale([row], liveness.MIN_TIMEOUT):
-        return
-    raise Refused(f"run {run.info.run_id} was marked {run.info.status} by regolith.runs ({tags.get(names.MARKED)}), "
-                  f"but its process may still train it: pid {tags.get(names.PID)} on {tags.get(names.HOST)}, last "
-                  f"heartbeat {tags.get(names.HEARTBEAT)}. Two processes would write one state.pt; resume it once "
-                  f"that process has ended, or its heartbeat is {liveness.MIN_TIMEOUT:g} s old")
+    """A resume of a run whose process may still be training it would train it twice: refused (``liveness.resume_blocker``)."""
+    blocker = liveness.resume_blocker({"run_id": run.info.run_id, "run_name": run.info.run_name,
+                                       "status": run.info.status, "start_time": run.info.start_time,
+                                       "tags": dict(run.data.tags)})
+    if blocker:
+        raise Refused(blocker)
 
 
 # --- MLflow's system metrics (system/...) ---
