@@ -523,11 +523,12 @@ def warn(message: str):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def record_error(error: str):
+def record_error(error: str, keep_existing: bool = False):
     """Under ``mlflow run``, record a refusal that came before ``run`` could open anything (argparse's).
 
-    The run ``mlflow run`` created (``MLFLOW_RUN_ID``) gets it as ``regolith.error`` and, if still
-    RUNNING, ends FAILED. Best effort: a store that cannot take it is warned about, never waited on.
+    The run ``mlflow run`` created (``MLFLOW_RUN_ID``) gets it as ``regolith.error`` (unless
+    ``keep_existing`` and it has one) and, if still RUNNING, ends FAILED. Best effort: a store that
+    cannot take it is warned about, never waited on.
     """
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
@@ -536,7 +537,8 @@ def record_error(error: str):
         store.check_reachable(timeout=5)
         client = MlflowClient()
         try:
-            client.set_tag(run_id, names.ERROR, readable(error)[:4000])
+            if not (keep_existing and names.ERROR in client.get_run(run_id).data.tags):
+                client.set_tag(run_id, names.ERROR, readable(error)[:4000])
         finally:
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_terminated(run_id, "FAILED")

@@ -232,3 +232,31 @@ def test_a_heartbeat_thread_the_memory_limit_cannot_start_is_refused_by_name(tmp
     assert done.returncode == 0, done.stderr
     assert "refused: run " in done.stdout and "cannot start its heartbeat thread (can't start new thread)" in done.stdout
     assert "(ulimit -v " in done.stdout
+
+
+def test_an_entry_point_killed_outright_gets_a_reason_and_one_that_gave_its_own_keeps_it(store, monkeypatch):
+    from regolith import exited
+    client = MlflowClient()
+    killed, refused = (client.create_run(client.create_experiment(name)).info.run_id for name in ("killed", "refused"))
+    client.set_tag(refused, names.ERROR, "split /x: no such directory")
+    for run_id, status in ((killed, 137), (refused, 2)):
+        monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+        with pytest.raises(SystemExit) as exit:
+            exited.main([str(status), "regolith.train"])
+        assert exit.value.code == status
+    run = client.get_run(killed)
+    assert run.info.status == "FAILED" and run.data.tags[names.ERROR] == (
+        "regolith.train was killed by SIGKILL (kill -9, or the OOM killer), exit status 137, before it could "
+        "record why")
+    assert client.get_run(refused).data.tags[names.ERROR] == "split /x: no such directory"
+    with pytest.raises(SystemExit) as exit:
+        exited.main(["0", "regolith.train"])
+    assert exit.value.code == 0
+
+
+def test_the_entry_points_that_mlflow_run_fails_silently_end_with_regolith_exited():
+    import yaml
+    entries = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
+    for name in ("main", "compare", "ablation"):
+        assert entries[name]["command"].rstrip().split(";")[-1].split()[:4] == ["python", "-m", "regolith.exited",
+                                                                              "$?"], name
