@@ -15,6 +15,7 @@ start. ``REGOLITH_CACHE_DIR`` moves the cache (``off`` disables it); ``REGOLITH_
 
 import hashlib
 import json
+import mmap
 import os
 import time
 import warnings
@@ -184,6 +185,26 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)
+
+
+def release(array, rows):
+    """Drop these rows' pages of a memory-mapped array from this process's resident set.
+
+    They stay in the page cache, so the next epoch maps them again without reading the disk; without
+    this, every page an epoch touched would count in the run's RSS until it ends. Only whole pages
+    inside a row are dropped (a page shared with the next row stays), and only from a file map:
+    on anonymous memory MADV_DONTNEED would zero the data. A plain array is left alone.
+    """
+    mapped = getattr(array, "_mmap", None)  # np.memmap's own map (what np.load(mmap_mode=...) returns)
+    if mapped is None or not hasattr(mapped, "madvise"):
+        return
+    start = array.ctypes.data - np.frombuffer(mapped, np.uint8).ctypes.data
+    row_bytes, page = array[0].nbytes if len(array) else 0, mmap.PAGESIZE
+    for row in rows:
+        low = start + int(row) * row_bytes
+        first, last = -(-low // page) * page, (low + row_bytes) // page * page
+        if last > first:
+            mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 # ---- writing an entry ------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ class Split:
     masks: torch.Tensor  # N x H x W, uint8
     digest: str  # sha256 over the names and bytes of every file used, first 16 hex digits
     pixel_counts: list  # labelled pixels per class, 255 excluded
+    maps: dict | None = None  # the arrays behind images and masks when memory-mapped from the cache
     staging: dict | None = None  # engine.keep_on's pinned batch buffers, when the split stays on the host for a GPU
 
     @property
@@ -254,6 +255,7 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
         masks=cache.as_tensor(masks),
         digest=digest,
         pixel_counts=counts,
+        maps={"images": images, "masks": masks} if isinstance(images, np.memmap) else None,
     )
     absent = [name for name, count in zip(CLASSES, counts) if count == 0]
     if absent:

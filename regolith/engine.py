@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from regolith import CLASSES, IGNORE_INDEX, Refused, metrics, model as segformer, names
+from regolith import CLASSES, IGNORE_INDEX, Refused, cache, metrics, model as segformer, names
 
 MIN_LR = 1e-7
 WEIGHT_DECAY = 1e-4  # the original's AdamW weight decay (torch's default is 0.01); train's default, the bench's
@@ -118,9 +118,13 @@ def gather(split, name: str, index, device: torch.device) -> torch.Tensor:
     recorded after the previous copy is waited on (that copy only, not the step behind it).
     """
     source = getattr(split, name)
-    staging = getattr(split, "staging", None)
+    staging = split.staging
     if staging is None or source.device.type == device.type == "cuda":
-        return source[index].to(device, non_blocking=True)
+        moved = source[index].to(device, non_blocking=True)
+        if isinstance(index, slice) and moved.data_ptr() == source[index].data_ptr() and split.maps is not None:
+            moved = moved.clone()  # a view into the map would fault its pages back in once released
+        _release(split, name, index, source)
+        return moved
     rows = len(range(*index.indices(len(source)))) if isinstance(index, slice) else len(index)
     buffer, copied = staging.get(name, (None, None))
     if copied is not None:
@@ -132,6 +136,7 @@ def gather(split, name: str, index, device: torch.device) -> torch.Tensor:
         staged.copy_(source[index])
     else:
         torch.index_select(source, 0, index, out=staged)
+    _release(split, name, index, source)
     moved = staged.to(device, non_blocking=True)
     event = None
     if device.type == "cuda":
@@ -139,6 +144,15 @@ def gather(split, name: str, index, device: torch.device) -> torch.Tensor:
         event.record()
     staging[name] = (buffer, event)
     return moved
+
+
+def _release(split, name: str, index, source: torch.Tensor):
+    """Once a batch is copied out of the host map, its pages leave the run's RSS: memory stays flat over an epoch."""
+    maps = split.maps
+    if maps is None or source.device.type != "cpu":
+        return
+    rows = range(*index.indices(len(source))) if isinstance(index, slice) else index.tolist()
+    cache.release(maps[name], rows)
 
 
 def make_optimizer(net, lr: float, weight_decay: float, device: torch.device):

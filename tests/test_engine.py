@@ -46,3 +46,31 @@ def test_a_split_too_large_for_the_gpu_trains_from_the_host_through_pinned_buffe
     batch = engine.gather(mapped, "images", torch.tensor([3, 1]), device)
     assert batch.device.type == "cuda" and mapped.staging["images"][0].is_pinned()
     assert torch.equal(batch.cpu(), mapped.images[[3, 1]])
+
+
+def resident_kib(path) -> int:
+    """This process's resident KiB of the mapping of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ")[0] and len(line.split()) >= 5:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_an_epoch_from_the_map_leaves_its_pages_out_of_the_run_s_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGOLITH_CACHE_DIR", str(tmp_path / "cache"))
+    split = data.load_split(make_split(tmp_path / "train_dr", frames=24, size=128))
+    images_npy = next((tmp_path / "cache").glob("*.images.npy"))
+    expected = torch.from_numpy(split.maps["images"].copy())
+    cpu = torch.device("cpu")
+    order = torch.randperm(24, generator=torch.Generator().manual_seed(0))
+    for index in engine.batches(order, 4, drop_last=False):
+        assert torch.equal(engine.gather(split, "images", index, cpu), expected[index])
+    for start in range(0, 24, 5):
+        assert torch.equal(engine.gather(split, "images", slice(start, start + 5), cpu), expected[start:start + 5])
+    # 24 frames of 48 KiB were read; at most the page each frame shares with the next is still mapped in.
+    assert resident_kib(images_npy) <= 24 * 4 + 4
+    expected.add_(0)
+    assert torch.equal(split.images[:2], expected[:2])  # released pages map back in with the same bytes
