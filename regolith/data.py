@@ -235,6 +235,7 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     ``frames=K`` reads the first K frames of a cached full split.
     """
     split_dir = Path(split_dir)
+    cache.max_bytes()  # a bad REGOLITH_CACHE_MAX_GB is refused before any file is read, not after the decode
     pairs = pair_frames(split_dir)
     if frames < 0:
         raise Refused(f"frames={frames}: expected 0 (all) or a positive count")

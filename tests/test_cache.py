@@ -112,6 +112,9 @@ def test_the_least_recently_used_entries_go_over_the_limit(tmp_path, cache_dir, 
     assert data.load_split(splits["b"]).frames == 3 and entries(cache_dir) == [digests["b"]]
     monkeypatch.setenv("REGOLITH_CACHE_MAX_GB", "lots")
     with pytest.raises(Refused, match="REGOLITH_CACHE_MAX_GB='lots': expected a size in GB"):
+        data.load_split(splits["a"])
+    monkeypatch.setenv("REGOLITH_CACHE_MAX_GB", "-1")
+    with pytest.raises(Refused, match="REGOLITH_CACHE_MAX_GB='-1': expected a size in GB of 0 or more"):
         cache.max_bytes()
 
 
