@@ -16,8 +16,8 @@ through ``/proc/self/clear_refs``) at the first batch and after one epoch, with 
 the end (RssFile is the map's page cache, which the kernel reclaims under pressure); the cache's
 size on disk; and one epoch's data time (gathering batches from the map, masks to int64, flips)
 against its compute time (timed over the first ``--compute-batches`` steps and scaled to
-the epoch). The compute is a deliberately tiny model (``--compute``: a 1x1 convolution,
-or the test suite's tiny SegFormer) to keep the run short: it says what the data path costs, not what
+the epoch). The compute is a deliberately tiny model (a 1x1 convolution on the normalized
+frames, cross-entropy at full size, AdamW) to keep the run short: it says what the data path costs, not what
 SegFormer-B0 trains at (BENCHMARKS.md has that). The machine's load average is recorded beside the figures.
 """
 
@@ -90,29 +90,25 @@ def build(root: Path, frames: list, size: int, unique: int) -> dict:
     return splits
 
 
-def compute_model(kind: str):
+def compute_model():
+    """A 1x1 convolution: compute that costs little beside the data path, so the run stays short."""
     import torch
-    if kind == "conv":
-        return torch.nn.Conv2d(3, 3, 1)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from conftest import tiny_config
-    from regolith import model as segformer
-    return segformer.random_init(tiny_config())
+    return torch.nn.Conv2d(3, 3, 1)
 
 
-def measure(split_dir: str, batch: int, kind: str, epoch: bool, compute_batches: int) -> dict:
+def measure(split_dir: str, batch: int, epoch: bool, compute_batches: int) -> dict:
     """One process's figures (run with ``--measure``)."""
     import torch
     import torch.nn.functional as F
     from regolith import IGNORE_INDEX, data, engine, model as segformer
     torch.manual_seed(0)
-    net = compute_model(kind)
+    net = compute_model()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
     cpu = torch.device("cpu")
 
     def step(images, masks):
         inputs = segformer.normalize(images)
-        logits = net(inputs) if kind == "conv" else segformer.logits_at_mask_size(net, images)
+        logits = net(inputs)
         loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -168,7 +164,7 @@ def load_average() -> str:
 def run_one(split: Path, cache: Path, args, label: str) -> dict:
     env = {**os.environ, "REGOLITH_CACHE_DIR": str(cache), "REGOLITH_CACHE_MAX_GB": "100", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "benchmarks.data_path", "--measure", str(split), "--batch", str(args.batch),
-               "--compute", args.compute, "--compute-batches", str(args.compute_batches), *(["--epoch"] if label in args.epoch_in else [])]
+               "--compute-batches", str(args.compute_batches), *(["--epoch"] if label in args.epoch_in else [])]
     load = load_average()
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:
@@ -185,7 +181,6 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--unique", type=int, default=100)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--compute", choices=["conv", "tiny-segformer"], default="conv")
     parser.add_argument("--compute-batches", type=int, default=10, help="steps whose compute is timed, scaled to the epoch")
     parser.add_argument("--epoch-in", nargs="*", default=["warm"], help="which runs also time one epoch")
     parser.add_argument("--out", default="data_path.json")
@@ -193,7 +188,7 @@ def main(argv=None):
     parser.add_argument("--epoch", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.batch, args.compute, args.epoch, args.compute_batches)))
+        print(json.dumps(measure(args.measure, args.batch, args.epoch, args.compute_batches)))
         return
     root = Path(args.root)
     started = time.perf_counter()
