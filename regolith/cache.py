@@ -95,10 +95,15 @@ def write_index(split_dir: Path, frames: dict):
 # ---- entries ---------------------------------------------------------------------------------------
 
 def _read_entry(meta_path: Path) -> dict | None:
+    """An entry's record, or None for a torn, foreign or other-format JSON (then it is only a miss)."""
     try:
         entry = json.loads(meta_path.read_text())
-        return entry if entry.get("format") == FORMAT else None
-    except (OSError, ValueError, AttributeError):
+        well_formed = (entry.get("format") == FORMAT and isinstance(entry.get("digest"), str)
+                       and all(isinstance(entry.get(key), int) for key in ("frames", "height", "width"))
+                       and isinstance(entry.get("frame_digests"), list) and isinstance(entry.get("pixel_counts"), list)
+                       and all(isinstance(entry["files"].get(name), dict) for name in ARRAYS))
+        return entry if well_formed else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
 
 
@@ -134,15 +139,15 @@ def _open_checked(root: Path, meta_path: Path, entry: dict) -> tuple | None:
         path, record = _array_path(root, digest, name), entry["files"][name]
         try:
             stat = path.stat()
-            if stat.st_size != record["size"]:
+            if stat.st_size != record.get("size"):
                 return None
             array = np.load(path, mmap_mode="r")
         except (OSError, ValueError):
             return None
         if array.dtype != np.uint8 or array.shape != want:
             return None
-        if stat.st_mtime_ns != record["mtime_ns"]:
-            if _content_digest(array) != record["digest"]:
+        if stat.st_mtime_ns != record.get("mtime_ns"):
+            if _content_digest(array) != record.get("digest"):
                 return None
             record["mtime_ns"], restamped = stat.st_mtime_ns, True
         arrays[name] = array

@@ -83,6 +83,10 @@ def test_a_truncated_or_changed_cache_file_is_rebuilt(tmp_path, cache_dir, capsy
     again = data.load_split(split_dir)
     assert "does not match its arrays" in capsys.readouterr().out
     assert (again.masks == expected_masks).all() and again.pixel_counts == first.pixel_counts
+    meta = cache_dir / f"{first.digest}.json"
+    meta.write_text('{"format": 1, "digest": 3}')  # a foreign or torn record is only a miss
+    assert (data.load_split(split_dir).masks == expected_masks).all()
+    assert meta.read_text() != '{"format": 1, "digest": 3}'
     os.utime(masks_npy)  # touched, content intact: its digest is checked and the new mtime kept
     assert (data.load_split(split_dir).masks == expected_masks).all()
     assert "does not match" not in capsys.readouterr().out
