@@ -105,6 +105,8 @@ def keep_on(split, device: torch.device, budget: float = 0.5):
     size = split.images.nbytes + split.masks.nbytes
     if size < budget * torch.cuda.mem_get_info(device)[0]:
         split.images, split.masks = split.images.to(device), split.masks.to(device)
+        for name, mapped in (split.maps or {}).items():  # copied whole: the host map's pages can go
+            cache.release(mapped, range(len(mapped)))
     else:
         split.staging = {}
 
