@@ -181,11 +181,12 @@ def copy_seconds(train_split, val_split, args, device: torch.device, static: boo
     started = clock(device)
     for _, order in epoch_orders(train_split.frames, args.batch, args.steps, args.seed, static):
         for index in engine.batches(order.to(train_split.images.device), args.batch, drop_last=static):
-            train_split.images[index].to(device, non_blocking=True)
-            train_split.masks[index].to(device, non_blocking=True).long()
+            engine.gather(train_split, "images", index, device)
+            engine.gather(train_split, "masks", index, device).long()
     for start in range(0, val_split.frames, args.batch):
-        val_split.images[start:start + args.batch].to(device, non_blocking=True)
-        val_split.masks[start:start + args.batch].to(device, non_blocking=True).long()
+        rows = slice(start, min(start + args.batch, val_split.frames))
+        engine.gather(val_split, "images", rows, device)
+        engine.gather(val_split, "masks", rows, device).long()
     return clock(device) - started
 
 

@@ -2,8 +2,8 @@
 
 A split is a directory with ``rgb/rgb_NNNNN.png`` (8-bit RGB) and ``mask/mask_NNNNN.png``
 (8-bit single channel: 0 regolith, 1 rock, 2 sky, 255 ignore), paired by index and read in
-index order. Each split is decoded once into uint8 tensors (and cached on disk under its
-digest, see ``cache_dir``); no PNG is decoded per step.
+index order. Each split is decoded once into uint8 arrays kept on disk under its digest and read
+memory-mapped (``regolith.cache``); no PNG is decoded per step, and a split need not fit in memory.
 Everything that can be wrong with a split is found here, before any training starts, and
 refused (``regolith.Refused``), naming the file and what was expected.
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from regolith import CLASSES, IGNORE_INDEX, Refused, refusals
+from regolith import CLASSES, IGNORE_INDEX, Refused, cache, refusals
 
 VALID_LABELS = (*range(len(CLASSES)), IGNORE_INDEX)
 SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16-bit grayscale
@@ -40,6 +40,8 @@ class Split:
     masks: torch.Tensor  # N x H x W, uint8
     digest: str  # sha256 over the names and bytes of every file used, first 16 hex digits
     pixel_counts: list  # labelled pixels per class, 255 excluded
+    maps: dict | None = None  # the arrays behind images and masks when memory-mapped from the cache
+    staging: dict | None = None  # engine.keep_on's pinned batch buffers, when the split stays on the host for a GPU
 
     @property
     def frames(self) -> int:
@@ -152,80 +154,109 @@ def _decode_frame(rgb_path: Path, mask_path: Path):
     return rgb, mask
 
 
-def cache_dir() -> Path | None:
-    """Where decoded splits are kept, keyed by digest: ``REGOLITH_CACHE_DIR`` (``off`` disables it)."""
-    configured = os.environ.get("REGOLITH_CACHE_DIR", str(Path.home() / ".cache" / "regolith" / "splits"))
-    return None if configured.lower() in ("", "off", "0") else Path(configured)
+def frame_digests(split_dir: Path, pairs: list, pool) -> list:
+    """Each frame's digest (hex), hashing only frames whose files changed size or mtime since the index saw them."""
+    index = cache.read_index(split_dir)
+    fresh = {}
+
+    def digest_of(pair):
+        _, rgb_path, mask_path = pair
+        try:
+            rgb_stat, mask_stat = rgb_path.stat(), mask_path.stat()
+        except OSError as error:
+            raise Refused(f"{error.filename}: unreadable ({error.strerror})") from error
+        stamp = [mask_path.name, rgb_stat.st_size, rgb_stat.st_mtime_ns, mask_stat.st_size, mask_stat.st_mtime_ns]
+        known = index.get(rgb_path.name)
+        if isinstance(known, list) and known[:5] == stamp:
+            return known[5]
+        digest = _frame_digest(rgb_path, mask_path).hex()
+        fresh[rgb_path.name] = [*stamp, digest]
+        return digest
+
+    digests = list(pool.map(digest_of, pairs))
+    if fresh:
+        cache.write_index(split_dir, {**index, **fresh})
+    return digests
 
 
-def _read_cache(digest: str, frames: int):
-    path = cache_dir() / f"{digest}.npz" if cache_dir() else None
-    if path is None or not path.exists():
-        return None
+def _decode_into(pairs: list, digest: str, frame_hex: list, pool) -> tuple:
+    """Decode every frame straight into its place in the arrays: the cache's files, or memory when it is off.
+
+    No list of decoded frames is kept; each worker holds one frame. Returns (images, masks, per-frame
+    class counts); with the cache on, both arrays come back memory-mapped from its files.
+    """
+    first = _decode_frame(pairs[0][1], pairs[0][2])
+    height, width = first[1].shape
+    partial = cache.start(digest, len(pairs), height, width)
+    if partial is None:
+        memory = {"images": np.empty((len(pairs), 3, height, width), np.uint8),
+                  "masks": np.empty((len(pairs), height, width), np.uint8)}
+
+    def put(n):
+        rgb_path, mask_path = pairs[n][1], pairs[n][2]
+        rgb, mask = first if n == 0 else _decode_frame(rgb_path, mask_path)
+        if mask.shape != (height, width):
+            raise Refused(f"{rgb_path}: frame is {mask.shape[1]}x{mask.shape[0]} but the split's first "
+                            f"frame {pairs[0][1].name} is {width}x{height}; a split must have one frame size")
+        image = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        if partial is None:
+            memory["images"][n], memory["masks"][n] = image, mask
+        else:
+            cache.write_frame(partial, "images", n, image)
+            cache.write_frame(partial, "masks", n, mask)
+        # Counted per frame (at most 256 int64 per worker), never as an int64 copy of every pixel.
+        counts = np.bincount(mask.reshape(-1), minlength=256)[:len(CLASSES)].tolist()
+        return counts, cache.frame_digest(image), cache.frame_digest(mask)
+
     try:
-        with np.load(path) as cached:
-            images, masks = cached["images"], cached["masks"]
-        if len(images) == len(masks) == frames:
-            return images, masks
-    except Exception:
-        pass  # a torn or foreign cache file is only a miss: decode again and rewrite it
-    return None
-
-
-def _write_cache(digest: str, images: np.ndarray, masks: np.ndarray):
-    folder = cache_dir()
-    if folder is None:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"{digest}.{os.getpid()}.partial.npz"
-        np.savez(partial, images=images, masks=masks)
-        os.replace(partial, folder / f"{digest}.npz")
-    except OSError as error:  # a full or read-only disk costs the next run a decode, nothing more
-        print(f"warning: could not cache split {digest} in {folder}: {error}")
+        done = list(pool.map(put, range(len(pairs))))
+    except BaseException:
+        if partial is not None:
+            cache.abandon(partial)
+        raise
+    del first
+    counts = [row[0] for row in done]
+    if partial is None:
+        return memory["images"], memory["masks"], counts
+    entry = {"frames": len(pairs), "height": height, "width": width, "frame_digests": frame_hex,
+             "pixel_counts": counts,
+             "files": {name: {"digest": hashlib.sha256(b"".join(row[column] for row in done)).hexdigest()}
+                       for column, name in ((1, "images"), (2, "masks"))}}
+    images, masks = cache.finish(partial, digest, entry)
+    return images, masks, counts
 
 
 def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
-    """Decode the first ``frames`` frames (all when 0) of a split into uint8 tensors, checked.
+    """The first ``frames`` frames (all when 0) of a split as uint8 tensors, checked.
 
-    The digest (names and bytes of every file used) is computed first; a split decoded before
-    is then read from the disk cache under that digest, so a second run skips PNG decoding.
+    The digest (names and bytes of every file used) comes first, from the digest index for files
+    unchanged since it was taken. Decoded once, a split is then read memory-mapped from the disk
+    cache (``regolith.cache``): a second run decodes no PNG and holds no copy of the pixels, and
+    ``frames=K`` reads the first K frames of a cached full split.
     """
     split_dir = Path(split_dir)
+    cache.max_bytes()  # a bad REGOLITH_CACHE_MAX_GB is refused before any file is read, not after the decode
     pairs = pair_frames(split_dir)
     if frames < 0:
         raise Refused(f"frames={frames}: expected 0 (all) or a positive count")
     if frames > len(pairs):
         raise Refused(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
     pairs = pairs[:frames or len(pairs)]
-    # PIL's PNG decoder, file reads and sha256 release the GIL, so threads work in parallel.
+    # PIL's PNG decoder, file reads, pwrite and sha256 release the GIL, so threads work in parallel.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        split_digest = hashlib.sha256(b"".join(pool.map(lambda p: _frame_digest(p[1], p[2]), pairs)))
-        digest = split_digest.hexdigest()[:16]
-        cached = _read_cache(digest, len(pairs))
-        if cached:
-            images, masks = cached
-        else:
-            decoded = list(pool.map(lambda p: _decode_frame(p[1], p[2]), pairs))
-    if not cached:
-        height, width = decoded[0][1].shape
-        images = np.empty((len(pairs), 3, height, width), dtype=np.uint8)
-        masks = np.empty((len(pairs), height, width), dtype=np.uint8)
-        for n, ((_, rgb_path, _), (rgb, mask)) in enumerate(zip(pairs, decoded)):
-            if mask.shape != (height, width):
-                raise Refused(f"{rgb_path}: frame is {mask.shape[1]}x{mask.shape[0]} but the split's first "
-                                f"frame {pairs[0][1].name} is {width}x{height}; a split must have one frame size")
-            images[n], masks[n] = rgb.transpose(2, 0, 1), mask
-        _write_cache(digest, images, masks)
-    masks_t = torch.from_numpy(masks)
-    counts = torch.bincount(masks_t.reshape(-1).long(), minlength=256)[: len(CLASSES)].tolist()
+        frame_hex = frame_digests(split_dir, pairs, pool)
+        digest = hashlib.sha256(b"".join(bytes.fromhex(h) for h in frame_hex)).hexdigest()[:16]
+        cached = cache.find(frame_hex)
+        images, masks, per_frame = cached if cached else _decode_into(pairs, digest, frame_hex, pool)
+    counts = [int(sum(column)) for column in zip(*per_frame)]
     split = Split(
         path=split_dir,
         names=[rgb_path.stem.split("_", 1)[1] for _, rgb_path, _ in pairs],
-        images=torch.from_numpy(images),
-        masks=masks_t,
+        images=cache.as_tensor(images),
+        masks=cache.as_tensor(masks),
         digest=digest,
         pixel_counts=counts,
+        maps={"images": images, "masks": masks} if isinstance(images, np.memmap) else None,
     )
     absent = [name for name, count in zip(CLASSES, counts) if count == 0]
     if absent:

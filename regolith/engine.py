@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from regolith import CLASSES, IGNORE_INDEX, Refused, metrics, model as segformer, names
+from regolith import CLASSES, IGNORE_INDEX, Refused, cache, metrics, model as segformer, names
 
 MIN_LR = 1e-7
 WEIGHT_DECAY = 1e-4  # the original's AdamW weight decay (torch's default is 0.01); train's default, the bench's
@@ -94,14 +94,67 @@ def first_forward(net, device: torch.device):
 
 
 def keep_on(split, device: torch.device, budget: float = 0.5):
-    """Move a decoded split to the GPU when it fits in ``budget`` of free memory: no copy per step then."""
+    """Move a decoded split to the GPU when it fits in ``budget`` of free memory: no copy per step then.
+
+    A larger one stays where it is, memory-mapped on the host, and ``gather`` stages each batch
+    through one pinned buffer per tensor (no pinned copy of the whole split: torch rounds pinned
+    sizes up to a power of two, and indexing it made a pageable copy per batch anyway).
+    """
     if device.type != "cuda":
         return
     size = split.images.nbytes + split.masks.nbytes
     if size < budget * torch.cuda.mem_get_info(device)[0]:
         split.images, split.masks = split.images.to(device), split.masks.to(device)
+        for name, mapped in (split.maps or {}).items():  # copied whole: the host map's pages can go
+            cache.release(mapped, range(len(mapped)))
     else:
-        split.images, split.masks = split.images.pin_memory(), split.masks.pin_memory()
+        split.staging = {}
+
+
+def gather(split, name: str, index, device: torch.device) -> torch.Tensor:
+    """``split.<name>[index]`` (an index tensor or a slice) on ``device``.
+
+    Where ``keep_on`` left the split on the host for a GPU, the rows are gathered from the map into
+    one reused buffer (pinned where CUDA is) and copied with ``non_blocking=True``: the host gathers
+    the next batch while the GPU still runs this step. Before the buffer is overwritten, the event
+    recorded after the previous copy is waited on (that copy only, not the step behind it).
+    """
+    source = getattr(split, name)
+    staging = split.staging
+    if staging is None or source.device.type == device.type == "cuda":
+        moved = source[index].to(device, non_blocking=True)
+        if isinstance(index, slice) and moved.data_ptr() == source[index].data_ptr() and split.maps is not None:
+            moved = moved.clone()  # a view into the map would fault its pages back in once released
+        _release(split, name, index, source)
+        return moved
+    rows = len(range(*index.indices(len(source)))) if isinstance(index, slice) else len(index)
+    buffer, copied = staging.get(name, (None, None))
+    if copied is not None:
+        copied.synchronize()
+    if buffer is None or len(buffer) < rows:
+        buffer = torch.empty((rows, *source.shape[1:]), dtype=source.dtype, pin_memory=torch.cuda.is_available())
+    staged = buffer[:rows]
+    if isinstance(index, slice):
+        staged.copy_(source[index])
+    else:
+        torch.index_select(source, 0, index, out=staged)
+    _release(split, name, index, source)
+    moved = staged.to(device, non_blocking=True)
+    event = None
+    if device.type == "cuda":
+        event = torch.cuda.Event()
+        event.record()
+    staging[name] = (buffer, event)
+    return moved
+
+
+def _release(split, name: str, index, source: torch.Tensor):
+    """Once a batch is copied out of the host map, its pages leave the run's RSS: memory stays flat over an epoch."""
+    maps = split.maps
+    if maps is None or source.device.type != "cpu":
+        return
+    rows = range(*index.indices(len(source))) if isinstance(index, slice) else index.tolist()
+    cache.release(maps[name], rows)
 
 
 def make_optimizer(net, lr: float, weight_decay: float, device: torch.device):
@@ -162,8 +215,8 @@ def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights:
     for positions in batches(torch.arange(len(order), device=order.device), batch, drop_last):
         positions = positions.chunk(world)[rank] if world > 1 else positions
         index = order[positions]
-        images = split.images[index].to(device, non_blocking=True)
-        masks = split.masks[index].to(device, non_blocking=True).long()
+        images = gather(split, "images", index, device)
+        masks = gather(split, "masks", index, device).long()
         if flips is not None:
             images, masks = hflip(images, masks, flips[positions].to(device, non_blocking=True))
         for group in optimizer.param_groups:
@@ -219,8 +272,8 @@ def validate(model, split, *, batch: int, class_weights: torch.Tensor, precision
     per_rank = -(-split.frames // world)  # contiguous shares, so batches are slices
     first, last = min(rank * per_rank, split.frames), min((rank + 1) * per_rank, split.frames)
     for start in range(first, last, batch):
-        images = split.images[start:min(start + batch, last)].to(device, non_blocking=True)
-        masks = split.masks[start:min(start + batch, last)].to(device, non_blocking=True).long()
+        rows = slice(start, min(start + batch, last))
+        images, masks = gather(split, "images", rows, device), gather(split, "masks", rows, device).long()
         real = len(images)  # the padding below is not the split's: it stays out of the confusion matrix
         if static and real < batch:
             pad = batch - len(images)

@@ -142,24 +142,6 @@ def test_frames_larger_than_split_is_refused(tmp_path):
         data.load_split(split, frames=5)
 
 
-def test_a_second_load_reads_the_decoded_split_from_the_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("REGOLITH_CACHE_DIR", str(tmp_path / "cache"))
-    split_dir = make_split(tmp_path / "train_dr", frames=3)
-    first = data.load_split(split_dir)
-    cached = tmp_path / "cache" / f"{first.digest}.npz"
-    assert cached.exists()
-    # Mark the cached pixels: if the second load shows the mark, it decoded no PNG.
-    images = first.images.numpy().copy()
-    images[0, 0, 0, 0] = 77
-    np.savez(cached, images=images, masks=first.masks.numpy())
-    second = data.load_split(split_dir)
-    assert second.images[0, 0, 0, 0] == 77 and second.digest == first.digest
-    # A torn cache file is only a miss: the split is decoded again, correctly.
-    cached.write_bytes(b"torn")
-    third = data.load_split(split_dir)
-    assert (third.images == first.images).all() and (third.masks == first.masks).all()
-
-
 # ---- convert: colour masks -> a split ----
 
 def test_main_still_checks_a_split_and_refuses_with_status_2(tmp_path, capsys):
