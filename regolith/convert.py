@@ -60,6 +60,10 @@ def _parse_colour(value, where: str) -> tuple:
     raise Refused(f"{where}: colour {value!r} is neither \"#rrggbb\" nor [r, g, b] with values 0-255")
 
 
+class _Pairs(list):
+    """A JSON object's (key, value) pairs in file order, duplicates kept (``object_pairs_hook``)."""
+
+
 def colour_table(spec: str) -> tuple:
     """(name shown in the report, {(r, g, b): class id or IGNORE_INDEX}) from a built-in name or a JSON file."""
     if spec in COLOUR_MAPS:
@@ -69,25 +73,29 @@ def colour_table(spec: str) -> tuple:
         if not path.is_file():
             raise Refused(f"--colors {spec}: neither a built-in colour map ({', '.join(COLOUR_MAPS)}) nor a file")
         try:
-            loaded = json.loads(path.read_text())
+            # As pairs, not a dict: json.loads would keep only the last of two equal keys, so a colour
+            # given twice ("#00ff00": "rock", then "sky") would silently take the last class.
+            loaded = json.loads(path.read_text(), object_pairs_hook=_Pairs)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise Refused(f"colour map {path}: not readable JSON ({error})") from error
-        if isinstance(loaded, dict):
-            entries = list(loaded.items())
-        elif isinstance(loaded, list) and all(isinstance(e, list) and len(e) == 2 for e in loaded):
+        if isinstance(loaded, _Pairs):
+            entries = list(loaded)
+        elif isinstance(loaded, list) and all(type(e) is list and len(e) == 2 for e in loaded):
             entries = [tuple(e) for e in loaded]
         else:
             raise Refused(f"colour map {path}: expected an object {{\"#rrggbb\": class}} or a list of "
                           f"[colour, class] pairs")
         where = f"colour map {path}"
     names = {name: index for index, name in enumerate(CLASSES)} | {IGNORE_NAME: IGNORE_INDEX}
-    table = {}
+    table, seen = {}, {}
     for colour, name in entries:
         rgb = _parse_colour(colour, where)
         if name not in names:
             raise Refused(f"{where}: class {name!r} for colour {colour!r} is not one of {', '.join(names)}")
         if rgb in table and table[rgb] != names[name]:
-            raise Refused(f"{where}: colour {colour!r} is given two classes")
+            raise Refused(f"{where}: colour {colour!r} is given two classes ({seen[rgb]!r}, then {name!r}); "
+                          f"a colour names one class")
+        seen[rgb] = name
         table[rgb] = names[name]
     if not table:
         raise Refused(f"{where}: no colours in it")
@@ -214,7 +222,7 @@ def convert(src, dst, colors: str, images: str = "images/render", masks: str = "
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise Refused(f"convert destination {dst}: exists and is not empty (nothing is overwritten; "
                       f"give a new folder)")
-    if tolerance < 0:
+    if not tolerance >= 0:  # also NaN, which no distance is within: every pixel would become 255
         raise Refused(f"--tolerance {tolerance}: expected 0 (exact colours) or a positive RGB distance")
     map_name, table = colour_table(colors)
     pairs = convert_pairs(src, images, masks)

@@ -119,6 +119,16 @@ def _bad_colour(src):
     return "map.json: colour [0, 300, 0] is neither", {"colors": str(src / "map.json")}
 
 
+def _colour_twice(src):
+    # Duplicate keys in a JSON object: json.loads alone keeps the last, so rock silently became sky.
+    (src / "map.json").write_text('{"#000000": "regolith", "#00ff00": "rock", "#ff0000": "sky", "#00ff00": "sky"}')
+    return "map.json: colour '#00ff00' is given two classes ('rock', then 'sky')", {"colors": str(src / "map.json")}
+
+
+def _tolerance_nan(src):
+    return "--tolerance nan: expected 0", {"tolerance": float("nan")}
+
+
 def _dst_not_empty(src):
     (src.parent / "split").mkdir()
     (src.parent / "split" / "keep.txt").write_text("mine")
@@ -128,7 +138,8 @@ def _dst_not_empty(src):
 BAD_CONVERSIONS = {"unpaired": _unpaired, "size_mismatch": _size_mismatch, "mixed_sizes": _mixed_sizes,
                    "unreadable": _unreadable, "same_number": _same_number, "unknown_map": _unknown_map,
                    "bad_json": _bad_json, "bad_class": _bad_class, "bad_colour": _bad_colour,
-                   "dst_not_empty": _dst_not_empty}
+                   "dst_not_empty": _dst_not_empty, "colour_twice": _colour_twice,
+                   "tolerance_nan": _tolerance_nan}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONVERSIONS))
