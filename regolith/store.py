@@ -267,12 +267,19 @@ def alias_holder(name: str, alias: str) -> dict | None:
 
 def download_checkpoint(run: dict, dst_dir: Path) -> Path:
     """Copy the run's best.pt from the artifact store (never a local leftover) into ``dst_dir``."""
-    listed = [info.path for info in MlflowClient().list_artifacts(run["run_id"])]
+    where = f"run {run['run_id']} ({run['run_name']}, {run['status']})"
+    listed = {info.path: info for info in MlflowClient().list_artifacts(run["run_id"])}
     if names.CHECKPOINT not in listed:
-        raise Refused(f"run {run['run_id']} ({run['run_name']}, {run['status']}) has no {names.CHECKPOINT} artifact "
-                      f"(it has: {', '.join(listed) or 'no artifacts'}); expected a training run that "
-                      f"finished at least one epoch")
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
+        raise Refused(f"{where} has no {names.CHECKPOINT} artifact (it has: {', '.join(listed) or 'no artifacts'}); "
+                      f"expected a training run that finished at least one epoch")
+    if run["checkpoint_uri"].startswith("runs:/") and listed[names.CHECKPOINT].file_size == 0:
+        # A local store lists a FIFO or a link to a device (/dev/zero) as 0 bytes; a real best.pt never is.
+        raise Refused(f"{where}: its {names.CHECKPOINT} is 0 bytes in the artifact store (empty, or not a regular "
+                      f"file: a FIFO or a device); expected the checkpoint of a training run")
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
+    except MlflowException as error:
+        raise Refused(f"{where}: {run['checkpoint_uri']} could not be downloaded ({error.message})") from error
 
 
 @contextmanager
