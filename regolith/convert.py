@@ -78,6 +78,8 @@ def colour_table(spec: str) -> tuple:
             loaded = json.loads(path.read_text(), object_pairs_hook=_Pairs)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise Refused(f"colour map {path}: not readable JSON ({error})") from error
+        except RecursionError as error:  # json's decoder recurses once per level of nesting
+            raise Refused(f"colour map {path}: nested too deeply to be a colour table") from error
         if isinstance(loaded, _Pairs):
             entries = list(loaded)
         elif isinstance(loaded, list) and all(type(e) is list and len(e) == 2 for e in loaded):
@@ -90,7 +92,7 @@ def colour_table(spec: str) -> tuple:
     table, seen = {}, {}
     for colour, name in entries:
         rgb = _parse_colour(colour, where)
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise Refused(f"{where}: class {name!r} for colour {colour!r} is not one of {', '.join(names)}")
         if rgb in table and table[rgb] != names[name]:
             raise Refused(f"{where}: colour {colour!r} is given two classes ({seen[rgb]!r}, then {name!r}); "
@@ -211,6 +213,19 @@ def _convert_frame(number: int, image_path: Path, mask_path: Path, table: dict, 
     return np.bincount(labels.ravel(), minlength=256), unnamed
 
 
+def check_destination(dst: Path):
+    """DST must be a new or empty folder that can be made where it is named, checked before any pixel is decoded."""
+    if dst.is_symlink():  # the finished split is renamed into place, which a link would not take
+        raise Refused(f"convert destination {dst}: a symbolic link (to {os.readlink(dst)}); give the folder's own "
+                      f"path")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise Refused(f"convert destination {dst}: exists and is not empty (nothing is overwritten; "
+                      f"give a new folder)")
+    above = next(parent for parent in dst.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise Refused(f"convert destination {dst}: under {above}, which is a file, not a folder")
+
+
 def convert(src, dst, colors: str, images: str = "images/render", masks: str = "images/clean",
             tolerance: float = DEFAULT_TOLERANCE, workers: int = 8) -> dict:
     """Write the split DST from the labelled set SRC (see the module docstring); returns the report.
@@ -219,14 +234,15 @@ def convert(src, dst, colors: str, images: str = "images/render", masks: str = "
     unnamed colours with their counts, most common first; it is also written to DST/convert.json.
     """
     src, dst = Path(src), Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise Refused(f"convert destination {dst}: exists and is not empty (nothing is overwritten; "
-                      f"give a new folder)")
+    check_destination(dst)
     if not tolerance >= 0:  # also NaN, which no distance is within: every pixel would become 255
         raise Refused(f"--tolerance {tolerance}: expected 0 (exact colours) or a positive RGB distance")
     map_name, table = colour_table(colors)
     pairs = convert_pairs(src, images, masks)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Refused(f"convert destination {dst}: cannot make its folder {dst.parent} ({error.strerror})") from error
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
     try:
         (staging / "rgb").mkdir()

@@ -129,6 +129,27 @@ def _tolerance_nan(src):
     return "--tolerance nan: expected 0", {"tolerance": float("nan")}
 
 
+def _list_as_class(src):
+    (src / "map.json").write_text(json.dumps({"#000000": ["rock"]}))
+    return "map.json: class ['rock'] for colour '#000000' is not one of", {"colors": str(src / "map.json")}
+
+
+def _deeply_nested(src):
+    (src / "map.json").write_text("[" * 100_000 + "]" * 100_000)
+    return "map.json: nested too deeply to be a colour table", {"colors": str(src / "map.json")}
+
+
+def _dst_under_a_file(src):
+    (src / "a_file").write_text("x")
+    return "split: under", {"dst": src / "a_file" / "deeper" / "split"}
+
+
+def _dst_a_link(src):
+    (src.parent / "empty").mkdir()
+    (src.parent / "split").symlink_to(src.parent / "empty")
+    return "split: a symbolic link (to ", {}
+
+
 def _dst_not_empty(src):
     (src.parent / "split").mkdir()
     (src.parent / "split" / "keep.txt").write_text("mine")
@@ -139,7 +160,8 @@ BAD_CONVERSIONS = {"unpaired": _unpaired, "size_mismatch": _size_mismatch, "mixe
                    "unreadable": _unreadable, "same_number": _same_number, "unknown_map": _unknown_map,
                    "bad_json": _bad_json, "bad_class": _bad_class, "bad_colour": _bad_colour,
                    "dst_not_empty": _dst_not_empty, "colour_twice": _colour_twice,
-                   "tolerance_nan": _tolerance_nan}
+                   "tolerance_nan": _tolerance_nan, "list_as_class": _list_as_class,
+                   "deeply_nested": _deeply_nested, "dst_under_a_file": _dst_under_a_file, "dst_a_link": _dst_a_link}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONVERSIONS))
@@ -148,7 +170,7 @@ def test_bad_conversion_is_refused_naming_the_fault_and_writes_nothing(tmp_path,
     expected, options = BAD_CONVERSIONS[case](src)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(Refused, match=re.escape(expected)):
-        convert.convert(src, tmp_path / "split", **{"colors": "alrl", **options})
+        convert.convert(src, **{"dst": tmp_path / "split", "colors": "alrl", **options})
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no split, no leftover partial folder
     if case == "dst_not_empty":
         assert (tmp_path / "split" / "keep.txt").read_text() == "mine"
