@@ -311,8 +311,17 @@ def metric_safe(name: str) -> str:
 # ---- the verb ----------------------------------------------------------------------------------
 
 def experiment_names(given: list) -> list:
-    """The experiments asked for: each ``--experiment`` value split like a shell would (the MLproject's list)."""
-    return [name for value in given for name in shlex.split(value)]
+    """The experiments asked for: each ``--experiment`` value split like a shell would (the MLproject's list).
+
+    A value with an unbalanced quote (``bob's``) cannot be a list: it is one name, as given.
+    """
+    names_ = []
+    for value in given:
+        try:
+            names_ += shlex.split(value)
+        except ValueError:
+            names_.append(value.strip())
+    return names_
 
 
 def read_ablation(experiment: str) -> tuple:

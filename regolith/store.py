@@ -204,9 +204,17 @@ def _experiment(client: MlflowClient, name: str):
 
 
 def _runs_named(client: MlflowClient, name: str, experiment_ids: list) -> list:
-    quote = "'" if "'" not in name else '"'
-    runs = client.search_runs(experiment_ids, f"attributes.run_name = {quote}{name}{quote}",
-                              order_by=["attributes.start_time DESC"], max_results=100)
+    if "'" in name and '"' in name:
+        # MLflow's filter strings have no escape for a quote inside a quoted value: match with each quote
+        # as a LIKE wildcard, then keep the exact name.
+        pattern = re.sub(r"['\"]", "%", name)
+        runs = [run for run in client.search_runs(experiment_ids, f"attributes.run_name LIKE '{pattern}'",
+                                                  order_by=["attributes.start_time DESC"], max_results=1000)
+                if run.info.run_name == name][:100]
+    else:
+        quote = "'" if "'" not in name else '"'
+        runs = client.search_runs(experiment_ids, f"attributes.run_name = {quote}{name}{quote}",
+                                  order_by=["attributes.start_time DESC"], max_results=100)
     # Under `mlflow run -e evaluate` the verb's own run is in the store too; it is never the one meant.
     return [run for run in runs if run.info.run_id != os.environ.get("MLFLOW_RUN_ID")]
 

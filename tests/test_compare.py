@@ -467,6 +467,14 @@ def test_generations_side_by_side_reproduce_the_studys_gains_and_the_baselines_r
     assert runs[0].data.metrics["v1/dr_delta/absolute"] == pytest.approx(0.099)
 
 
+def test_an_experiment_name_with_an_unbalanced_quote_is_one_name(store, capsys):
+    assert compare.experiment_names(["bob's", "v1 'v 2'"]) == ["bob's", "v1", "v 2"]
+    with pytest.raises(SystemExit) as exit_status:
+        compare.main(["--experiment", "bob's"])
+    assert exit_status.value.code == 2
+    assert "experiment \"bob's\": no such experiment" in capsys.readouterr().err
+
+
 def test_the_mlproject_list_names_each_experiment():
     assert compare.experiment_names(["v1 v2"]) == ["v1", "v2"]
     assert compare.experiment_names(["v1", "'v 2'"]) == ["v1", "v 2"] and compare.experiment_names([]) == []

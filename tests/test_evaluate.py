@@ -249,3 +249,17 @@ def test_a_checkpoint_that_loads_safely_but_is_not_ours_is_refused(in_store, tmp
     err = capsys.readouterr().err
     assert "not a regolith checkpoint: lacks 'classes', 'config', 'model', 'preprocessing' (keys found: 'hello')" \
         in err and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("store")
+def test_a_run_name_with_both_quotes_is_found_and_a_missing_one_refused_in_one_line(capsys):
+    """MLflow's filter strings cannot quote a value holding ' and \": the name is still looked up exactly."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("Default").experiment_id
+    wanted = client.create_run(experiment, run_name="a'b\"c").info.run_id
+    for decoy in ("a\"b'c", "aXbXc", "a'b\"cd"):  # what the LIKE pattern also matches
+        client.create_run(experiment, run_name=decoy)
+    assert store.find_run("a'b\"c")["run_id"] == wanted
+    assert run_evaluate("--run", "a''b\"\"c") == 2
+    err = capsys.readouterr().err
+    assert "no run with that id or name" in err and "Traceback" not in err
