@@ -45,6 +45,7 @@ panorama's bars never count as regolith or rock (the original tool's shares incl
 
 import hashlib
 import io
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -170,11 +171,28 @@ def photo_paths(folder) -> tuple:
         if not path.is_file():
             continue
         suffix = path.suffix.lower()
+        if suffix in PHOTO_SUFFIXES + UNREAD_SUFFIXES and not _utf8(path.name):
+            # MLflow records names as UTF-8 text (dataset, csv, panels): one that is not cannot be recorded.
+            raise Refused(f"photo folder {shown_path(folder)}: the file name '{shown_path(path.name)}' is not valid "
+                          f"UTF-8 (as written by another system's encoding); rename it")
         if suffix in PHOTO_SUFFIXES:
             candidates.append(path)
         elif suffix in UNREAD_SUFFIXES:
             unread.append(path)
     return candidates, unread
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # Python holds an undecodable byte as a lone surrogate
+        return False
+
+
+def shown_path(path) -> str:
+    """A path as printable text: bytes that are not UTF-8 shown as \\xNN (caf\\xe9.jpg)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def read_photos(folder) -> tuple:

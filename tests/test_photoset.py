@@ -3,8 +3,11 @@
 Every photo here is made by the test itself with PIL (or, for 16-bit RGB, a few lines of PNG).
 """
 
+import os
+import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +300,13 @@ def test_fitted_photos_go_through_the_model_as_one_batch():
     assert predictions.shape == valid.shape == (2, 64, 64)
     for prediction, photo_valid in zip(predictions, valid):
         assert sum(photoset.class_shares(prediction, photo_valid).values()) == pytest.approx(1.0)
+
+
+def test_a_photo_name_that_is_not_utf8_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "apollo"
+    folder.mkdir()
+    save(folder / "ok.jpg", np.zeros((8, 8, 3), np.uint8))
+    save(Path(os.fsdecode(bytes(folder) + b"/caf\xe9.jpg")), np.zeros((8, 8, 3), np.uint8))  # Latin-1 café
+    for read in (photoset.read_photos, lambda f: photoset.prepare(f, 32), photoset.photo_set_digest):
+        with pytest.raises(Refused, match=re.escape("the file name 'caf\\xe9.jpg' is not valid UTF-8")):
+            read(folder)
