@@ -48,6 +48,7 @@ COLOUR_MAPS = {"alrl": {"#000000": "regolith", "#00ff00": "rock", "#0000ff": "ro
 CONVERT_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_TOLERANCE = 40.0  # JPEG noise stays well inside it; a half-and-half edge pixel falls outside
 IGNORE_NAME = "ignore"
+MATCH_BLOCK = 1 << 18  # distinct colours x table entries matched at once: 12 MB of float32 differences
 
 
 def _parse_colour(value, where: str) -> tuple:
@@ -194,13 +195,22 @@ def colours_to_labels(colours: np.ndarray, table: dict, tolerance: float) -> tup
     """H x W x 3 mask colours -> (H x W uint8 labels, Counter of the packed 0xRRGGBB colours no entry claimed)."""
     palette = np.array(list(table), np.float32)
     labels_of = np.array(list(table.values()), np.uint8)
-    distance = np.linalg.norm(colours[..., None, :].astype(np.float32) - palette, axis=-1)
-    nearest = distance.argmin(-1)
-    named = np.take_along_axis(distance, nearest[..., None], -1)[..., 0] <= tolerance
-    labels = np.where(named, labels_of[nearest], IGNORE_INDEX).astype(np.uint8)
-    packed = colours[~named].astype(np.uint32)
-    values, counts = np.unique((packed[:, 0] << 16) | (packed[:, 1] << 8) | packed[:, 2], return_counts=True)
-    return labels, Counter(dict(zip(values.tolist(), counts.tolist())))
+    # Each distinct colour is matched once, in blocks: memory stays bounded whatever the table's size
+    # (every pixel against 256 colours at once took 3 GiB per 1024x1024 frame).
+    packed = ((colours[..., 0].astype(np.uint32) << 16) | (colours[..., 1].astype(np.uint32) << 8)
+              | colours[..., 2]).ravel()
+    values, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+    rgb = np.stack([(values >> 16) & 255, (values >> 8) & 255, values & 255], -1).astype(np.float32)
+    value_labels, named = np.empty(len(values), np.uint8), np.empty(len(values), bool)
+    block = max(1, MATCH_BLOCK // len(palette))
+    for start in range(0, len(values), block):
+        distance = np.linalg.norm(rgb[start:start + block, None, :] - palette, axis=-1)
+        nearest = distance.argmin(-1)
+        named[start:start + block] = distance[np.arange(len(nearest)), nearest] <= tolerance
+        value_labels[start:start + block] = np.where(named[start:start + block], labels_of[nearest], IGNORE_INDEX)
+    unnamed = ~named  # colours no entry claimed (an "ignore" entry's colour is named)
+    labels = value_labels[inverse].reshape(colours.shape[:2])
+    return labels, Counter(dict(zip(values[unnamed].tolist(), counts[unnamed].tolist())))
 
 
 def _convert_frame(number: int, image_path: Path, mask_path: Path, table: dict, tolerance: float,

@@ -181,3 +181,25 @@ def test_main_refuses_a_missing_source_with_status_2(tmp_path, capsys):
         convert.main([str(tmp_path / "nowhere"), str(tmp_path / "split"), "--colors", "alrl"])
     assert exit_status.value.code == 2
     assert "nowhere: no such directory" in capsys.readouterr().err
+
+
+def test_a_256_colour_table_converts_a_frame_in_bounded_memory():
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    palette = [tuple(int(v) for v in rgb) for rgb in rng.integers(0, 256, (256, 3))]
+    table = {rgb: i % 3 for i, rgb in enumerate(dict.fromkeys(palette))}
+    colours = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)  # 16384 pixels, nearly all distinct
+    colours[:8, :8] = palette[0]
+    tracemalloc.start()
+    try:
+        labels, unnamed = convert.colours_to_labels(colours, table, 20.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (labels[:8, :8] == table[palette[0]]).all()
+    flat = colours.reshape(-1, 3).astype(np.float32)
+    distance = np.linalg.norm(flat[:, None] - np.array(list(table), np.float32), axis=-1)  # the plain reference
+    expected = np.where(distance.min(1) <= 20, np.array(list(table.values()))[distance.argmin(1)], 255)
+    assert (labels.ravel() == expected).all() and sum(unnamed.values()) == (distance.min(1) > 20).sum()
+    # Every pixel against every colour at once held 16384 x 256 x 3 float32 differences (50 MB).
+    assert peak < 20e6, f"peak {peak / 1e6:.0f} MB"
