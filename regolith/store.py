@@ -153,6 +153,18 @@ def default_experiment(name: str = "") -> str:
     return "Default"
 
 
+def check_experiment_open(name: str = ""):
+    """A run can be started in experiment ``name`` (else MLFLOW_EXPERIMENT_NAME): refused where it is deleted.
+
+    MLflow refuses to set a deleted experiment active only once the run is being opened, with a traceback.
+    """
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME", "")
+    found = MlflowClient().get_experiment_by_name(name) if name else None
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise Refused(f"experiment {name!r} is deleted in the tracking store {mlflow.get_tracking_uri()}; restore it "
+                      f"(mlflow experiments restore --experiment-id {found.experiment_id}) or name another")
+
+
 # ---- finding one run -----------------------------------------------------------------------------
 
 def find_run(ref: str, experiment: str = "") -> dict:

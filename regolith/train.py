@@ -522,6 +522,7 @@ def main(argv=None):
         with refusals():  # the run is already marked FAILED with the error as a tag; say what is wrong, no traceback
             if rank == 0:
                 store.check_reachable()
+                store.check_experiment_open(args.experiment)
                 with track.run(args.run_name, args.experiment, resume=args.resume,
                                params=as_given(parser, argv)) as (run_id, resume):
                     engine.share((run_id, resume), world)

@@ -421,6 +421,15 @@ def test_an_out_folder_that_is_an_input_folder_is_refused_before_anything_is_wri
     assert not (out / "summary.json").exists() and only_run(MlflowClient()).info.status == "FAILED"
 
 
+def test_training_into_a_deleted_experiment_is_refused_in_one_line(store, tmp_path, capsys):
+    client = MlflowClient()
+    client.delete_experiment(client.create_experiment("gone"))
+    argv = ["--split", str(tmp_path / "nowhere"), "--pretrained", "none", "--experiment", "gone"]
+    assert run_direct(argv) == 2
+    assert "experiment 'gone' is deleted in the tracking store" in capsys.readouterr().err
+    assert client.search_runs([client.get_experiment_by_name("gone").experiment_id], run_view_type=3) == []
+
+
 @pytest.mark.parametrize("how", ["same folder", "a copy"])
 def test_validation_on_the_training_split_warns_and_tags_the_run(store, datasets, tmp_path, how, capsys):
     import shutil
