@@ -268,7 +268,12 @@ def _run_from_model_uri(client: MlflowClient, ref: str):
                       f"{mlflow.get_registry_uri()} ({error.message})") from error
     if not version.run_id:
         raise Refused(f"{ref}: version {version.version} of {version.name} records no source run")
-    return client.get_run(version.run_id), version
+    try:
+        return client.get_run(version.run_id), version
+    except MlflowException as error:  # the run was deleted for good (mlflow gc); the version outlives it
+        raise Refused(f"{ref}: version {version.version} of {version.name} comes from run {version.run_id}, which "
+                      f"is no longer in the tracking store (removed by mlflow gc?); point the alias at another "
+                      f"version") from error
 
 
 def alias_holder(name: str, alias: str) -> dict | None:
