@@ -43,6 +43,16 @@ def training_run(row: dict) -> dict | None:
         headline = recorded[names.key(names.BEST, names.HEADLINE)]
     except (KeyError, ValueError):
         return None
+    where = f"run {row['run_id']} ({row['run_name']})"
+    if frames < 1:
+        raise Refused(f"{where}: tag {names.FRAMES}={tags[names.FRAMES]!r}; expected the positive number of frames "
+                      f"it trained on (a training run never records another)")
+    for score in RECORDED:
+        value = recorded.get(names.key(names.BEST, score))
+        # NaN would pass through every mean and delta; inf or a value outside [0, 1] is no IoU or share.
+        if value is not None and not 0 <= value <= 1:
+            raise Refused(f"{where}: {names.key(names.BEST, score)} = {value}; expected an IoU or share in "
+                          f"[0, 1] (a training run never records another; delete or fix the run)")
     best_epoch = recorded.get(names.BEST_EPOCH)
     settings = {**row.get("params", {}), **tags}
     return {"run_id": row["run_id"], "run_name": row["run_name"], "start_time": row["start_time"],

@@ -198,7 +198,7 @@ def reference_lines(comparison: dict, overall: dict | None) -> list:
 
 def results_folder(out: str, experiment: str) -> Path:
     """A new subfolder of the results directory, named by the UTC time; never one that exists."""
-    root = Path(out) if out else Path("experiments/results") / re.sub(r"[^A-Za-z0-9._+-]+", "_", experiment)
+    root = Path(out) if out else Path("experiments/results") / folder_name(experiment)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, 100):
@@ -209,6 +209,12 @@ def results_folder(out: str, experiment: str) -> Path:
         except FileExistsError:
             continue
     raise Refused(f"{root}: could not make a new results folder for {stamp}")
+
+
+def folder_name(experiment: str) -> str:
+    """An experiment name as one folder name: no separators, and no leading dot, so '..' cannot climb out."""
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", experiment)
+    return re.sub(r"^\.", "_", name) or "_"
 
 
 def record(results: dict, curves: dict, args, run_id: str) -> Path:
@@ -305,8 +311,17 @@ def metric_safe(name: str) -> str:
 # ---- the verb ----------------------------------------------------------------------------------
 
 def experiment_names(given: list) -> list:
-    """The experiments asked for: each ``--experiment`` value split like a shell would (the MLproject's list)."""
-    return [name for value in given for name in shlex.split(value)]
+    """The experiments asked for: each ``--experiment`` value split like a shell would (the MLproject's list).
+
+    A value with an unbalanced quote (``bob's``) cannot be a list: it is one name, as given.
+    """
+    names_ = []
+    for value in given:
+        try:
+            names_ += shlex.split(value)
+        except ValueError:
+            names_.append(value.strip())
+    return names_
 
 
 def read_ablation(experiment: str) -> tuple:

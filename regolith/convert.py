@@ -48,6 +48,7 @@ COLOUR_MAPS = {"alrl": {"#000000": "regolith", "#00ff00": "rock", "#0000ff": "ro
 CONVERT_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_TOLERANCE = 40.0  # JPEG noise stays well inside it; a half-and-half edge pixel falls outside
 IGNORE_NAME = "ignore"
+MATCH_BLOCK = 1 << 18  # distinct colours x table entries matched at once: 12 MB of float32 differences
 
 
 def _parse_colour(value, where: str) -> tuple:
@@ -60,6 +61,10 @@ def _parse_colour(value, where: str) -> tuple:
     raise Refused(f"{where}: colour {value!r} is neither \"#rrggbb\" nor [r, g, b] with values 0-255")
 
 
+class _Pairs(list):
+    """A JSON object's (key, value) pairs in file order, duplicates kept (``object_pairs_hook``)."""
+
+
 def colour_table(spec: str) -> tuple:
     """(name shown in the report, {(r, g, b): class id or IGNORE_INDEX}) from a built-in name or a JSON file."""
     if spec in COLOUR_MAPS:
@@ -69,25 +74,31 @@ def colour_table(spec: str) -> tuple:
         if not path.is_file():
             raise Refused(f"--colors {spec}: neither a built-in colour map ({', '.join(COLOUR_MAPS)}) nor a file")
         try:
-            loaded = json.loads(path.read_text())
+            # As pairs, not a dict: json.loads would keep only the last of two equal keys, so a colour
+            # given twice ("#00ff00": "rock", then "sky") would silently take the last class.
+            loaded = json.loads(path.read_text(), object_pairs_hook=_Pairs)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise Refused(f"colour map {path}: not readable JSON ({error})") from error
-        if isinstance(loaded, dict):
-            entries = list(loaded.items())
-        elif isinstance(loaded, list) and all(isinstance(e, list) and len(e) == 2 for e in loaded):
+        except RecursionError as error:  # json's decoder recurses once per level of nesting
+            raise Refused(f"colour map {path}: nested too deeply to be a colour table") from error
+        if isinstance(loaded, _Pairs):
+            entries = list(loaded)
+        elif isinstance(loaded, list) and all(type(e) is list and len(e) == 2 for e in loaded):
             entries = [tuple(e) for e in loaded]
         else:
             raise Refused(f"colour map {path}: expected an object {{\"#rrggbb\": class}} or a list of "
                           f"[colour, class] pairs")
         where = f"colour map {path}"
     names = {name: index for index, name in enumerate(CLASSES)} | {IGNORE_NAME: IGNORE_INDEX}
-    table = {}
+    table, seen = {}, {}
     for colour, name in entries:
         rgb = _parse_colour(colour, where)
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise Refused(f"{where}: class {name!r} for colour {colour!r} is not one of {', '.join(names)}")
         if rgb in table and table[rgb] != names[name]:
-            raise Refused(f"{where}: colour {colour!r} is given two classes")
+            raise Refused(f"{where}: colour {colour!r} is given two classes ({seen[rgb]!r}, then {name!r}); "
+                          f"a colour names one class")
+        seen[rgb] = name
         table[rgb] = names[name]
     if not table:
         raise Refused(f"{where}: no colours in it")
@@ -184,13 +195,22 @@ def colours_to_labels(colours: np.ndarray, table: dict, tolerance: float) -> tup
     """H x W x 3 mask colours -> (H x W uint8 labels, Counter of the packed 0xRRGGBB colours no entry claimed)."""
     palette = np.array(list(table), np.float32)
     labels_of = np.array(list(table.values()), np.uint8)
-    distance = np.linalg.norm(colours[..., None, :].astype(np.float32) - palette, axis=-1)
-    nearest = distance.argmin(-1)
-    named = np.take_along_axis(distance, nearest[..., None], -1)[..., 0] <= tolerance
-    labels = np.where(named, labels_of[nearest], IGNORE_INDEX).astype(np.uint8)
-    packed = colours[~named].astype(np.uint32)
-    values, counts = np.unique((packed[:, 0] << 16) | (packed[:, 1] << 8) | packed[:, 2], return_counts=True)
-    return labels, Counter(dict(zip(values.tolist(), counts.tolist())))
+    # Each distinct colour is matched once, in blocks: memory stays bounded whatever the table's size
+    # (every pixel against 256 colours at once took 3 GiB per 1024x1024 frame).
+    packed = ((colours[..., 0].astype(np.uint32) << 16) | (colours[..., 1].astype(np.uint32) << 8)
+              | colours[..., 2]).ravel()
+    values, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+    rgb = np.stack([(values >> 16) & 255, (values >> 8) & 255, values & 255], -1).astype(np.float32)
+    value_labels, named = np.empty(len(values), np.uint8), np.empty(len(values), bool)
+    block = max(1, MATCH_BLOCK // len(palette))
+    for start in range(0, len(values), block):
+        distance = np.linalg.norm(rgb[start:start + block, None, :] - palette, axis=-1)
+        nearest = distance.argmin(-1)
+        named[start:start + block] = distance[np.arange(len(nearest)), nearest] <= tolerance
+        value_labels[start:start + block] = np.where(named[start:start + block], labels_of[nearest], IGNORE_INDEX)
+    unnamed = ~named  # colours no entry claimed (an "ignore" entry's colour is named)
+    labels = value_labels[inverse].reshape(colours.shape[:2])
+    return labels, Counter(dict(zip(values[unnamed].tolist(), counts[unnamed].tolist())))
 
 
 def _convert_frame(number: int, image_path: Path, mask_path: Path, table: dict, tolerance: float,
@@ -203,6 +223,19 @@ def _convert_frame(number: int, image_path: Path, mask_path: Path, table: dict, 
     return np.bincount(labels.ravel(), minlength=256), unnamed
 
 
+def check_destination(dst: Path):
+    """DST must be a new or empty folder that can be made where it is named, checked before any pixel is decoded."""
+    if dst.is_symlink():  # the finished split is renamed into place, which a link would not take
+        raise Refused(f"convert destination {dst}: a symbolic link (to {os.readlink(dst)}); give the folder's own "
+                      f"path")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise Refused(f"convert destination {dst}: exists and is not empty (nothing is overwritten; "
+                      f"give a new folder)")
+    above = next(parent for parent in dst.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise Refused(f"convert destination {dst}: under {above}, which is a file, not a folder")
+
+
 def convert(src, dst, colors: str, images: str = "images/render", masks: str = "images/clean",
             tolerance: float = DEFAULT_TOLERANCE, workers: int = 8) -> dict:
     """Write the split DST from the labelled set SRC (see the module docstring); returns the report.
@@ -211,14 +244,15 @@ def convert(src, dst, colors: str, images: str = "images/render", masks: str = "
     unnamed colours with their counts, most common first; it is also written to DST/convert.json.
     """
     src, dst = Path(src), Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise Refused(f"convert destination {dst}: exists and is not empty (nothing is overwritten; "
-                      f"give a new folder)")
-    if tolerance < 0:
+    check_destination(dst)
+    if not tolerance >= 0:  # also NaN, which no distance is within: every pixel would become 255
         raise Refused(f"--tolerance {tolerance}: expected 0 (exact colours) or a positive RGB distance")
     map_name, table = colour_table(colors)
     pairs = convert_pairs(src, images, masks)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise Refused(f"convert destination {dst}: cannot make its folder {dst.parent} ({error.strerror})") from error
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
     try:
         (staging / "rgb").mkdir()

@@ -9,7 +9,10 @@ does not supply every encoder weight.
 """
 
 import json
+import math
 import os
+import pickle
+import stat
 from pathlib import Path
 
 import torch
@@ -29,6 +32,8 @@ LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 ENCODER_PREFIX = "segformer."
 # What evaluate and pull read from every best.pt (``checkpoint`` writes these and more).
 CHECKPOINT_KEYS = {"model", "config", "classes", "preprocessing"}
+HEAD_WEIGHT = "decode_head.classifier.weight"  # its first dimension is the number of classes the head predicts
+PRECISIONS = ("bf16", "fp32")
 
 
 def random_init(config: SegformerConfig | None = None) -> SegformerForSemanticSegmentation:
@@ -67,10 +72,12 @@ def load_pretrained(pretrained: str) -> tuple:
         model, info = SegformerForSemanticSegmentation.from_pretrained(
             pretrained, num_labels=len(CLASSES), id2label=ID2LABEL, label2id=LABEL2ID,
             ignore_mismatched_sizes=True, output_loading_info=True)
-    except OSError as error:
+    except Exception as error:  # OSError for a missing file; a pickle the safe unpickler refuses, a bad config, ...
         raise Refused(
-            f"pretrained={pretrained!r}: could not load it ({error}). Give a hub id that is reachable or "
-            f"cached, a local directory with config.json and model weights, or 'none' for random init"
+            f"pretrained={pretrained!r}: could not load it ({type(error).__name__}: {_first_line(error)}). Give a hub "
+            f"id that is reachable or cached, a local directory with config.json and model weights, or 'none' for "
+            f"random init" + (" (the weights file was refused by the safe unpickler; nothing in it was executed)"
+                              if isinstance(error, pickle.UnpicklingError) else "")
         ) from error
     finally:
         transformers.logging.set_verbosity(verbosity)
@@ -86,6 +93,11 @@ def load_pretrained(pretrained: str) -> tuple:
     return model, len(encoder_keys)
 
 
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return (lines[0][:300] if lines else "") or "no message"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``bf16`` or ``fp32``; ``auto`` is bf16 on CUDA (the GB10 and H100 run bf16 matmuls at full rate), fp32 on CPU.
 
@@ -93,7 +105,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
-    if precision not in ("bf16", "fp32"):
+    if precision not in PRECISIONS:
         raise Refused(f"precision={precision!r}: expected auto, bf16 or fp32")
     return precision
 
@@ -172,6 +184,15 @@ def load_checkpoint(path, label: str = "") -> dict:
     """
     where = f"{label}: {path}" if label else str(path)
     try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise Refused(f"{where}: unreadable ({error.strerror or error})") from error
+    # A FIFO would block torch.load forever and a device (/dev/zero) feed it without end.
+    if not stat.S_ISREG(mode):
+        raise Refused(f"{where}: not a regular file (a {_file_kind(mode)}"
+                      f"{', through a symbolic link to ' + os.path.realpath(path) if os.path.islink(path) else ''}); "
+                      f"expected the best.pt of a training run")
+    try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise Refused(f"{where}: not a regolith checkpoint that loads with weights_only=True "
@@ -188,8 +209,67 @@ def load_checkpoint(path, label: str = "") -> dict:
     if not isinstance(payload["model"], dict) or not isinstance(payload["config"], dict):
         raise Refused(f"{where}: not a regolith checkpoint: 'model' and 'config' must be dicts")
     if payload["classes"] != list(CLASSES):
-        raise Refused(f"{where}: a checkpoint for the classes {payload['classes']}, expected {list(CLASSES)}")
+        raise Refused(f"{where}: a checkpoint for the classes {payload['classes']!r}, expected {list(CLASSES)}")
+    problem = _malformed(payload)
+    if problem:
+        raise Refused(f"{where}: not a regolith checkpoint: {problem}; expected the best.pt of a training run")
     return payload
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "named pipe (FIFO)"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+             (stat.S_ISDIR, "directory"), (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _preprocessing_problem(pre) -> str | None:
+    if not isinstance(pre, dict) or set(pre) != set(PREPROCESSING):
+        return "not a dict with rescale, mean and std"
+    for key, expected in PREPROCESSING.items():
+        got, want = (pre[key], expected) if isinstance(expected, list) else ([pre[key]], [expected])
+        if (not isinstance(got, (list, tuple)) or len(got) != len(want)
+                or not all(_number(g) and math.isclose(g, w, rel_tol=1e-6) for g, w in zip(got, want))):
+            return f"{key} is {pre[key]!r}, expected {expected}"
+    return None
+
+
+def _malformed(payload: dict) -> str | None:
+    """What in a loaded checkpoint's fields does not fit regolith's format, else None.
+
+    Checked before anything is recorded or written: a head for other classes would otherwise be
+    pulled with exit 0, and a bad field would crash photos after it had recorded half a measurement.
+    """
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["model"].items()):
+        return "'model' must map weight names to tensors"
+    head = payload["model"].get(HEAD_WEIGHT)
+    labels = payload["config"].get("num_labels", len(payload["config"].get("id2label") or {}))
+    if head is None or head.ndim < 1 or head.shape[0] != len(CLASSES) or labels != len(CLASSES):
+        shape = "missing" if head is None else f"of shape {tuple(head.shape)}"
+        return (f"its head is for {labels!r} classes (config num_labels) with {HEAD_WEIGHT} {shape}, but "
+                f"'classes' names {len(CLASSES)}")
+    problem = _preprocessing_problem(payload["preprocessing"])
+    if problem:
+        # Every verb normalizes by PREPROCESSING: a checkpoint that records others would be fed wrong inputs.
+        return f"'preprocessing': {problem}"
+    args = payload.get("args", {})
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        return f"'args' is a {type(args).__name__}, expected a dict of the training parameters"
+    batch = args.get("batch", 1)
+    if not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+        return f"'args' batch is {batch!r}, expected a positive whole number"
+    if payload.get("precision") not in (None, *PRECISIONS):
+        return f"'precision' is {payload['precision']!r}, expected one of {', '.join(PRECISIONS)}"
+    epoch = payload.get("epoch")
+    if epoch is not None and not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+        return f"'epoch' is {epoch!r}, expected a whole number"
+    recorded = payload.get("metrics", {})
+    if not isinstance(recorded, dict) or not all(value is None or _number(value) for value in recorded.values()):
+        return "'metrics' must map score names to numbers"
+    return None
 
 
 def model_from_checkpoint(payload: dict) -> SegformerForSemanticSegmentation:

@@ -45,6 +45,7 @@ panorama's bars never count as regolith or rock (the original tool's shares incl
 
 import hashlib
 import io
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -170,6 +171,10 @@ def photo_paths(folder) -> tuple:
         if not path.is_file():
             continue
         suffix = path.suffix.lower()
+        if suffix in PHOTO_SUFFIXES + UNREAD_SUFFIXES and not _utf8(path.name):
+            # MLflow records names as UTF-8 text (dataset, csv, panels): one that is not cannot be recorded.
+            raise Refused(f"photo folder {shown_path(folder)}: the file name '{shown_path(path.name)}' is not valid "
+                          f"UTF-8 (as written by another system's encoding); rename it")
         if suffix in PHOTO_SUFFIXES:
             candidates.append(path)
         elif suffix in UNREAD_SUFFIXES:
@@ -177,13 +182,28 @@ def photo_paths(folder) -> tuple:
     return candidates, unread
 
 
-def read_photos(folder) -> tuple:
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # Python holds an undecodable byte as a lone surrogate
+        return False
+
+
+def shown_path(path) -> str:
+    """A path as printable text: bytes that are not UTF-8 shown as \\xNN (caf\\xe9.jpg)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def read_photos(folder, each=None) -> tuple:
     """Every photo in ``folder``: (photos, skipped, warnings).
 
     photos: [(file name, H x W x 3 uint8)] sorted by file name; skipped: [(file name, reason)]
     for files that looked like photos but could not be read; warnings: strings naming the file
     (a truncated photo read as far as it goes, a suffix that lies about the content). Refuses a
-    folder with no readable photo, saying what was found there.
+    folder with no readable photo, saying what was found there. ``each``: applied to every photo
+    as it is read, and kept in its place (``prepare`` fits it, so only one full-size decode is
+    held at a time: a 12000x12000 JPEG is about 420 MB decoded).
     """
     folder = Path(folder)
     candidates, unread = photo_paths(folder)
@@ -196,7 +216,8 @@ def read_photos(folder) -> tuple:
         except Refused as reason:
             skipped.append((path.name, str(reason).removeprefix(f"{path}: ")))
             continue
-        photos.append((path.name, rgb))
+        photos.append((path.name, rgb if each is None else each(rgb)))
+        del rgb
         warnings.extend(photo_warnings)
     skipped.sort()
     if not photos:
@@ -324,8 +345,9 @@ def prepare(folder, size: int, mode: str = "letterbox") -> dict:
     count of padding pixels, which the shares leave out.
     """
     folder = Path(folder).resolve()
-    found, skipped, warnings = read_photos(folder)
-    images, valid = stack([fit(rgb, size, mode) for _, rgb in found])
+    fit(np.zeros((1, 1, 3), np.uint8), size, mode)  # an unknown mode or size refused before any photo is read
+    found, skipped, warnings = read_photos(folder, lambda rgb: fit(rgb, size, mode))
+    images, valid = stack([fitted for _, fitted in found])
     return {"folder": folder, "names": [name for name, _ in found], "images": images, "valid": valid,
             "digest": photo_set_digest([folder / name for name, _ in found]), "size": size, "fit": mode,
             "padding": (~valid).flatten(1).sum(1).tolist(), "skipped": skipped, "warnings": warnings}

@@ -153,6 +153,18 @@ def default_experiment(name: str = "") -> str:
     return "Default"
 
 
+def check_experiment_open(name: str = ""):
+    """A run can be started in experiment ``name`` (else MLFLOW_EXPERIMENT_NAME): refused where it is deleted.
+
+    MLflow refuses to set a deleted experiment active only once the run is being opened, with a traceback.
+    """
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME", "")
+    found = MlflowClient().get_experiment_by_name(name) if name else None
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise Refused(f"experiment {name!r} is deleted in the tracking store {mlflow.get_tracking_uri()}; restore it "
+                      f"(mlflow experiments restore --experiment-id {found.experiment_id}) or name another")
+
+
 # ---- finding one run -----------------------------------------------------------------------------
 
 def find_run(ref: str, experiment: str = "") -> dict:
@@ -204,9 +216,17 @@ def _experiment(client: MlflowClient, name: str):
 
 
 def _runs_named(client: MlflowClient, name: str, experiment_ids: list) -> list:
-    quote = "'" if "'" not in name else '"'
-    runs = client.search_runs(experiment_ids, f"attributes.run_name = {quote}{name}{quote}",
-                              order_by=["attributes.start_time DESC"], max_results=100)
+    if "'" in name and '"' in name:
+        # MLflow's filter strings have no escape for a quote inside a quoted value: match with each quote
+        # as a LIKE wildcard, then keep the exact name.
+        pattern = re.sub(r"['\"]", "%", name)
+        runs = [run for run in client.search_runs(experiment_ids, f"attributes.run_name LIKE '{pattern}'",
+                                                  order_by=["attributes.start_time DESC"], max_results=1000)
+                if run.info.run_name == name][:100]
+    else:
+        quote = "'" if "'" not in name else '"'
+        runs = client.search_runs(experiment_ids, f"attributes.run_name = {quote}{name}{quote}",
+                                  order_by=["attributes.start_time DESC"], max_results=100)
     # Under `mlflow run -e evaluate` the verb's own run is in the store too; it is never the one meant.
     return [run for run in runs if run.info.run_id != os.environ.get("MLFLOW_RUN_ID")]
 
@@ -248,7 +268,12 @@ def _run_from_model_uri(client: MlflowClient, ref: str):
                       f"{mlflow.get_registry_uri()} ({error.message})") from error
     if not version.run_id:
         raise Refused(f"{ref}: version {version.version} of {version.name} records no source run")
-    return client.get_run(version.run_id), version
+    try:
+        return client.get_run(version.run_id), version
+    except MlflowException as error:  # the run was deleted for good (mlflow gc); the version outlives it
+        raise Refused(f"{ref}: version {version.version} of {version.name} comes from run {version.run_id}, which "
+                      f"is no longer in the tracking store (removed by mlflow gc?); point the alias at another "
+                      f"version") from error
 
 
 def alias_holder(name: str, alias: str) -> dict | None:
@@ -267,12 +292,19 @@ def alias_holder(name: str, alias: str) -> dict | None:
 
 def download_checkpoint(run: dict, dst_dir: Path) -> Path:
     """Copy the run's best.pt from the artifact store (never a local leftover) into ``dst_dir``."""
-    listed = [info.path for info in MlflowClient().list_artifacts(run["run_id"])]
+    where = f"run {run['run_id']} ({run['run_name']}, {run['status']})"
+    listed = {info.path: info for info in MlflowClient().list_artifacts(run["run_id"])}
     if names.CHECKPOINT not in listed:
-        raise Refused(f"run {run['run_id']} ({run['run_name']}, {run['status']}) has no {names.CHECKPOINT} artifact "
-                      f"(it has: {', '.join(listed) or 'no artifacts'}); expected a training run that "
-                      f"finished at least one epoch")
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
+        raise Refused(f"{where} has no {names.CHECKPOINT} artifact (it has: {', '.join(listed) or 'no artifacts'}); "
+                      f"expected a training run that finished at least one epoch")
+    if run["checkpoint_uri"].startswith("runs:/") and listed[names.CHECKPOINT].file_size == 0:
+        # A local store lists a FIFO or a link to a device (/dev/zero) as 0 bytes; a real best.pt never is.
+        raise Refused(f"{where}: its {names.CHECKPOINT} is 0 bytes in the artifact store (empty, or not a regular "
+                      f"file: a FIFO or a device); expected the checkpoint of a training run")
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=run["checkpoint_uri"], dst_path=str(dst_dir)))
+    except MlflowException as error:
+        raise Refused(f"{where}: {run['checkpoint_uri']} could not be downloaded ({error.message})") from error
 
 
 @contextmanager

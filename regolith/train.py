@@ -476,6 +476,19 @@ def one_epoch(run: dict, args, log, say, rank: int) -> dict:
     return progress
 
 
+def check_out_apart(args):
+    """``-P out=DIR`` is written into; the folders the run reads never are, so DIR may not be or lie inside one."""
+    if not args.out:
+        return
+    out = Path(args.out).resolve()
+    split = Path(args.split).resolve()
+    for name, folder in (("real_images", args.real_images and Path(args.real_images).resolve()), ("split", split),
+                         ("val_split", resolve_val_split(args.val_split, split))):
+        if folder and (out == folder or folder in out.parents):
+            raise Refused(f"out={args.out}: is {'' if out == folder else 'inside '}{name}={folder}, which the run "
+                          f"reads and never writes; give a folder of its own")
+
+
 def check_output_dir(out: Path):
     """Create the run's folder and probe it: an unwritable output root fails before any data is read."""
     root = os.environ.get(files.OUTPUT_DIR)
@@ -486,6 +499,8 @@ def check_output_dir(out: Path):
 def check_before_reading(args, out: Path, rank: int, world: int):
     """Everything that can be refused before any data is read: the parameters and where the run will write."""
     check_args(args, world)
+    check_out_apart(args)
+    check_results_dir(args.out)
     if rank == 0:  # the only rank that writes files
         check_output_dir(out)
         store.check_artifact_store()
@@ -550,6 +565,7 @@ def main(argv=None):
         with refusals():  # the run is already marked FAILED with the error as a tag; say what is wrong, no traceback
             if rank == 0:
                 store.check_reachable()
+                store.check_experiment_open(args.experiment)
                 with track.run(args.run_name, args.experiment, resume=args.resume,
                                params=as_given(parser, argv)) as (run_id, resume):
                     engine.share((run_id, resume), world)

@@ -45,6 +45,23 @@ def test_select_keeps_finished_training_runs_latest_per_seed():
     assert ignored == {"failed": 1, "killed": 1, "running": 1, "stale": 0, "incomplete": 1, "superseded": 1}
 
 
+@pytest.mark.parametrize("bad,said", [
+    ({"rock": float("nan")}, "best/iou_rock = nan"), ({"rock": float("inf")}, "best/iou_rock = inf"),
+    ({"frames": -8}, "tag regolith.frames='-8'"),
+])
+def test_a_run_with_a_score_that_is_no_iou_or_negative_frames_is_refused_not_averaged(bad, said):
+    rows = [row(False, 80, 0, 0.5), row(True, 160, 0, 0.7), row(**{"dr": True, "frames": 80, "seed": 0, "rock": 0.6, **bad})]
+    with pytest.raises(Refused, match=re.escape(said)):
+        ablation.select_runs(rows)
+
+
+def test_results_folder_of_an_experiment_named_dotdot_stays_under_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for experiment in ("..", ".", "../../x"):
+        folder = compare.results_folder("", experiment).resolve()
+        assert folder.parent.parent == (tmp_path / "experiments" / "results").resolve(), experiment
+
+
 def test_matched_count_is_the_largest_both_have_and_size_delta_uses_the_largest_dr():
     runs, _ = ablation.select_runs([row(False, 40, 0, 0.3), row(False, 80, 0, 0.5), row(True, 40, 0, 0.4),
                                    row(True, 80, 0, 0.6), row(True, 160, 0, 0.7), row(False, 320, 0, 0.1)])
@@ -448,6 +465,14 @@ def test_generations_side_by_side_reproduce_the_studys_gains_and_the_baselines_r
                                          "tags.`regolith.kind` = 'compare'")
     assert [run.info.run_name for run in runs] == ["generations"]  # recorded beside the newest generation
     assert runs[0].data.metrics["v1/dr_delta/absolute"] == pytest.approx(0.099)
+
+
+def test_an_experiment_name_with_an_unbalanced_quote_is_one_name(store, capsys):
+    assert compare.experiment_names(["bob's", "v1 'v 2'"]) == ["bob's", "v1", "v 2"]
+    with pytest.raises(SystemExit) as exit_status:
+        compare.main(["--experiment", "bob's"])
+    assert exit_status.value.code == 2
+    assert "experiment \"bob's\": no such experiment" in capsys.readouterr().err
 
 
 def test_the_mlproject_list_names_each_experiment():

@@ -119,6 +119,37 @@ def _bad_colour(src):
     return "map.json: colour [0, 300, 0] is neither", {"colors": str(src / "map.json")}
 
 
+def _colour_twice(src):
+    # Duplicate keys in a JSON object: json.loads alone keeps the last, so rock silently became sky.
+    (src / "map.json").write_text('{"#000000": "regolith", "#00ff00": "rock", "#ff0000": "sky", "#00ff00": "sky"}')
+    return "map.json: colour '#00ff00' is given two classes ('rock', then 'sky')", {"colors": str(src / "map.json")}
+
+
+def _tolerance_nan(src):
+    return "--tolerance nan: expected 0", {"tolerance": float("nan")}
+
+
+def _list_as_class(src):
+    (src / "map.json").write_text(json.dumps({"#000000": ["rock"]}))
+    return "map.json: class ['rock'] for colour '#000000' is not one of", {"colors": str(src / "map.json")}
+
+
+def _deeply_nested(src):
+    (src / "map.json").write_text("[" * 100_000 + "]" * 100_000)
+    return "map.json: nested too deeply to be a colour table", {"colors": str(src / "map.json")}
+
+
+def _dst_under_a_file(src):
+    (src / "a_file").write_text("x")
+    return "split: under", {"dst": src / "a_file" / "deeper" / "split"}
+
+
+def _dst_a_link(src):
+    (src.parent / "empty").mkdir()
+    (src.parent / "split").symlink_to(src.parent / "empty")
+    return "split: a symbolic link (to ", {}
+
+
 def _dst_not_empty(src):
     (src.parent / "split").mkdir()
     (src.parent / "split" / "keep.txt").write_text("mine")
@@ -128,7 +159,9 @@ def _dst_not_empty(src):
 BAD_CONVERSIONS = {"unpaired": _unpaired, "size_mismatch": _size_mismatch, "mixed_sizes": _mixed_sizes,
                    "unreadable": _unreadable, "same_number": _same_number, "unknown_map": _unknown_map,
                    "bad_json": _bad_json, "bad_class": _bad_class, "bad_colour": _bad_colour,
-                   "dst_not_empty": _dst_not_empty}
+                   "dst_not_empty": _dst_not_empty, "colour_twice": _colour_twice,
+                   "tolerance_nan": _tolerance_nan, "list_as_class": _list_as_class,
+                   "deeply_nested": _deeply_nested, "dst_under_a_file": _dst_under_a_file, "dst_a_link": _dst_a_link}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CONVERSIONS))
@@ -137,7 +170,7 @@ def test_bad_conversion_is_refused_naming_the_fault_and_writes_nothing(tmp_path,
     expected, options = BAD_CONVERSIONS[case](src)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(Refused, match=re.escape(expected)):
-        convert.convert(src, tmp_path / "split", **{"colors": "alrl", **options})
+        convert.convert(src, **{"dst": tmp_path / "split", "colors": "alrl", **options})
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no split, no leftover partial folder
     if case == "dst_not_empty":
         assert (tmp_path / "split" / "keep.txt").read_text() == "mine"
@@ -148,3 +181,25 @@ def test_main_refuses_a_missing_source_with_status_2(tmp_path, capsys):
         convert.main([str(tmp_path / "nowhere"), str(tmp_path / "split"), "--colors", "alrl"])
     assert exit_status.value.code == 2
     assert "nowhere: no such directory" in capsys.readouterr().err
+
+
+def test_a_256_colour_table_converts_a_frame_in_bounded_memory():
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    palette = [tuple(int(v) for v in rgb) for rgb in rng.integers(0, 256, (256, 3))]
+    table = {rgb: i % 3 for i, rgb in enumerate(dict.fromkeys(palette))}
+    colours = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)  # 16384 pixels, nearly all distinct
+    colours[:8, :8] = palette[0]
+    tracemalloc.start()
+    try:
+        labels, unnamed = convert.colours_to_labels(colours, table, 20.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (labels[:8, :8] == table[palette[0]]).all()
+    flat = colours.reshape(-1, 3).astype(np.float32)
+    distance = np.linalg.norm(flat[:, None] - np.array(list(table), np.float32), axis=-1)  # the plain reference
+    expected = np.where(distance.min(1) <= 20, np.array(list(table.values()))[distance.argmin(1)], 255)
+    assert (labels.ravel() == expected).all() and sum(unnamed.values()) == (distance.min(1) > 20).sum()
+    # Every pixel against every colour at once held 16384 x 256 x 3 float32 differences (50 MB).
+    assert peak < 20e6, f"peak {peak / 1e6:.0f} MB"

@@ -249,3 +249,32 @@ def test_a_checkpoint_that_loads_safely_but_is_not_ours_is_refused(in_store, tmp
     err = capsys.readouterr().err
     assert "not a regolith checkpoint: lacks 'classes', 'config', 'model', 'preprocessing' (keys found: 'hello')" \
         in err and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("store")
+def test_a_run_name_with_both_quotes_is_found_and_a_missing_one_refused_in_one_line(capsys):
+    """MLflow's filter strings cannot quote a value holding ' and \": the name is still looked up exactly."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("Default").experiment_id
+    wanted = client.create_run(experiment, run_name="a'b\"c").info.run_id
+    for decoy in ("a\"b'c", "aXbXc", "a'b\"cd"):  # what the LIKE pattern also matches
+        client.create_run(experiment, run_name=decoy)
+    assert store.find_run("a'b\"c")["run_id"] == wanted
+    assert run_evaluate("--run", "a''b\"\"c") == 2
+    err = capsys.readouterr().err
+    assert "no run with that id or name" in err and "Traceback" not in err
+
+
+def test_an_alias_pointing_at_a_run_that_mlflow_gc_removed_is_refused_in_one_line(store, capsys):
+    client = MlflowClient()
+    run_id = client.create_run(client.get_experiment_by_name("Default").experiment_id, run_name="gone").info.run_id
+    client.create_registered_model("regolith-segformer")
+    version = client.create_model_version("regolith-segformer", f"runs:/{run_id}/best.pt", run_id=run_id)
+    client.set_registered_model_alias("regolith-segformer", "dr_8", version.version)
+    client.delete_run(run_id)
+    gc = subprocess.run(["mlflow", "gc", "--backend-store-uri", store, "--run-ids", run_id],
+                        capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    assert run_evaluate("--run", "models:/regolith-segformer@dr_8") == 2
+    err = capsys.readouterr().err
+    assert f"comes from run {run_id}, which is no longer in the tracking store" in err and "Traceback" not in err

@@ -1,6 +1,8 @@
 """Encoder loading from the hub's legacy layout, the refusal of partial encoders, and best.pt."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -8,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import SegformerForSemanticSegmentation
 
-from conftest import REPO, legacy_name, save_legacy_encoder
+from conftest import REPO, legacy_name, save_legacy_encoder, tiny_config
 from regolith import Refused, model as segformer
 
 
@@ -83,3 +86,78 @@ def test_normalize_uses_imagenet_statistics():
     out = segformer.normalize(__import__("torch").from_numpy(images))
     assert out[0, 0, 0, 0].item() == pytest.approx(-0.485 / 0.229)
     assert out[0, 1, 0, 0].item() == pytest.approx((1 - 0.456) / 0.224)
+
+
+def tiny_checkpoint(**changes) -> dict:
+    """A best.pt payload of a tiny random SegFormer, as training writes it, with fields replaced."""
+    torch.manual_seed(0)
+    net = segformer.random_init(tiny_config())
+    return {**segformer.checkpoint(net, 1, {"iou_rock": 0.5}, {"batch": 4}, segformer.PREPROCESSING, "fp32"),
+            **changes}
+
+
+def five_class_head() -> dict:
+    config = tiny_config()
+    config.num_labels = 5
+    net = SegformerForSemanticSegmentation(config)
+    return {"model": {k: v.clone() for k, v in net.state_dict().items()},
+            "config": json.loads(net.config.to_json_string())}
+
+
+MALFORMED = {  # field changes -> what the refusal says
+    "precision fp64": ({"precision": "fp64"}, "'precision' is 'fp64', expected one of bf16, fp32"),
+    "5-class head": (five_class_head(), "its head is for 5 classes"),
+    "classes a list of lists": ({"classes": [["regolith"], "rock", "sky"]}, "a checkpoint for the classes"),
+    "preprocessing a string": ({"preprocessing": "imagenet"}, "'preprocessing': not a dict"),
+    "preprocessing other mean": ({"preprocessing": {**segformer.PREPROCESSING, "mean": [0.5, 0.5]}},
+                                 "'preprocessing': mean is [0.5, 0.5]"),
+    "preprocessing NaN std": ({"preprocessing": {**segformer.PREPROCESSING, "std": [float("nan")] * 3}},
+                              "'preprocessing': std is [nan, nan, nan]"),
+    "args a list": ({"args": ["--batch", "4"]}, "'args' is a list"),
+    "args batch text": ({"args": {"batch": "eight"}}, "'args' batch is 'eight'"),
+    "epoch text": ({"epoch": "three"}, "'epoch' is 'three'"),
+    "metrics text": ({"metrics": {"iou_rock": "high"}}, "'metrics' must map score names to numbers"),
+    "model a tensor list": ({"model": {"w": [1, 2]}}, "'model' must map weight names to tensors"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_checkpoint_with_malformed_fields_is_refused_at_load(tmp_path, case):
+    changes, said = MALFORMED[case]
+    torch.save(tiny_checkpoint(**changes), tmp_path / "best.pt")
+    with pytest.raises(Refused, match=re.escape(said)):
+        segformer.load_checkpoint(tmp_path / "best.pt", "run x")
+
+
+def test_a_well_formed_tiny_checkpoint_loads(tmp_path):
+    torch.save(tiny_checkpoint(), tmp_path / "best.pt")
+    assert segformer.load_checkpoint(tmp_path / "best.pt")["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_best_pt_that_is_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path, kind):
+    path = tmp_path / "best.pt"
+    if kind == "fifo":
+        os.mkfifo(path)  # torch.load would block on it forever
+    else:
+        path.symlink_to(kind)  # and read this one without end
+    expected = "named pipe (FIFO)" if kind == "fifo" else "character device, through a symbolic link to /dev/zero"
+    with pytest.raises(Refused, match=re.escape(f"{path}: not a regular file (a {expected})")):
+        segformer.load_checkpoint(path)
+
+
+def test_a_pickle_bomb_pytorch_model_bin_in_a_pretrained_folder_is_refused_unexecuted(tmp_path):
+    import pickle
+    marker = tmp_path / "ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    folder = tmp_path / "encoder"
+    save_legacy_encoder(folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": RunsCode()}))
+    with pytest.raises(Refused, match=r"could not load it \(UnpicklingError: .*nothing in it was executed"):
+        segformer.load_pretrained(str(folder))
+    assert not marker.exists()

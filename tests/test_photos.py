@@ -101,3 +101,32 @@ def test_photos_by_registry_alias_measures_the_checkpoint_the_version_serves(in_
     measured = json.loads(Path(local).read_text())["checkpoints"][0]
     assert measured["checkpoint"] == "models:/regolith-segformer/1/artifacts/best.pt"
     assert measured["run_id"] == in_store["run_id"] and measured["ref"] == in_store["alias"]
+
+
+def test_a_malformed_compare_checkpoint_is_refused_before_anything_is_recorded(in_store, tmp_path, capsys):
+    from test_evaluate import copy_of_run, stored_checkpoint
+    payload = torch.load(stored_checkpoint(in_store, tmp_path / "stored"), weights_only=True)
+    (tmp_path / "bad").mkdir()
+    torch.save({**payload, "epoch": "three"}, tmp_path / "bad" / "best.pt")
+    bad = copy_of_run(in_store, "epoch-text", tmp_path / "bad" / "best.pt")
+    before = {run_id: MlflowClient().get_run(run_id).data.tags.get("real/artifacts") for run_id in (in_store["run_id"], bad)}
+    with pytest.raises(SystemExit) as exit_status:
+        photos.main(["--run", in_store["run_id"], "--images", str(in_store["photos"]), "--compare", bad])
+    assert exit_status.value.code == 2
+    assert "'epoch' is 'three', expected a whole number" in capsys.readouterr().err
+    assert {run_id: MlflowClient().get_run(run_id).data.tags.get("real/artifacts") for run_id in before} == before
+
+
+def test_a_photo_folder_with_a_name_that_is_not_utf8_is_refused_in_one_line(in_store, tmp_path, capsys):
+    import os
+    import shutil
+    folder = tmp_path / "latin1"
+    shutil.copytree(in_store["photos"], folder)
+    first = sorted(folder.iterdir())[0]
+    first.rename(os.fsdecode(bytes(folder) + b"/caf\xe9.jpg"))
+    before = MlflowClient().get_run(in_store["run_id"]).data.tags.get("real/artifacts")
+    with pytest.raises(SystemExit) as exit_status:
+        photos.main(["--run", in_store["run_id"], "--images", str(folder)])
+    assert exit_status.value.code == 2
+    assert "'caf\\xe9.jpg' is not valid UTF-8" in capsys.readouterr().err
+    assert MlflowClient().get_run(in_store["run_id"]).data.tags.get("real/artifacts") == before

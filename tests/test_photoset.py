@@ -3,8 +3,11 @@
 Every photo here is made by the test itself with PIL (or, for 16-bit RGB, a few lines of PNG).
 """
 
+import os
+import re
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +300,29 @@ def test_fitted_photos_go_through_the_model_as_one_batch():
     assert predictions.shape == valid.shape == (2, 64, 64)
     for prediction, photo_valid in zip(predictions, valid):
         assert sum(photoset.class_shares(prediction, photo_valid).values()) == pytest.approx(1.0)
+
+
+def test_a_photo_name_that_is_not_utf8_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "apollo"
+    folder.mkdir()
+    save(folder / "ok.jpg", np.zeros((8, 8, 3), np.uint8))
+    save(Path(os.fsdecode(bytes(folder) + b"/caf\xe9.jpg")), np.zeros((8, 8, 3), np.uint8))  # Latin-1 café
+    for read in (photoset.read_photos, lambda f: photoset.prepare(f, 32), photoset.photo_set_digest):
+        with pytest.raises(Refused, match=re.escape("the file name 'caf\\xe9.jpg' is not valid UTF-8")):
+            read(folder)
+
+
+def test_prepare_fits_each_photo_as_it_is_read_so_one_full_size_decode_is_held_at_a_time(tmp_path):
+    import tracemalloc
+    side, count = 1200, 8  # 4.3 MB per decode; all eight held at once would be 35 MB
+    ramp = np.broadcast_to(np.linspace(0, 255, side, dtype=np.uint8)[:, None, None], (side, side, 3))
+    for i in range(count):
+        save(tmp_path / f"big_{i}.jpg", np.ascontiguousarray(ramp), quality=50)
+    tracemalloc.start()
+    try:
+        prepared = photoset.prepare(tmp_path, 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert prepared["images"].shape == (count, 3, 32, 32)
+    assert peak < 3 * side * side * 3, f"peak {peak / 1e6:.1f} MB"  # a couple of decodes, not all of them

@@ -2,6 +2,7 @@
 
 import pickle
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from transformers import AutoImageProcessor, SegformerForSemanticSegmentation
 
 from regolith import data, model as segformer, pull
 from conftest import REPO
-from test_evaluate import RunsCode, copy_of_run, malicious_checkpoint
+from test_evaluate import RunsCode, copy_of_run, malicious_checkpoint, stored_checkpoint
 
 
 def run_pull(*argv) -> int:
@@ -124,3 +125,33 @@ def test_a_full_disk_leaves_no_truncated_checkpoint_in_the_folder(in_store, tmp_
     assert f"{out / 'best.pt'}: could not write it (No space left on device): the disk is full" in done.stderr
     assert "then run it again" in done.stderr and "--resume" not in done.stderr and "Traceback" not in done.stderr
     assert [line for line in done.stdout.splitlines() if line.startswith("FILE ")] == []  # nothing, not half
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_stored_best_pt_that_is_a_fifo_or_a_link_to_a_device_is_refused_in_one_line(in_store, tmp_path, kind,
+                                                                                       capsys):
+    import os
+    from mlflow.tracking import MlflowClient
+    run_id = copy_of_run(in_store, f"special-{kind.strip('/')}", stored_checkpoint(in_store, tmp_path))
+    stored = Path(MlflowClient().get_run(run_id).info.artifact_uri.removeprefix("file://")) / "best.pt"
+    stored.unlink()
+    if kind == "fifo":
+        os.mkfifo(stored)
+    else:
+        stored.symlink_to(kind)
+    assert run_pull(run_id, "-o", str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "best.pt is 0 bytes in the artifact store" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_whose_head_has_other_classes_than_it_names_is_refused_and_nothing_written(in_store, tmp_path,
+                                                                                                capsys):
+    from test_model import five_class_head
+    payload = torch.load(stored_checkpoint(in_store, tmp_path), weights_only=True)
+    (tmp_path / "five").mkdir()
+    torch.save({**payload, **five_class_head()}, tmp_path / "five" / "best.pt")  # 'classes' still names 3
+    run_id = copy_of_run(in_store, "five-heads", tmp_path / "five" / "best.pt")
+    assert run_pull(run_id, "-o", str(tmp_path / "out")) == 2
+    assert "its head is for 5 classes" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

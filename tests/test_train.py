@@ -11,6 +11,7 @@ import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from conftest import REPO, make_split
 from regolith import CLASSES, Refused, data, engine, evaluate, model as segformer, state, train
@@ -401,6 +402,32 @@ def test_bad_numbers_are_refused_before_any_data_is_read(store, tmp_path, flag, 
     assert expected in capsys.readouterr().err
     run = only_run(MlflowClient())
     assert run.info.status == "FAILED" and expected in run.data.tags["regolith.error"]
+
+
+@pytest.mark.parametrize("inside", ["real_images", "val_split/results"])
+def test_an_out_folder_that_is_an_input_folder_is_refused_before_anything_is_written(store, datasets, tmp_path,
+                                                                                     inside, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(photos / "a.jpg")
+    folders = {"real_images": photos, "split": datasets / "train_dr", "val_split": datasets / "test_photoreal"}
+    out = folders[inside.split("/")[0]] / (inside.split("/")[1] if "/" in inside else "")
+    before = {p: p.stat().st_mtime_ns for folder in folders.values() for p in folder.rglob("*")}
+    argv = ["--split", str(datasets / "train_dr"), "--pretrained", "none", "--register", "false",
+            "--epochs", "1", "--real-images", str(photos), "--out", str(out)]
+    assert run_direct(argv) == 2
+    assert f"out={out}: is " in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for folder in folders.values() for p in folder.rglob("*")} == before
+    assert not (out / "summary.json").exists() and only_run(MlflowClient()).info.status == "FAILED"
+
+
+def test_training_into_a_deleted_experiment_is_refused_in_one_line(store, tmp_path, capsys):
+    client = MlflowClient()
+    client.delete_experiment(client.create_experiment("gone"))
+    argv = ["--split", str(tmp_path / "nowhere"), "--pretrained", "none", "--experiment", "gone"]
+    assert run_direct(argv) == 2
+    assert "experiment 'gone' is deleted in the tracking store" in capsys.readouterr().err
+    assert client.search_runs([client.get_experiment_by_name("gone").experiment_id], run_view_type=3) == []
 
 
 @pytest.mark.parametrize("how", ["same folder", "a copy"])
