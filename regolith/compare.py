@@ -118,8 +118,11 @@ def format_table(results: dict) -> str:
     variants = results["variants"]
     strict = any(differs(v["iou_rock_strict"]["mean"], v["iou_rock"]["mean"]) for v in variants.values())
     real = any(v[ablation.REAL_SHARE]["mean"] is not None for v in variants.values())
+    # Shares from different photo sets, fits or TTA are not one column's numbers: the header says so.
+    real_header = "real rock share (NOT comparable: photo sets differ)" if results.get("real_refused") else \
+        "real rock share"
     columns = ["variant", "dr", "frames", "seeds", "rock-IoU", *(["rock (strict)"] if strict else []),
-               "regolith", "sky", "mIoU", *(["real rock share"] if real else []), "best epoch"]
+               "regolith", "sky", "mIoU", *([real_header] if real else []), "best epoch"]
     rows = [[name, "yes" if v["dr"] else "no", str(v["frames"]), ",".join(map(str, v["seeds"])), _number(v["iou_rock"]),
              *([_number(v["iou_rock_strict"])] if strict else []), _number(v["iou_regolith"]), _number(v["iou_sky"]),
              _number(v["miou"]), *([_share(v[ablation.REAL_SHARE])] if real else []),
@@ -290,16 +293,11 @@ def record_generations(results: dict, args, run_id: str) -> Path:
                     names.SOURCE_RUNS: ",".join(run_id for r in results["per_experiment"]
                                                 for v in r["variants"].values() for run_id in v["run_ids"])})
     track.log_metrics({key: value for r in results["per_experiment"]
-                       for key, value in delta_metrics(r, prefix=metric_safe(r["experiment"]) + "/").items()})
+                       for key, value in delta_metrics(r, prefix=names.safe_segment(r["experiment"]) + "/").items()})
     files = write_results(folder, "generations", results, format_generations(results),
                           lambda path: figures.plot_generations(results, path))
     print(f"\nresults: {files[0]}\nfigure:  {files[1]}\ncompare run {run_id} ('generations', kind=compare)")
     return folder
-
-
-def metric_safe(name: str) -> str:
-    """An experiment name as a metric-key prefix (MLflow allows letters, digits, _ - . / and spaces)."""
-    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", name)
 
 
 # ---- the verb ----------------------------------------------------------------------------------

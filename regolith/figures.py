@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import PercentFormatter
@@ -441,6 +442,7 @@ def plot_classes(classes, variants: dict, colors: dict):
 def plot_real(ax, results: dict, colors: dict):
     """Synthetic rock-IoU against the real rock share, one point per variant: the study's punchline is that they part."""
     variants = results["variants"]
+    refused = results.get("real_refused")  # shares of different photo sets: drawn, labelled with their set, flagged
     for name, v in variants.items():
         share = v[names.REAL_SHARE]
         if share["mean"] is None:
@@ -448,7 +450,10 @@ def plot_real(ax, results: dict, colors: dict):
         ax.errorbar(v[names.HEADLINE]["mean"], share["mean"], xerr=v[names.HEADLINE]["std"], yerr=share["std"],
                     marker="o", ms=11, color=colors[name], markeredgecolor="black", capsize=4, label=name,
                     linestyle="none")
-        ax.annotate(name, (v[names.HEADLINE]["mean"], share["mean"]), textcoords="offset points", xytext=(9, 6),
+        sets = v.get("real_sets") or []
+        label = name + (" (" + ", ".join(f"{s['digest'][:8] if s['digest'] else '?'} {s['fit']} {s['tta']}"
+                                          for s in sets) + ")" if refused else "")
+        ax.annotate(label, (v[names.HEADLINE]["mean"], share["mean"]), textcoords="offset points", xytext=(9, 6),
                     fontsize=10)
     comparison = results.get("reference")
     if comparison:  # the study's dr_1500 from one generation to the next, on its own real photos
@@ -462,7 +467,8 @@ def plot_real(ax, results: dict, colors: dict):
     ax.set_xlabel("best validation rock-IoU (synthetic)")
     ax.set_ylabel("share of real photos' pixels called rock")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_title("Synthetic rock-IoU against the rock flood on real photos")
+    ax.set_title("NOT COMPARABLE: the shares come from different photo sets, fits or TTA" if refused else
+                 "Synthetic rock-IoU against the rock flood on real photos", color="red" if refused else "black")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="best")
 
@@ -533,3 +539,43 @@ def plot_generation_trend(trend, rows: list):
     trend.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.07),
                  ncols=3, fontsize=9.5, frameon=False)
     trend.grid(alpha=0.3)
+
+
+# ---- operating curves (regolith.curve) ------------------------------------------------------------
+
+def plot_operating_curves(ax, curves: list, colors: dict | None = None):
+    """Synthetic rock-IoU against the real rock share, one line per (label, curve), each argmax a big dot.
+
+    Read it as: at the same flood (a vertical line), the higher curve is better; a variant that only
+    moved its argmax along the same curve is more eager, not better.
+    """
+    for n, (label, operating) in enumerate(curves):
+        color = (colors or {}).get(label, f"C{n}")
+        shares, iou = np.asarray(operating["real_share"], float), np.asarray(operating["iou_rock"], float)
+        ax.plot(shares, iou, color=color, lw=1.8, label=label)
+        point = operating["argmax"]
+        ax.plot(shares[point], iou[point], "o", ms=10, color=color, markeredgecolor="black")
+        ax.annotate(f"{label} argmax", (shares[point], iou[point]), textcoords="offset points", xytext=(8, -12),
+                    fontsize=9)
+    ax.set_xlabel("real photos' pixels called rock (the flood)")
+    ax.set_ylabel("validation rock-IoU (synthetic)")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
+
+
+def operating_curve(curves: list, title: str, path: Path | None = None) -> np.ndarray:
+    """One checkpoint's (or several) operating curve as a PNG at ``path``; returns the picture (H x W x 3 uint8)."""
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    plot_operating_curves(ax, curves)
+    ax.set_title("Rock threshold swept: the dot is the argmax (t = 0)", fontsize=11)
+    fig.suptitle(_short(title, 110), fontsize=10)
+    canvas = FigureCanvasAgg(fig)  # no pyplot: the Agg canvas renders the picture MLflow's image view shows
+    canvas.draw()
+    picture = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return picture

@@ -169,10 +169,11 @@ def report_photos(summary: dict, photo_set: dict):
 
 
 def read_measurement(run_id: str) -> dict | None:
-    """The run's latest measurement of its own checkpoint by this verb: {"digest", "photos", "rock"}, or None.
+    """The run's latest measurement of its own checkpoint by this verb: {"digest", "fit", "tta", "photos", "rock"},
+    or None.
 
-    ``rock`` is each photo's rock share, in the order of ``photos`` (file names); the set's digest
-    says whether two runs were pointed at the same photos.
+    ``rock`` is each photo's rock share, in the order of ``photos`` (file names); the set's digest,
+    ``fit`` and ``tta`` say whether two runs' shares can be compared (``ablation.mixed_photo_sets``).
     """
     folder = store.read_run(run_id)["tags"].get(names.REAL_ARTIFACTS)
     if not folder:
@@ -181,8 +182,8 @@ def read_measurement(run_id: str) -> dict | None:
     own = [c for c in loaded.get("checkpoints", []) if c["run_id"] == run_id and "shares" in c]
     if not own:
         return None
-    return {"digest": loaded["photos_digest"], "photos": [p["photo"] for p in loaded["photos"]],
-            "rock": [share["rock"] for share in own[0]["shares"]]}
+    return {"digest": loaded["photos_digest"], "fit": loaded.get("fit", "letterbox"), "tta": loaded.get("tta", "none"),
+            "photos": [p["photo"] for p in loaded["photos"]], "rock": [share["rock"] for share in own[0]["shares"]]}
 
 
 def main(argv=None):
