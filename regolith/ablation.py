@@ -12,7 +12,7 @@ import statistics
 import numpy as np
 import torch
 
-from regolith import ROCK, Refused, metrics, names, photoset, reference, same_value, stats
+from regolith import ROCK, Refused, flood, metrics, names, photoset, reference, same_value, stats
 
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
@@ -279,14 +279,16 @@ def setting_differences(runs: list) -> list:
     return lines
 
 
-def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None) -> dict:
+def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None,
+                     curves: dict | None = None) -> dict:
     """The whole answer as plain data: the variants table, both deltas and their intervals.
 
     ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta
     its paired bootstrap interval over validation frames; without it, ``frame_interval`` is None.
     ``real`` (run id -> per-photo rock shares of its latest ``regolith.photos`` measurement, or None)
     is each run's real rock share where it has one; a run without takes the share training saw at
-    its best epoch (``best/real_rock_share``, with ``-P real_images``), if any.
+    its best epoch (``best/real_rock_share``, with ``-P real_images``), if any. ``curves`` (run id ->
+    ``evaluate.read_curve``'s counts, or None) gives the deltas at matched flood (``flood.flood_deltas``).
     """
     real = real or {}
     runs = [{**run, REAL_SHARE: statistics.fmean(real[run["run_id"]]["rock"])} if real.get(run["run_id"]) else run
@@ -324,6 +326,9 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
         results["real"] = None
     else:
         results["real"] = real_deltas(results, variants, real)
+    results["flood"] = flood.flood_deltas(results, variants, curves or {})
+    if results["flood"] and results["flood"].get("refused"):
+        results["warnings"].append(f"no deltas at matched flood: {results['flood']['refused']}")
     return results
 
 

@@ -44,7 +44,8 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
-from regolith import Refused, ablation, evaluate, figures, liveness, names, photos, reference, refusals, store, track
+from regolith import (Refused, ablation, curve, evaluate, figures, flood, liveness, names, photos, reference, refusals,
+                      store, track)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,6 +138,8 @@ def format_table(results: dict) -> str:
         lines.append(per_frame_line(overall))
     if results.get("real"):
         lines += ["", *real_lines(results["real"])]
+    if results.get("flood") and not results["flood"].get("refused"):
+        lines += ["", *flood_lines(results["flood"])]
     if results.get("reference"):
         lines += ["", *reference_lines(results["reference"], overall)]
     lines += [f"warning: {warning}" for warning in results["warnings"]]
@@ -167,6 +170,36 @@ def real_lines(deltas: dict) -> list:
                          f"{_signed_share(seeds['high'])}]" + (" includes zero" if seeds["includes_zero"] else
                                                                 " excludes zero"))
     return lines
+
+
+def flood_lines(matched: dict) -> list:
+    """Each delta at matched flood (the operating curves), with its paired interval over frames and photos, and
+    its verdict."""
+    lines = ["At matched flood (operating curves; 95% CI: paired bootstrap over validation frames and photos together):"]
+    for key, label in (("dr_delta", "DR delta  "), ("size_delta", "size delta")):
+        entry = matched.get(key)
+        if not entry:
+            continue
+        v, b = entry["variant"], entry["baseline"]
+        lines.append(f"{label}: {v} - {b}; argmax real share {entry['argmax_share'][0]:.1%} vs "
+                     f"{entry['argmax_share'][1]:.1%}, argmax rock-IoU {entry['argmax_iou'][0]:.4f} vs "
+                     f"{entry['argmax_iou'][1]:.4f}")
+        held = [(f"at {entry['matched_share']:.1%} real share (the less-flooding argmax)", "iou_at_matched"),
+                *((f"at {share:.0%} real share", names.at_share(share)) for share in curve.SHARES)]
+        for words, field in held:
+            lines.append(f"            rock-IoU delta {words}: {_interval(entry[field], '{:+.4f}'.format)}")
+        lines.append(f"            verdict: {entry['verdict']}")
+        lines.append(f"            real-share delta at matched rock-IoU ({min(entry['argmax_iou']):.4f}): "
+                     f"{_interval(entry['share_at_matched_iou'], _signed_share)} real rock share")
+    return lines
+
+
+def _interval(entry: dict, form) -> str:
+    if entry["delta"] is None:
+        return "not reached by a side"
+    ends = "" if entry["low"] is None else f" [{form(entry['low'])}, {form(entry['high'])}]" + (
+        " includes zero" if entry["includes_zero"] else " excludes zero")
+    return form(entry["delta"]) + ends
 
 
 def _signed_share(value: float) -> str:
@@ -246,6 +279,7 @@ def delta_metrics(results: dict, prefix: str = "") -> dict:
         for kind in ("frame_interval", "seed_interval"):
             if results[key].get(kind):
                 logged.update({names.key(key, f"{kind}_{end}"): results[key][kind][end] for end in ("low", "high")})
+    logged.update(flood.metrics(results.get("flood")))
     return {prefix + key: value for key, value in logged.items() if value is not None}
 
 
@@ -318,7 +352,8 @@ def read_ablation(experiment: str) -> tuple:
              f"them)" if stale else ""))
     results = ablation.ablation_results(runs, experiment,
                                         {run["run_id"]: evaluate.read_frame_confusions(run["run_id"]) for run in runs},
-                                        {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs})
+                                        {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs},
+                                        {run["run_id"]: evaluate.read_curve(run["run_id"]) for run in runs})
     results["ignored"] = ignored
     curves = {run["run_id"]: store.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
     return results, curves

@@ -75,19 +75,20 @@ def above(counts: np.ndarray) -> np.ndarray:
     return tail[..., 1:]
 
 
-def rock_figures(frames: np.ndarray) -> dict:
-    """Rock-IoU (standard and strict), precision and recall at every edge from frames x 3 x (E + 1) counts.
+def rock_figures(totals: np.ndarray) -> dict:
+    """Rock-IoU (standard and strict), precision and recall at every edge from (..., 3, E + 1) counts summed over
+    frames (any leading axes: variants, bootstrap resamples).
 
-    Summed over the given frames, then the ratios: ``metrics.iou_per_class``'s own arithmetic (float64,
-    intersection / (predicted + labelled - intersection)), so t = 0 reproduces it to the last bit.
+    ``metrics.iou_per_class``'s own arithmetic (float64, intersection / (predicted + labelled -
+    intersection)), so t = 0 reproduces it to the last bit.
     """
-    total = np.asarray(frames, dtype=np.int64).sum(0)
-    tp, fp, fp_ignored = (above(total[g]).astype(np.float64) for g in range(len(LABELS)))
-    labelled = float(total[0].sum())
+    totals = np.asarray(totals, dtype=np.float64)
+    tp, fp, fp_ignored = (above(totals[..., g, :]) for g in range(len(LABELS)))
+    labelled = totals[..., 0, :].sum(-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         return {"iou_rock": tp / ((tp + fp) + labelled - tp),
                 "iou_rock_strict": tp / ((tp + fp + fp_ignored) + labelled - tp),
-                "precision": tp / (tp + fp), "recall": tp / labelled if labelled else np.full_like(tp, np.nan)}
+                "precision": tp / (tp + fp), "recall": tp / labelled}
 
 
 def photo_shares(photos: np.ndarray) -> np.ndarray:
@@ -104,7 +105,8 @@ def real_share(photos: np.ndarray) -> np.ndarray:
 
 def operating_curve(frames: np.ndarray, photos: np.ndarray | None, edges: torch.Tensor = EDGES) -> dict:
     """Every edge's operating point: {column: list} for ``COLUMNS`` (real_share None without photos), and argmax."""
-    curve = {"t": [float(t) for t in edges], **{k: v.tolist() for k, v in rock_figures(frames).items()},
+    totals = np.asarray(frames, dtype=np.int64).sum(0)
+    curve = {"t": [float(t) for t in edges], **{k: v.tolist() for k, v in rock_figures(totals).items()},
              "real_share": real_share(photos).tolist() if photos is not None and len(photos) else None}
     curve["argmax"] = argmax_index(edges)
     return curve
@@ -121,24 +123,37 @@ def at_share(curve: dict, share: float, column: str = "iou_rock") -> float | Non
     None where the curve never floods more than ``share`` (even its most eager edge stays below: the
     share is not reached, and reading the end point as "at share" would flatter a timid model).
     """
-    shares = curve.get("real_share")
-    if shares is None or shares[0] <= share:
+    if curve.get("real_share") is None:
         return None
-    index = next((k for k, value in enumerate(shares) if value <= share), None)
-    return None if index is None else _finite(curve[column][index])
+    value = held_to(np.asarray(curve[column], float)[None], np.asarray(curve["real_share"], float)[None],
+                    np.asarray([share]))
+    return _finite(value[0])
+
+
+def held_to(values: np.ndarray, shares: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """(..., E) values and real shares (falling with t), (...) shares to hold -> (...): the value at the first
+    edge whose share is at most the held share; NaN where the most eager edge is already at or below it."""
+    share = np.asarray(share, float)[..., None]
+    under = shares <= share
+    first = np.argmax(under, axis=-1)[..., None]
+    picked = np.take_along_axis(values, first, axis=-1)[..., 0]
+    return np.where(under.any(-1) & (shares[..., 0] > share[..., 0]), picked, np.nan)
 
 
 def share_at_iou(curve: dict, iou: float) -> float | None:
-    """The least real rock share at which the curve's rock-IoU reaches ``iou`` (the mirror of ``at_share``).
-
-    Rock-IoU rises then falls with t, so this is the smallest flood over the edges that score at least
-    ``iou``; None where no edge does, or without photos.
-    """
+    """The least real rock share at which the curve's rock-IoU reaches ``iou`` (the mirror of ``at_share``)."""
     if curve.get("real_share") is None:
         return None
-    shares = [share for share, value in zip(curve["real_share"], curve["iou_rock"])
-              if value is not None and not np.isnan(value) and value >= iou]
-    return min(shares) if shares else None
+    return _finite(least_share(np.asarray(curve["iou_rock"], float)[None], np.asarray(curve["real_share"], float)[None],
+                               np.asarray([iou]))[0])
+
+
+def least_share(iou: np.ndarray, shares: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(..., E) rock-IoU and real shares, (...) target IoU -> (...): the smallest share over the edges scoring at
+    least the target (rock-IoU rises then falls with t, so no single crossing); NaN where none does."""
+    reached = np.nan_to_num(iou, nan=-np.inf) >= np.asarray(target, float)[..., None]
+    least = np.where(reached, shares, np.inf).min(-1)
+    return np.where(np.isfinite(least), least, np.nan)
 
 
 def _finite(value) -> float | None:

@@ -374,6 +374,28 @@ def read_frame_confusions(run_id: str) -> dict | None:
     return {"frames": loaded["frames"], "confusion": loaded["confusion"]}
 
 
+def read_curve(run_id: str) -> dict | None:
+    """The operating-curve counts of the run's latest verification, where it counted photos, else None.
+
+    {"frames": frames x 3 x bins, "photos": photos x bins, "digest", "fit", "tta", "split_digest", "photo_names"}:
+    what compare resamples for its deltas at matched flood.
+    """
+    tags = store.read_run(run_id)["tags"]
+    folder = tags.get(names.VERIFY_ARTIFACTS)
+    if not folder or tags.get(names.VERIFY_SPLIT_DIGEST) != tags.get(names.VAL_DIGEST):
+        return None
+    summary = json.loads(store.download_artifact(run_id, f"{folder}/{names.SUMMARY}").read_text())
+    if not summary.get("curve"):
+        return None
+    with np.load(store.download_artifact(run_id, f"{folder}/{names.CURVE_COUNTS}")) as counts:
+        if not np.array_equal(counts["edges"], curve.EDGES.numpy()):
+            return None  # counted on other bins (another version): not comparable edge for edge
+        frames, photo_counts = counts["frames"], counts["photos"]
+    found = summary["curve"]
+    return {"frames": frames, "photos": photo_counts, "digest": found["digest"], "fit": found["fit"],
+            "tta": found.get("tta", "none"), "split_digest": summary["split_digest"], "photo_names": found["photos"]}
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     with refusals():

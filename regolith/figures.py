@@ -325,14 +325,18 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     variants = results["variants"]
     colors = _colors(variants)
     real = any(v[names.REAL_SHARE]["mean"] is not None for v in variants.values())
-    ratios = [1, 1.15, 1.3] + ([1.15] if real else [])
-    fig = Figure(figsize=(17 + 5.5 * real, 5.6))
+    operating = (results.get("flood") or {}).get("curves")  # every variant's operating curve, where counted
+    ratios = [1, 1.15, 1.3] + ([1.15] if real else []) + ([1.15] if operating else [])
+    fig = Figure(figsize=(17 + 5.5 * real + 5.5 * bool(operating), 5.6))
     axes = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
     plot_bars(axes[0], results, colors)
     plot_curves(axes[1], variants, curves, colors)
     plot_classes(axes[2], variants, colors)
     if real:
         plot_real(axes[3], results, colors)
+    if operating:
+        plot_operating_curves(axes[-1], list(operating.items()), colors)
+        axes[-1].set_title("Better, or only more eager? Rock threshold swept (dot: argmax)")
     for ax in axes:
         ax.title.set_fontsize(12.5)
         ax.xaxis.label.set_fontsize(11.5)
