@@ -53,39 +53,50 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "real_images param where that folder is here, none: no curve")
     parser.add_argument("--fit", default="letterbox", choices=photoset.FIT_MODES,
                         help="how the photos are fitted to the training size, as regolith.photos fits them")
+    parser.add_argument("--tta", default="none", choices=segformer.TTA_MODES,
+                        help="hflip: average the softmax of each image and its mirror (recorded under <prefix>/hflip/)")
     return parser
 
 
 @torch.no_grad()
-def frame_confusions(model, split: data.Split, batch: int, device, precision: str, counting: bool = False) -> tuple:
+def frame_confusions(model, split: data.Split, batch: int, device, precision: str, counting: bool = False,
+                     tta: str = "none") -> tuple:
     """(one confusion matrix per frame (N x (C + 1) x C: rows the true class, then label 255), as validation counts;
-    with ``counting``, the operating curve's margin counts per frame (N x 3 x bins, ``curve.frame_counts``), else None).
+    with ``counting``, (the operating curve's margin counts per frame (N x 3 x bins, ``curve.frame_counts``), the
+    mean softmax entropy), else None). ``tta``: ``model.class_scores``' (none: the logits themselves).
 
     The curve is counted from the same logits as the argmax, so its t = 0 is this pass's rock-IoU to the bit.
     """
     model.eval()
     confusions = torch.zeros(split.frames, len(CLASSES) + 1, len(CLASSES), dtype=torch.long)
     counts = torch.zeros(split.frames, len(curve.LABELS), len(curve.EDGES) + 1, dtype=torch.long) if counting else None
+    entropy = torch.zeros((), dtype=torch.float64)
     for start in range(0, split.frames, batch):
         images = split.images[start:start + batch].to(device)
-        logits = segformer.logits_at_mask_size(model, images, precision)
+        logits = segformer.class_scores(model, images, precision, tta)
         if counting:  # on the device, one copy back per batch
             counts[start:start + len(images)] = curve.frame_counts(
                 curve.rock_margin(logits), split.masks[start:start + batch]).cpu()
+            entropy += segformer.entropy(logits).double().sum().cpu()
         predictions = logits.argmax(1).cpu()
         for offset, prediction in enumerate(predictions):
             confusions[start + offset] = metrics.confusion_matrix(prediction, split.masks[start + offset])
-    return confusions, counts
+    # the mean softmax entropy over every validation pixel, beside the counts
+    return confusions, (counts, float(entropy / split.masks.numel())) if counting else None
 
 
 @torch.no_grad()
-def photo_margin_counts(model, photo_set: dict, device, precision: str, batch: int = 8) -> torch.Tensor:
-    """Photos x bins margin counts over each photo's own pixels, in regolith.photos' batches (the same argmax)."""
+def photo_margin_counts(model, photo_set: dict, device, precision: str, batch: int = 8, tta: str = "none") -> tuple:
+    """(photos x bins margin counts over each photo's own pixels, in regolith.photos' batches (the same argmax);
+    the mean softmax entropy over those pixels)."""
     model.eval()
     images, valid = photo_set["images"], photo_set["valid"]
-    return torch.cat([curve.photo_counts(curve.rock_margin(segformer.logits_at_mask_size(
-        model, images[start:start + batch].to(device), precision)), valid[start:start + batch]).cpu()
-        for start in range(0, len(images), batch)])
+    counts, entropy = [], torch.zeros((), dtype=torch.float64)
+    for start in range(0, len(images), batch):
+        scores = segformer.class_scores(model, images[start:start + batch].to(device), precision, tta)
+        counts.append(curve.photo_counts(curve.rock_margin(scores), valid[start:start + batch]).cpu())
+        entropy += (segformer.entropy(scores).cpu().double() * valid[start:start + batch]).sum()
+    return torch.cat(counts), float(entropy / valid.sum())
 
 
 def photo_folder(args, run: dict) -> str | None:
@@ -98,17 +109,23 @@ def photo_folder(args, run: dict) -> str | None:
     return watched if watched and Path(watched).is_dir() else None
 
 
-def operating_curve(model, run: dict, folder: str | None, fit: str, frame_counts: torch.Tensor | None, device,
-                    precision: str) -> dict | None:
-    """The curve of this pass, with the photos it counted ({"curve", "images", "digest", "fit", "photos", ...})."""
-    if frame_counts is None or folder is None:
+def operating_curve(model, run: dict, folder: str | None, fit: str, counted: tuple | None, device,
+                    precision: str, tta: str = "none") -> dict | None:
+    """The curve of this pass, with the photos it counted ({"curve", "images", "digest", "fit", "photos", ...}).
+
+    ``counted``: frame_confusions' (margin counts, mean entropy) of the validation frames."""
+    if counted is None or folder is None:
         return None
+    frame_counts, val_entropy = counted
     photo_set = photoset.prepare(folder, photos.training_size(run), fit)
-    counts = photo_margin_counts(model, photo_set, device, precision)
+    counts, photo_entropy = photo_margin_counts(model, photo_set, device, precision, tta=tta)
     operating = curve.operating_curve(frame_counts.numpy(), counts.numpy())
+    # The out-of-domain signal: how much less sure the model is on the photos than on its validation frames.
+    entropy = {names.ENTROPY_VAL: val_entropy, names.ENTROPY_PHOTOS: photo_entropy,
+               names.ENTROPY_RATIO: photo_entropy / val_entropy if val_entropy > 0 else None}
     return {"curve": operating, "images": str(photo_set["folder"]), "digest": photo_set["digest"],
-            "fit": photo_set["fit"], "tta": "none", "photos": photo_set["names"], "photo_counts": counts,
-            "frame_counts": frame_counts, "summary": curve_summary(operating)}
+            "fit": photo_set["fit"], "tta": tta, "photos": photo_set["names"], "photo_counts": counts,
+            "frame_counts": frame_counts, "summary": {**curve_summary(operating), **entropy}}
 
 
 def curve_summary(operating: dict) -> dict:
@@ -240,8 +257,11 @@ def evaluate(args) -> dict:
         model = segformer.model_from_checkpoint(payload)
     split = split_to_score(args, run)
     compared, relation = same_split(split, run["tags"])
-    # Only the validation split's pass is the verification; any other split reports under its own prefix.
+    # Only the validation split's pass is the verification; any other split reports under its own prefix, and a
+    # pass with flip TTA under <prefix>/hflip/ (it is not what validation computed).
     prefix = names.VERIFY if compared else names.split_prefix(split.path.name)
+    if args.tta != "none":
+        prefix, compared, relation = names.key(prefix, names.TTA), False, f"{relation}; tta={args.tta}: reported only"
 
     device = segformer.inference_device()
     model.to(device)
@@ -252,9 +272,9 @@ def evaluate(args) -> dict:
     batch = int(payload.get("args", {}).get("batch", 8))
     started = time.perf_counter()
     folder = photo_folder(args, run)  # the curve is counted only where there are photos to read it against
-    confusions, counts = frame_confusions(model, split, batch, device, precision, counting=folder is not None)
+    confusions, counts = frame_confusions(model, split, batch, device, precision, folder is not None, args.tta)
     seconds = time.perf_counter() - started
-    operating = operating_curve(model, run, folder, args.fit, counts, device, precision)
+    operating = operating_curve(model, run, folder, args.fit, counts, device, precision, args.tta)
     fresh = metrics.iou_summary(confusions.sum(0))
     training, source = training_numbers(run, payload)
     check, compared = verdict(compared, relation, fresh, training)
@@ -267,7 +287,7 @@ def evaluate(args) -> dict:
         "fresh": fresh, "training": training, "training_source": source,
         "difference": {k: fresh[k] - training[k] for k in fresh if k in training} if compared else None,
         "tolerance": TOLERANCE, "check": check, "prefix": prefix, "artifacts": folder, "evaluation": number,
-        "device": device.type, "precision": precision, "batch": batch, "seconds": seconds,
+        "device": device.type, "precision": precision, "batch": batch, "seconds": seconds, "tta": args.tta,
         "curve": operating and {key: operating[key] for key in ("images", "digest", "fit", "tta", "photos", "summary")},
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -147,7 +147,8 @@ def photo_panel(name: str, image, valid, predictions: list, path=None) -> Figure
     """
     valid_t = torch.as_tensor(valid, dtype=torch.bool)
     panel = 3.4  # inches per picture
-    columns = 1 + len(predictions)
+    # A 4th element, the per-pixel entropy (S x S, nats), adds the checkpoint's uncertainty map beside it.
+    columns = 1 + sum(1 + (len(entry) > 3) for entry in predictions)
     fig_w, fig_h = columns * panel + 0.3, panel + 1.15
     fig = Figure(figsize=(fig_w, fig_h))
     axes = fig.subplots(1, columns, squeeze=False)[0]
@@ -155,10 +156,12 @@ def photo_panel(name: str, image, valid, predictions: list, path=None) -> Figure
                         wspace=0.04)
     padding = 1 - valid_t.float().mean().item()
     pictures = [(_hwc(image), f"photo ({padding:.0%} padding)" if padding else "photo")]
-    for label, prediction, shares in predictions:
+    for label, prediction, shares, *uncertain in predictions:
         title = (f"{label}\nrock {shares['rock']:.1%}  (regolith {shares['regolith']:.0%}, "
                  f"sky {shares['sky']:.0%})")
         pictures.append((overlay(image, valid_t, prediction), title))
+        if uncertain:
+            pictures.append(uncertainty_map(uncertain[0], valid_t))
     for ax, (picture, title) in zip(axes, pictures):
         ax.imshow(picture, interpolation="nearest")
         ax.set_xticks([])
@@ -175,6 +178,15 @@ def photo_panel(name: str, image, valid, predictions: list, path=None) -> Figure
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def uncertainty_map(entropy, valid) -> tuple:
+    """(picture, title): the softmax entropy from 0 (black: certain) to log 3 (white: uniform), padding grey."""
+    entropy = torch.as_tensor(entropy, dtype=torch.float32)
+    level = (entropy / math.log(len(CLASSES))).clamp(0, 1).numpy()
+    picture = (np.stack([level] * 3, -1) * 255).astype(np.uint8)
+    picture[~valid.numpy()] = PAD_COLOUR
+    return picture, f"uncertainty (softmax entropy)\nmean {entropy[valid].mean().item():.3f} nats of {math.log(3):.3f}"
 
 
 def sheet_layout(count: int) -> tuple:

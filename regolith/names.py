@@ -48,6 +48,7 @@ EPOCH_MARKER = key(VAL, HEADLINE)
 REAL = "real"
 REAL_ROCK_SHARE = key(REAL, "rock_share_mean")  # per epoch in training; at the checkpoint's epoch from photos
 REAL_SET = tuple(key(REAL, name) for name in ("rock_share_mean", "rock_share_min", "rock_share_max", "photos"))
+REAL_ENTROPY = key(REAL, "mean_entropy")  # regolith.photos: softmax entropy over the photos' own pixels (nats)
 REAL_SHARE = "real_rock_share"  # a checkpoint's mean rock share over real photos, as a score beside iou_rock
 BEST_REAL_ROCK_SHARE = key(BEST, REAL_SHARE)  # the real share at the epoch checkpoint selection picked
 EPOCH_IMAGES_SECONDS = "time/epoch_images_s"  # what drawing and logging the per-epoch images cost
@@ -155,6 +156,11 @@ CURVE_CSV, CURVE_JSON, CURVE_COUNTS, CURVE_FIGURE = "curve.csv", "curve.json", "
 IMAGE_CURVE = "operating_curve"  # mlflow.log_image key: synthetic rock-IoU against real share, argmax marked
 REAL_SHARE_AT_ARGMAX = "real_share_at_argmax"  # verify/real_share_at_argmax: t = 0 of the curve
 CURVE_PHOTOS_DIGEST = "curve_photos_digest"  # tag verify/curve_photos_digest: the photo set the curve counted
+
+
+# the softmax entropy (nats, 0 to log 3) over validation and photo pixels, and their ratio: an out-of-domain signal
+ENTROPY_VAL, ENTROPY_PHOTOS, ENTROPY_RATIO = "entropy_val", "entropy_photos", "entropy_ratio_photos_val"
+TTA = "hflip"  # evaluate --tta hflip records under <prefix>/hflip/ (verify/hflip/iou_rock): never the verification's
 
 
 def at_share(share: float) -> str:

@@ -123,3 +123,47 @@ def test_evaluate_records_the_curve_and_its_argmax_is_the_recorded_numbers(in_st
     before = len(MlflowClient().get_metric_history(run_id, "verify/real_share_at_argmax"))
     assert evaluate.main(["--run", run_id, "--images", "none"]) is None
     assert len(MlflowClient().get_metric_history(run_id, "verify/real_share_at_argmax")) == before
+
+
+def test_entropy_lies_between_zero_and_log_3():
+    scores = torch.randn(2, 3, 8, 8) * 5
+    entropy = segformer.entropy(scores)
+    assert (entropy >= 0).all() and (entropy <= np.log(3) + 1e-6).all()
+    assert torch.allclose(segformer.entropy(torch.zeros(1, 3, 2, 2)), torch.full((1, 2, 2), float(np.log(3))))
+    assert segformer.entropy(torch.tensor([[[[1e4]], [[0.0]], [[0.0]]]])).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_flip_tta_is_mirror_equivariant_and_none_is_the_logits_themselves():
+    torch.manual_seed(0)
+    config = tiny_config()
+    config.num_labels = 3
+    net = SegformerForSemanticSegmentation(config).eval()
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.equal(segformer.class_scores(net, images), segformer.logits_at_mask_size(net, images))
+        tta = segformer.class_scores(net, images, tta="hflip")
+        mirrored = segformer.class_scores(net, images.flip(-1), tta="hflip").flip(-1)
+        plain = segformer.logits_at_mask_size(net, images)
+    # Averaging an image with its mirror gives its mirror's answer mirrored: the choice of side is gone.
+    assert torch.allclose(tta, mirrored, atol=1e-5) and not torch.allclose(tta, plain.log_softmax(1), atol=1e-3)
+    assert torch.allclose(tta.exp().sum(1), torch.ones(2, 32, 32), atol=1e-5)  # log of a mean softmax
+
+
+def test_tta_and_entropy_are_recorded_beside_the_plain_numbers(in_store, tmp_path):
+    run_id = in_store["run_id"]
+    assert evaluate.main(["--run", run_id, "--images", str(in_store["photos"])]) is None
+    plain = MlflowClient().get_run(run_id).data
+    assert evaluate.main(["--run", run_id, "--images", str(in_store["photos"]), "--tta", "hflip"]) is None
+    after = MlflowClient().get_run(run_id).data
+    assert {k: v for k, v in after.metrics.items() if k.startswith("verify/") and "/hflip/" not in k} == \
+        {k: v for k, v in plain.metrics.items() if k.startswith("verify/") and "/hflip/" not in k}
+    assert after.tags["verify/check"] == plain.tags["verify/check"] == "pass"
+    assert after.tags["verify/hflip/check"].endswith("tta=hflip: reported only")
+    for prefix in ("verify", "verify/hflip"):
+        val, photo = after.metrics[f"{prefix}/entropy_val"], after.metrics[f"{prefix}/entropy_photos"]
+        assert 0 < val <= np.log(3) and 0 < photo <= np.log(3)
+        assert after.metrics[f"{prefix}/entropy_ratio_photos_val"] == pytest.approx(photo / val)
+    assert photos.main(["--run", run_id, "--images", str(in_store["photos"]), "--tta", "hflip"]) is None
+    measured = MlflowClient().get_run(run_id).data
+    assert "real/hflip/rock_share_mean" in measured.metrics and 0 < measured.metrics["real/hflip/mean_entropy"]
+    assert photos.read_measurement(run_id)["tta"] == "hflip"  # compare sees the TTA and will not mix it
