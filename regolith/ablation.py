@@ -280,7 +280,7 @@ def setting_differences(runs: list) -> list:
 
 
 def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None,
-                     curves: dict | None = None) -> dict:
+                     curves: dict | None = None, splits: dict | None = None) -> dict:
     """The whole answer as plain data: the variants table, both deltas and their intervals.
 
     ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta
@@ -327,6 +327,7 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
     else:
         results["real"] = real_deltas(results, variants, real)
     results["flood"] = flood.flood_deltas(results, variants, curves or {})
+    results["splits"] = flood.split_scores(variants, splits or {})  # other labelled splits (evaluate --split)
     if results["flood"] and results["flood"].get("refused"):
         results["warnings"].append(f"no deltas at matched flood: {results['flood']['refused']}")
     return results

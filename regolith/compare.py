@@ -140,6 +140,12 @@ def format_table(results: dict) -> str:
         lines += ["", *real_lines(results["real"])]
     if results.get("flood") and not results["flood"].get("refused"):
         lines += ["", *flood_lines(results["flood"])]
+    for split, scores in (results.get("splits") or {}).items():
+        lines += ["", f"Labelled split {split!r} (evaluate --split; 95% CI over its frames, seeds pooled):"]
+        lines += aligned([["variant", "frames", "rock-IoU", "precision", "recall"],
+                          *([name, str(row["frames"]), *(_interval(row[key], '{:.4f}'.format).replace(
+                              " includes zero", "").replace(" excludes zero", "")
+                              for key in ("iou_rock", "precision", "recall"))] for name, row in scores.items())])
     if results.get("reference"):
         lines += ["", *reference_lines(results["reference"], overall)]
     lines += [f"warning: {warning}" for warning in results["warnings"]]
@@ -353,7 +359,8 @@ def read_ablation(experiment: str) -> tuple:
     results = ablation.ablation_results(runs, experiment,
                                         {run["run_id"]: evaluate.read_frame_confusions(run["run_id"]) for run in runs},
                                         {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs},
-                                        {run["run_id"]: evaluate.read_curve(run["run_id"]) for run in runs})
+                                        {run["run_id"]: evaluate.read_curve(run["run_id"]) for run in runs},
+                                        {run["run_id"]: evaluate.read_split_confusions(run["run_id"]) for run in runs})
     results["ignored"] = ignored
     curves = {run["run_id"]: store.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
     return results, curves

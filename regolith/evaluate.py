@@ -394,6 +394,21 @@ def read_frame_confusions(run_id: str) -> dict | None:
     return {"frames": loaded["frames"], "confusion": loaded["confusion"]}
 
 
+def read_split_confusions(run_id: str) -> dict:
+    """{split name: {"digest", "frames", "confusion"}}: the run's latest pass on each other labelled split
+    (``split/<name>/``, plain, not TTA), for compare's per-split table."""
+    tags = store.read_run(run_id)["tags"]
+    found = {}
+    for tag, folder in tags.items():
+        parts = tag.split("/")
+        if len(parts) != 3 or parts[0] != names.SPLITS or parts[2] != "artifacts":
+            continue
+        loaded = json.loads(store.download_artifact(run_id, f"{folder}/{names.FRAME_CONFUSIONS}").read_text())
+        found[parts[1]] = {"digest": tags.get(names.key(names.key(names.SPLITS, parts[1]), "split_digest")),
+                           "frames": loaded["frames"], "confusion": loaded["confusion"]}
+    return found
+
+
 def read_curve(run_id: str) -> dict | None:
     """The operating-curve counts of the run's latest verification, where it counted photos, else None.
 

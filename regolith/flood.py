@@ -11,7 +11,7 @@ share is found again in every resample. Pure: numpy, no MLflow.
 
 import numpy as np
 
-from regolith import curve, names, stats
+from regolith import ROCK, curve, names, stats
 
 HELD = ("matched", *curve.SHARES)  # where a delta is read: the matched flood, then each fixed share
 # their keys in the results and the compare run's metrics: iou_at_matched, iou_rock_at_real_5pct, ...
@@ -75,6 +75,7 @@ def matched_delta(variant: tuple, baseline: tuple, seed: int = 0) -> dict:
 
 
 def interval_entry(value: float, interval: tuple | None) -> dict:
+    """{"delta" (the value), "low", "high", "includes_zero"}: one number and its interval, None where undefined."""
     value = None if not np.isfinite(value) else float(value)
     low, high = interval or (None, None)
     return {"delta": value, "low": low, "high": high,
@@ -142,3 +143,34 @@ def metrics(flood: dict | None) -> dict:
                 if entry[field][end] is not None:
                     logged[names.key(key, field if end == "delta" else f"{field}_{end}")] = entry[field][end]
     return logged
+
+
+def split_scores(variants: dict, splits: dict) -> dict:
+    """{split: {variant: rock-IoU, precision, recall and their 95% intervals over frames}} from each run's pass on
+    the labelled splits that are not its validation split (``evaluate.read_split_confusions``), seeds pooled.
+
+    A variant shows on a split only when all its runs were evaluated on it, on the same frames (digest).
+    """
+    table = {}
+    for split in sorted({name for found in splits.values() for name in (found or {})}):
+        for variant, v in variants.items():
+            passes = [(splits.get(run_id) or {}).get(split) for run_id in v["run_ids"]]
+            if any(p is None for p in passes) or len({p["digest"] for p in passes}) != 1:
+                continue
+            counts = np.sum([np.asarray(p["confusion"], dtype=float) for p in passes], axis=0)  # frames x 3 x 3
+            point = rock_scores(counts.sum(0, keepdims=True).reshape(1, -1))[0]
+            intervals = stats.bootstrap_sums((counts.reshape(len(counts), -1),), rock_scores) or [None] * 3
+            table.setdefault(split, {})[variant] = {
+                "frames": len(counts), "seeds": v["seeds"],
+                **{name: interval_entry(value, interval) for name, value, interval in
+                   zip(("iou_rock", "precision", "recall"), point, intervals)}}
+    return table
+
+
+def rock_scores(sums: np.ndarray) -> np.ndarray:
+    """R x 9 summed confusion counts (true x predicted) -> R x 3: rock-IoU, precision, recall."""
+    confusion = sums.reshape(len(sums), 3, 3)
+    tp = confusion[:, ROCK, ROCK]
+    predicted, labelled = confusion[:, :, ROCK].sum(1), confusion[:, ROCK].sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.stack([tp / (predicted + labelled - tp), tp / predicted, tp / labelled], 1)

@@ -80,3 +80,17 @@ def test_bootstrap_of_sums_resamples_each_group_on_its_own():
     assert (p_high - p_low) > (f_high - f_low)  # 9 photos spread more than 40 frames
     assert stats.bootstrap_sums((frames[:1], photos), lambda f, p: f) is None
     assert flood.verdict("DR's gain", {"delta": -0.1, "low": -0.2, "high": -0.01}).startswith("DR's gain disappears")
+
+
+def test_labelled_splits_per_variant_with_intervals_over_frames():
+    # two frames per split: rock 8 labelled, 6 found, 2 false alarms on frame 0; rock 4, 4 found on frame 1
+    frames = [[[10, 2, 0], [2, 6, 0], [0, 0, 9]], [[12, 0, 0], [0, 4, 0], [0, 0, 5]]]
+    variants = {"nodr_8": {"run_ids": ["n"], "seeds": [0]}, "dr_8": {"run_ids": ["d", "e"], "seeds": [0, 1]}}
+    splits = {"n": {"real_frames": {"digest": "a", "frames": ["0", "1"], "confusion": frames}},
+              "d": {"real_frames": {"digest": "a", "frames": ["0", "1"], "confusion": frames}},
+              "e": {}}  # one dr_8 seed was never evaluated there: dr_8 is left out of that split
+    table = flood.split_scores(variants, splits)
+    row = table["real_frames"]["nodr_8"]
+    assert row["iou_rock"]["delta"] == pytest.approx(10 / 14) and row["precision"]["delta"] == pytest.approx(10 / 12)
+    assert row["recall"]["delta"] == pytest.approx(10 / 12) and row["iou_rock"]["low"] <= 10 / 14 <= row["iou_rock"]["high"]
+    assert "dr_8" not in table["real_frames"]
