@@ -117,6 +117,10 @@ def test_evaluate_records_the_curve_and_its_argmax_is_the_recorded_numbers(in_st
     assert recorded["iou_rock"][recorded["argmax"]] == data.metrics["verify/iou_rock"]
     assert recorded["real_share"][recorded["argmax"]] == data.metrics["real/rock_share_mean"]
     assert len((folder / "curve.csv").read_text().splitlines()) == len(curve.EDGES) + 1
+    counted = evaluate.read_curve(run_id)  # what compare resamples
+    assert counted["frames"].shape == (4, 3, len(curve.EDGES) + 1) and counted["photos"].shape == (3, len(curve.EDGES) + 1)
+    assert counted["digest"] == data.tags["real/photos_digest"] and counted["tta"] == "none"
+    assert curve.operating_curve(counted["frames"], counted["photos"])["iou_rock"] == recorded["iou_rock"]
     images = [info.path for info in MlflowClient().list_artifacts(run_id, "images")]
     assert any("operating_curve" in path for path in images)  # in MLflow's image view
     # The same pass without photos records no curve and no curve metric from it.

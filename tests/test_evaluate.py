@@ -154,6 +154,11 @@ def test_another_split_through_mlflow_run_reports_under_its_prefix_and_keeps_ver
     summary = json.loads((local / "summary.json").read_text())
     assert summary["frames"] == 6 and summary["difference"] is None and summary["prefix"] == prefix
     assert evaluate.read_frame_confusions(trained["run_id"]) is not None  # compare still finds the verification
+    assert evaluate.read_split_confusions(trained["run_id"])["train_dr"]["frames"] == summary_frames(local)
+
+
+def summary_frames(folder: Path) -> list:
+    return json.loads((folder / "confusion_per_frame.json").read_text())["frames"]
 
 
 def run_evaluate_cli(trained: dict, *params: str, capture: bool = False):
