@@ -12,7 +12,7 @@ import statistics
 import numpy as np
 import torch
 
-from regolith import ROCK, Refused, metrics, names, photoset, reference, same_value, stats
+from regolith import ROCK, Refused, flood, metrics, names, photoset, reference, same_value, stats
 
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
@@ -58,6 +58,7 @@ def training_run(row: dict) -> dict | None:
     return {"run_id": row["run_id"], "run_name": row["run_name"], "start_time": row["start_time"],
             "dr": dr, "frames": frames, "seed": seed, "variant": names.variant(dr, frames),
             "best_epoch": None if best_epoch is None else int(best_epoch),
+            "real_digest": tags.get(names.REAL_DIGEST),  # the photos training watched (-P real_images), if any
             **{score: recorded.get(names.key(names.BEST, score)) for score in RECORDED}, names.HEADLINE: headline,
             "settings": {key: settings.get(key) for key in SETTINGS}}
 
@@ -288,19 +289,24 @@ def setting_differences(runs: list) -> list:
     return lines
 
 
-def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None) -> dict:
+def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None,
+                     curves: dict | None = None, splits: dict | None = None) -> dict:
     """The whole answer as plain data: the variants table, both deltas and their intervals.
 
     ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta
     its paired bootstrap interval over validation frames; without it, ``frame_interval`` is None.
     ``real`` (run id -> per-photo rock shares of its latest ``regolith.photos`` measurement, or None)
     is each run's real rock share where it has one; a run without takes the share training saw at
-    its best epoch (``best/real_rock_share``, with ``-P real_images``), if any.
+    its best epoch (``best/real_rock_share``, with ``-P real_images``), if any. ``curves`` (run id ->
+    ``evaluate.read_curve``'s counts, or None) gives the deltas at matched flood (``flood.flood_deltas``).
     """
     real = real or {}
     runs = [{**run, REAL_SHARE: statistics.fmean(real[run["run_id"]]["rock"])} if real.get(run["run_id"]) else run
             for run in runs]
+    runs = [{**run, "real_set": photo_set(run, real.get(run["run_id"]))} for run in runs]
     variants = summarize_variants(runs)
+    for name, v in variants.items():
+        v["real_sets"] = distinct([run["real_set"] for run in runs if run["variant"] == name and run["real_set"]])
     matched, largest = pick_comparisons(variants, experiment)
     dr_matched, nodr_matched = names.variant(True, matched), names.variant(False, matched)
     dr_largest = names.variant(True, largest)
@@ -322,8 +328,59 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
     seeds = sorted(set(variants[dr_largest]["seeds"]) & set(variants[nodr_matched]["seeds"]))
     results["per_frame_overall"] = per_frame(variants, dr_largest, nodr_matched, seeds, confusions or {})
     results["reference"] = reference_comparison(variants, experiment)
-    results["real"] = real_deltas(results, variants, real)
+    involved = {run_id for key in DELTAS for side in ("variant", "baseline")
+                for run_id in variants[results[key][side]]["run_ids"]}
+    results["real_refused"] = mixed_photo_sets([run for run in runs if run["run_id"] in involved])
+    if results["real_refused"]:  # shares of different photos (or fits) say nothing about DR or data size
+        results["warnings"].append(f"real rock shares not compared: {results['real_refused']}")
+        results["real"] = None
+    else:
+        results["real"] = real_deltas(results, variants, real)
+    results["flood"] = flood.flood_deltas(results, variants, curves or {})
+    results["splits"] = flood.split_scores(variants, splits or {})  # other labelled splits (evaluate --split)
+    if results["flood"] and results["flood"].get("refused"):
+        results["warnings"].append(f"no deltas at matched flood: {results['flood']['refused']}")
     return results
+
+
+def photo_set(run: dict, measured: dict | None) -> dict | None:
+    """What a run's real rock share was measured on: {"digest", "fit", "tta"}, or None where it has no share.
+
+    regolith.photos records its set, fit and TTA; a share training saw (``-P real_images``) was
+    letterboxed with no TTA, on the set of the run's ``real/photos_digest`` tag.
+    """
+    if measured:
+        return {"digest": measured.get("digest"), "fit": measured.get("fit", "letterbox"),
+                "tta": measured.get("tta", "none")}
+    if run.get(REAL_SHARE) is None:
+        return None
+    return {"digest": run.get("real_digest"), "fit": "letterbox", "tta": "none"}
+
+
+def distinct(sets: list) -> list:
+    """The photo sets, each once, in first-seen order."""
+    return [entry for i, entry in enumerate(sets) if entry not in sets[:i]]
+
+
+def mixed_photo_sets(runs: list) -> str | None:
+    """Why the runs' real rock shares cannot be compared (other photos, fit or TTA, or an unrecorded set), or None.
+
+    Only runs that have a share count; a run with none leaves the real deltas out on its own.
+    """
+    measured = [run for run in runs if run.get("real_set")]
+    unknown = [run for run in measured if not run["real_set"]["digest"]]
+    if unknown:
+        return ("the photo set of " + ", ".join(f"{r['variant']} seed {r['seed']}" for r in unknown)
+                + " was not recorded (tag " + names.REAL_DIGEST + "); measure it again with regolith.photos")
+    sets = distinct([run["real_set"] for run in measured])
+    if len(sets) < 2:
+        return None
+    described = []
+    for entry in sets:
+        labels = [f"{r['variant']} seed {r['seed']}" for r in measured if r["real_set"] == entry]
+        described.append(f"photos {entry['digest'][:12]} fit={entry['fit']} tta={entry['tta']} ({', '.join(labels)})")
+    return ("measured on different photo sets, fits or TTA: " + "; ".join(described)
+            + "; measure every run on one set with regolith.photos (same --images, --fit)")
 
 
 def real_deltas(results: dict, variants: dict, real: dict) -> dict | None:

@@ -44,7 +44,8 @@ import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 
-from regolith import Refused, ablation, evaluate, figures, liveness, names, photos, reference, refusals, store, track
+from regolith import (Refused, ablation, curve, evaluate, figures, flood, liveness, names, photos, reference, refusals,
+                      store, track)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,8 +119,11 @@ def format_table(results: dict) -> str:
     variants = results["variants"]
     strict = any(differs(v["iou_rock_strict"]["mean"], v["iou_rock"]["mean"]) for v in variants.values())
     real = any(v[ablation.REAL_SHARE]["mean"] is not None for v in variants.values())
+    # Shares from different photo sets, fits or TTA are not one column's numbers: the header says so.
+    real_header = "real rock share (NOT comparable: photo sets differ)" if results.get("real_refused") else \
+        "real rock share"
     columns = ["variant", "dr", "frames", "seeds", "rock-IoU", *(["rock (strict)"] if strict else []),
-               "regolith", "sky", "mIoU", *(["real rock share"] if real else []), "best epoch"]
+               "regolith", "sky", "mIoU", *([real_header] if real else []), "best epoch"]
     rows = [[name, "yes" if v["dr"] else "no", str(v["frames"]), ",".join(map(str, v["seeds"])), _number(v["iou_rock"]),
              *([_number(v["iou_rock_strict"])] if strict else []), _number(v["iou_regolith"]), _number(v["iou_sky"]),
              _number(v["miou"]), *([_share(v[ablation.REAL_SHARE])] if real else []),
@@ -134,6 +138,14 @@ def format_table(results: dict) -> str:
         lines.append(per_frame_line(overall))
     if results.get("real"):
         lines += ["", *real_lines(results["real"])]
+    if results.get("flood") and not results["flood"].get("refused"):
+        lines += ["", *flood_lines(results["flood"])]
+    for split, scores in (results.get("splits") or {}).items():
+        lines += ["", f"Labelled split {split!r} (evaluate --split; 95% CI over its frames, seeds pooled):"]
+        lines += aligned([["variant", "frames", "rock-IoU", "precision", "recall"],
+                          *([name, str(row["frames"]), *(_interval(row[key], '{:.4f}'.format).replace(
+                              " includes zero", "").replace(" excludes zero", "")
+                              for key in ("iou_rock", "precision", "recall"))] for name, row in scores.items())])
     if results.get("reference"):
         lines += ["", *reference_lines(results["reference"], overall)]
     lines += [f"warning: {warning}" for warning in results["warnings"]]
@@ -164,6 +176,36 @@ def real_lines(deltas: dict) -> list:
                          f"{_signed_share(seeds['high'])}]" + (" includes zero" if seeds["includes_zero"] else
                                                                 " excludes zero"))
     return lines
+
+
+def flood_lines(matched: dict) -> list:
+    """Each delta at matched flood (the operating curves), with its paired interval over frames and photos, and
+    its verdict."""
+    lines = ["At matched flood (operating curves; 95% CI: paired bootstrap over validation frames and photos together):"]
+    for key, label in (("dr_delta", "DR delta  "), ("size_delta", "size delta")):
+        entry = matched.get(key)
+        if not entry:
+            continue
+        v, b = entry["variant"], entry["baseline"]
+        lines.append(f"{label}: {v} - {b}; argmax real share {entry['argmax_share'][0]:.1%} vs "
+                     f"{entry['argmax_share'][1]:.1%}, argmax rock-IoU {entry['argmax_iou'][0]:.4f} vs "
+                     f"{entry['argmax_iou'][1]:.4f}")
+        held = [(f"at {entry['matched_share']:.1%} real share (the less-flooding argmax)", "iou_at_matched"),
+                *((f"at {share:.0%} real share", names.at_share(share)) for share in curve.SHARES)]
+        for words, field in held:
+            lines.append(f"            rock-IoU delta {words}: {_interval(entry[field], '{:+.4f}'.format)}")
+        lines.append(f"            verdict: {entry['verdict']}")
+        lines.append(f"            real-share delta at matched rock-IoU ({min(entry['argmax_iou']):.4f}): "
+                     f"{_interval(entry['share_at_matched_iou'], _signed_share)} real rock share")
+    return lines
+
+
+def _interval(entry: dict, form) -> str:
+    if entry["delta"] is None:
+        return "not reached by a side"
+    ends = "" if entry["low"] is None else f" [{form(entry['low'])}, {form(entry['high'])}]" + (
+        " includes zero" if entry["includes_zero"] else " excludes zero")
+    return form(entry["delta"]) + ends
 
 
 def _signed_share(value: float) -> str:
@@ -249,6 +291,7 @@ def delta_metrics(results: dict, prefix: str = "") -> dict:
         for kind in ("frame_interval", "seed_interval"):
             if results[key].get(kind):
                 logged.update({names.key(key, f"{kind}_{end}"): results[key][kind][end] for end in ("low", "high")})
+    logged.update(flood.metrics(results.get("flood")))
     return {prefix + key: value for key, value in logged.items() if value is not None}
 
 
@@ -296,16 +339,11 @@ def record_generations(results: dict, args, run_id: str) -> Path:
                     names.SOURCE_RUNS: ",".join(run_id for r in results["per_experiment"]
                                                 for v in r["variants"].values() for run_id in v["run_ids"])})
     track.log_metrics({key: value for r in results["per_experiment"]
-                       for key, value in delta_metrics(r, prefix=metric_safe(r["experiment"]) + "/").items()})
+                       for key, value in delta_metrics(r, prefix=names.safe_segment(r["experiment"]) + "/").items()})
     files = write_results(folder, "generations", results, format_generations(results),
                           lambda path: figures.plot_generations(results, path))
     print(f"\nresults: {files[0]}\nfigure:  {files[1]}\ncompare run {run_id} ('generations', kind=compare)")
     return folder
-
-
-def metric_safe(name: str) -> str:
-    """An experiment name as a metric-key prefix (MLflow allows letters, digits, _ - . / and spaces)."""
-    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", name)
 
 
 # ---- the verb ----------------------------------------------------------------------------------
@@ -335,7 +373,9 @@ def read_ablation(experiment: str) -> tuple:
              f"them)" if stale else ""))
     results = ablation.ablation_results(runs, experiment,
                                         {run["run_id"]: evaluate.read_frame_confusions(run["run_id"]) for run in runs},
-                                        {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs})
+                                        {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs},
+                                        {run["run_id"]: evaluate.read_curve(run["run_id"]) for run in runs},
+                                        {run["run_id"]: evaluate.read_split_confusions(run["run_id"]) for run in runs})
     results["ignored"] = ignored
     curves = {run["run_id"]: store.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
     return results, curves

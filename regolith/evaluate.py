@@ -12,7 +12,10 @@ training loop. The results go back to the source run: metrics ``verify/iou_*`` a
 ``verify/miou``, tags ``verify/split`` and ``verify/check``, and a fresh artifact folder
 ``verify/<UTC time>/`` per evaluation (so a re-run never replaces an earlier one) holding
 ``frames.csv`` (per-frame IoU, worst rock-IoU first), ``confusion_per_frame.json``,
-``overlays.png`` (best, median and worst frames) and ``summary.json``.
+``overlays.png`` (best, median and worst frames) and ``summary.json``. ``verify/`` holds only
+the run's own validation split: any other split (``--split DIR``, a labelled real split) is
+recorded the same way under ``split/<folder name>/`` (``split/test_real/iou_rock``,
+``split/test_real/<UTC time>/``), so reporting on it never replaces the verification.
 
 Exit status: 0 when the fresh rock-IoU on the run's own validation split agrees with the
 training-time ``best/iou_rock`` within 1e-3 (or another split was only reported), 1 when it
@@ -30,8 +33,10 @@ from pathlib import Path
 
 import torch
 
-from regolith import (CLASSES, IGNORE_INDEX, ROCK, Refused, data, figures, metrics, model as segformer, names,
-                      refusals, store, track)
+import numpy as np
+
+from regolith import (CLASSES, IGNORE_INDEX, ROCK, Refused, curve, data, figures, metrics, model as segformer, names,
+                      photos, photoset, refusals, store, track)
 
 # The reference study's own check: 0.8520 fresh against 0.8521 at training time.
 TOLERANCE = 1e-3
@@ -44,20 +49,90 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="", help="split directory; '' means the run's validation split")
     parser.add_argument("--experiment", default="", help="experiment to look a run name up in; '' means the "
                                                           "active one (MLFLOW_EXPERIMENT_NAME, else Default)")
+    parser.add_argument("--images", default="", help="real photos for the operating curve; '' means the run's "
+                                                      "real_images param where that folder is here, none: no curve")
+    parser.add_argument("--fit", default="letterbox", choices=photoset.FIT_MODES,
+                        help="how the photos are fitted to the training size, as regolith.photos fits them")
+    parser.add_argument("--tta", default="none", choices=segformer.TTA_MODES,
+                        help="hflip: average the softmax of each image and its mirror (recorded under <prefix>/hflip/)")
     return parser
 
 
 @torch.no_grad()
-def frame_confusions(model, split: data.Split, batch: int, device, precision: str) -> torch.Tensor:
-    """One confusion matrix per frame (N x (C + 1) x C: rows the true class, then label 255), as validation counts."""
+def frame_confusions(model, split: data.Split, batch: int, device, precision: str, counting: bool = False,
+                     tta: str = "none") -> tuple:
+    """(one confusion matrix per frame (N x (C + 1) x C: rows the true class, then label 255), as validation counts;
+    with ``counting``, (the operating curve's margin counts per frame (N x 3 x bins, ``curve.frame_counts``), the
+    mean softmax entropy), else None). ``tta``: ``model.class_scores``' (none: the logits themselves).
+
+    The curve is counted from the same logits as the argmax, so its t = 0 is this pass's rock-IoU to the bit.
+    """
     model.eval()
     confusions = torch.zeros(split.frames, len(CLASSES) + 1, len(CLASSES), dtype=torch.long)
+    counts = torch.zeros(split.frames, len(curve.LABELS), len(curve.EDGES) + 1, dtype=torch.long) if counting else None
+    entropy = torch.zeros((), dtype=torch.float64)
     for start in range(0, split.frames, batch):
         images = split.images[start:start + batch].to(device)
-        predictions = segformer.logits_at_mask_size(model, images, precision).argmax(1).cpu()
+        logits = segformer.class_scores(model, images, precision, tta)
+        if counting:  # on the device, one copy back per batch
+            counts[start:start + len(images)] = curve.frame_counts(
+                curve.rock_margin(logits), split.masks[start:start + batch]).cpu()
+            entropy += segformer.entropy(logits).double().sum().cpu()
+        predictions = logits.argmax(1).cpu()
         for offset, prediction in enumerate(predictions):
             confusions[start + offset] = metrics.confusion_matrix(prediction, split.masks[start + offset])
-    return confusions
+    # the mean softmax entropy over every validation pixel, beside the counts
+    return confusions, (counts, float(entropy / split.masks.numel())) if counting else None
+
+
+@torch.no_grad()
+def photo_margin_counts(model, photo_set: dict, device, precision: str, batch: int = 8, tta: str = "none") -> tuple:
+    """(photos x bins margin counts over each photo's own pixels, in regolith.photos' batches (the same argmax);
+    the mean softmax entropy over those pixels)."""
+    model.eval()
+    images, valid = photo_set["images"], photo_set["valid"]
+    counts, entropy = [], torch.zeros((), dtype=torch.float64)
+    for start in range(0, len(images), batch):
+        scores = segformer.class_scores(model, images[start:start + batch].to(device), precision, tta)
+        counts.append(curve.photo_counts(curve.rock_margin(scores), valid[start:start + batch]).cpu())
+        entropy += (segformer.entropy(scores).cpu().double() * valid[start:start + batch]).sum()
+    return torch.cat(counts), float(entropy / valid.sum())
+
+
+def photo_folder(args, run: dict) -> str | None:
+    """The photos the curve counts: --images, else the folder the run watched in training where it is here."""
+    if args.images.lower() == "none":
+        return None
+    if args.images:
+        return args.images
+    watched = run["params"].get("real_images", "")
+    return watched if watched and Path(watched).is_dir() else None
+
+
+def operating_curve(model, run: dict, folder: str | None, fit: str, counted: tuple | None, device,
+                    precision: str, tta: str = "none") -> dict | None:
+    """The curve of this pass, with the photos it counted ({"curve", "images", "digest", "fit", "photos", ...}).
+
+    ``counted``: frame_confusions' (margin counts, mean entropy) of the validation frames."""
+    if counted is None or folder is None:
+        return None
+    frame_counts, val_entropy = counted
+    photo_set = photoset.prepare(folder, photos.training_size(run), fit)
+    counts, photo_entropy = photo_margin_counts(model, photo_set, device, precision, tta=tta)
+    operating = curve.operating_curve(frame_counts.numpy(), counts.numpy())
+    # The out-of-domain signal: how much less sure the model is on the photos than on its validation frames.
+    entropy = {names.ENTROPY_VAL: val_entropy, names.ENTROPY_PHOTOS: photo_entropy,
+               names.ENTROPY_RATIO: photo_entropy / val_entropy if val_entropy > 0 else None}
+    return {"curve": operating, "images": str(photo_set["folder"]), "digest": photo_set["digest"],
+            "fit": photo_set["fit"], "tta": tta, "photos": photo_set["names"], "photo_counts": counts,
+            "frame_counts": frame_counts, "summary": {**curve_summary(operating), **entropy}}
+
+
+def curve_summary(operating: dict) -> dict:
+    """What the run records of its curve as metrics: rock-IoU at the fixed real shares, the real share at argmax."""
+    point = operating["argmax"]
+    return {names.REAL_SHARE_AT_ARGMAX: operating["real_share"][point],
+            **{names.at_share(share): curve.at_share(operating, share) for share in curve.SHARES}}
 
 
 def frame_table(frames: list, confusions: torch.Tensor) -> list:
@@ -182,6 +257,11 @@ def evaluate(args) -> dict:
         model = segformer.model_from_checkpoint(payload)
     split = split_to_score(args, run)
     compared, relation = same_split(split, run["tags"])
+    # Only the validation split's pass is the verification; any other split reports under its own prefix, and a
+    # pass with flip TTA under <prefix>/hflip/ (it is not what validation computed).
+    prefix = names.VERIFY if compared else names.split_prefix(split.path.name)
+    if args.tta != "none":
+        prefix, compared, relation = names.key(prefix, names.TTA), False, f"{relation}; tta={args.tta}: reported only"
 
     device = segformer.inference_device()
     model.to(device)
@@ -191,30 +271,35 @@ def evaluate(args) -> dict:
     # Validation's batch size, so the same kernels see the same batches; on CPU the numbers then match exactly.
     batch = int(payload.get("args", {}).get("batch", 8))
     started = time.perf_counter()
-    confusions = frame_confusions(model, split, batch, device, precision)
+    folder = photo_folder(args, run)  # the curve is counted only where there are photos to read it against
+    confusions, counts = frame_confusions(model, split, batch, device, precision, folder is not None, args.tta)
     seconds = time.perf_counter() - started
+    operating = operating_curve(model, run, folder, args.fit, counts, device, precision, args.tta)
     fresh = metrics.iou_summary(confusions.sum(0))
     training, source = training_numbers(run, payload)
     check, compared = verdict(compared, relation, fresh, training)
 
-    folder, number = store.fresh_folder(run["run_id"], names.VERIFY)
+    folder, number = store.fresh_folder(run["run_id"], prefix)
     summary = {
         "run_id": run["run_id"], "run_name": run["run_name"], "ref": run["ref"], "model_version": run["model_version"],
         "checkpoint": run["checkpoint_uri"], "checkpoint_epoch": payload.get("epoch"),
         "split": str(split.path), "split_digest": split.digest, "frames": split.frames, "split_relation": relation,
         "fresh": fresh, "training": training, "training_source": source,
         "difference": {k: fresh[k] - training[k] for k in fresh if k in training} if compared else None,
-        "tolerance": TOLERANCE, "check": check, "artifacts": folder, "evaluation": number,
-        "device": device.type, "precision": precision, "batch": batch, "seconds": seconds,
+        "tolerance": TOLERANCE, "check": check, "prefix": prefix, "artifacts": folder, "evaluation": number,
+        "device": device.type, "precision": precision, "batch": batch, "seconds": seconds, "tta": args.tta,
+        "curve": operating and {key: operating[key] for key in ("images", "digest", "fit", "tta", "photos", "summary")},
         "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    record(run, summary, model, split, confusions, device)
+    record(run, summary, model, split, confusions, device, operating)
     report(summary, f"{run['run_name']} ({run['run_id'][:8]})", compared)
     return summary
 
 
-def record(run: dict, summary: dict, model, split: data.Split, confusions: torch.Tensor, device):
-    """On the source run, never overwriting: a new verify/<UTC time>/ folder, then the verify/ metrics and tags."""
+def record(run: dict, summary: dict, model, split: data.Split, confusions: torch.Tensor, device,
+           operating: dict | None = None):
+    """On the source run, never overwriting: a new <prefix>/<UTC time>/ folder, then the prefix's metrics and tags
+    (verify/ for the validation split, split/<name>/ for any other)."""
     fresh, check, folder = summary["fresh"], summary["check"], summary["artifacts"]
     with tempfile.TemporaryDirectory(prefix="regolith-verify-") as staging:
         staging = Path(staging)
@@ -226,10 +311,32 @@ def record(run: dict, summary: dict, model, split: data.Split, confusions: torch
                       f"{split.path.name} ({split.frames} frames)  rock-IoU {fresh['iou_rock']:.4f}  "
                       f"mIoU {fresh['miou']:.4f}  (check: {check.split(':')[0]})")
         (staging / names.SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+        if operating:
+            picture = write_curve(operating, staging, f"{run['run_name']} ({run['run_id'][:8]}), epoch "
+                                  f"{summary['checkpoint_epoch']}: {split.path.name} against {operating['images']}")
         track.log_artifacts_to_run(run["run_id"], staging, folder)
-    track.log_to_run(run["run_id"], names.prefixed(names.VERIFY, fresh),
-                     {names.VERIFY_SPLIT: split.path, names.VERIFY_SPLIT_DIGEST: split.digest,
-                      names.VERIFY_CHECK: check, names.VERIFY_ARTIFACTS: folder}, step=summary["evaluation"])
+    prefix = summary["prefix"]
+    tags = dict(zip(names.evaluation_tags(prefix), (split.path, split.digest, check, folder)))
+    scores = names.prefixed(prefix, fresh)
+    if operating:
+        scores.update({k: v for k, v in names.prefixed(prefix, operating["summary"]).items() if v is not None})
+        tags[names.key(prefix, names.CURVE_PHOTOS_DIGEST)] = operating["digest"]
+        track.log_image_to_run(run["run_id"], picture, names.key(prefix, names.IMAGE_CURVE), summary["evaluation"])
+    track.log_to_run(run["run_id"], scores, tags, step=summary["evaluation"])
+
+
+def write_curve(operating: dict, folder: Path, title: str):
+    """curve.csv, curve.json, curve_counts.npz (what compare resamples) and curve.png; returns the picture."""
+    with (folder / names.CURVE_CSV).open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(curve.COLUMNS)
+        writer.writerows(["" if v is None else f"{v:.6f}" for v in row] for row in curve.rows(operating["curve"]))
+    (folder / names.CURVE_JSON).write_text(json.dumps(
+        {**{key: operating[key] for key in ("images", "digest", "fit", "tta", "photos", "summary")},
+         "rule": "rock where rock logit - max other logit > t; t = 0 is the argmax", **operating["curve"]}) + "\n")
+    np.savez_compressed(folder / names.CURVE_COUNTS, frames=operating["frame_counts"].numpy(),
+                        photos=operating["photo_counts"].numpy(), edges=curve.EDGES.numpy())
+    return figures.operating_curve([("this checkpoint", operating["curve"])], title, folder / names.CURVE_FIGURE)
 
 
 def draw_overlays(model, split: data.Split, rows: list, device, precision: str, path: Path, title: str):
@@ -257,8 +364,19 @@ def report(summary: dict, label: str, compared: bool):
               f"({'within' if passed else 'beyond'} {TOLERANCE:g})")
     else:
         print(summary["check"])
-    print(f"logged verify/iou_* and verify/miou (step {summary['evaluation']}) and tags verify/split, verify/check "
-          f"to run {summary['run_id']}; artifacts in {summary['artifacts']}/: frames.csv (worst rock-IoU first), "
+    if summary["curve"]:
+        point = summary["curve"]["summary"]
+        held = ", ".join(f"{share:.0%}: " + ("not reached" if point[names.at_share(share)] is None
+                                             else f"{point[names.at_share(share)]:.4f}") for share in curve.SHARES)
+        print(f"operating curve on {len(summary['curve']['photos'])} photos ({summary['curve']['images']}, "
+              f"{summary['curve']['fit']}): real rock share at the argmax {point[names.REAL_SHARE_AT_ARGMAX]:.1%}; "
+              f"rock-IoU with the real share held to {held}; {names.CURVE_CSV}, {names.CURVE_JSON}, "
+              f"{names.CURVE_FIGURE}")
+    prefix = summary["prefix"]
+    print(f"logged {prefix}/iou_* and {prefix}/miou (step {summary['evaluation']}) and tags {prefix}/split, "
+          f"{prefix}/check to run {summary['run_id']}"
+          + ("" if prefix == names.VERIFY else f" ({names.VERIFY}/ untouched: it is the validation split's)")
+          + f"; artifacts in {summary['artifacts']}/: frames.csv (worst rock-IoU first), "
           f"{names.FRAME_CONFUSIONS}, overlays.png, {names.SUMMARY}")
 
 
@@ -274,6 +392,43 @@ def read_frame_confusions(run_id: str) -> dict | None:
         return None
     loaded = json.loads(store.download_artifact(run_id, f"{folder}/{names.FRAME_CONFUSIONS}").read_text())
     return {"frames": loaded["frames"], "confusion": loaded["confusion"]}
+
+
+def read_split_confusions(run_id: str) -> dict:
+    """{split name: {"digest", "frames", "confusion"}}: the run's latest pass on each other labelled split
+    (``split/<name>/``, plain, not TTA), for compare's per-split table."""
+    tags = store.read_run(run_id)["tags"]
+    found = {}
+    for tag, folder in tags.items():
+        parts = tag.split("/")
+        if len(parts) != 3 or parts[0] != names.SPLITS or parts[2] != "artifacts":
+            continue
+        loaded = json.loads(store.download_artifact(run_id, f"{folder}/{names.FRAME_CONFUSIONS}").read_text())
+        found[parts[1]] = {"digest": tags.get(names.key(names.key(names.SPLITS, parts[1]), "split_digest")),
+                           "frames": loaded["frames"], "confusion": loaded["confusion"]}
+    return found
+
+
+def read_curve(run_id: str) -> dict | None:
+    """The operating-curve counts of the run's latest verification, where it counted photos, else None.
+
+    {"frames": frames x 3 x bins, "photos": photos x bins, "digest", "fit", "tta", "split_digest", "photo_names"}:
+    what compare resamples for its deltas at matched flood.
+    """
+    tags = store.read_run(run_id)["tags"]
+    folder = tags.get(names.VERIFY_ARTIFACTS)
+    if not folder or tags.get(names.VERIFY_SPLIT_DIGEST) != tags.get(names.VAL_DIGEST):
+        return None
+    summary = json.loads(store.download_artifact(run_id, f"{folder}/{names.SUMMARY}").read_text())
+    if not summary.get("curve"):
+        return None
+    with np.load(store.download_artifact(run_id, f"{folder}/{names.CURVE_COUNTS}")) as counts:
+        if not np.array_equal(counts["edges"], curve.EDGES.numpy()):
+            return None  # counted on other bins (another version): not comparable edge for edge
+        frames, photo_counts = counts["frames"], counts["photos"]
+    found = summary["curve"]
+    return {"frames": frames, "photos": photo_counts, "digest": found["digest"], "fit": found["fit"],
+            "tta": found.get("tta", "none"), "split_digest": summary["split_digest"], "photo_names": found["photos"]}
 
 
 def main(argv=None):

@@ -15,6 +15,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import PercentFormatter
@@ -146,7 +147,8 @@ def photo_panel(name: str, image, valid, predictions: list, path=None) -> Figure
     """
     valid_t = torch.as_tensor(valid, dtype=torch.bool)
     panel = 3.4  # inches per picture
-    columns = 1 + len(predictions)
+    # A 4th element, the per-pixel entropy (S x S, nats), adds the checkpoint's uncertainty map beside it.
+    columns = 1 + sum(1 + (len(entry) > 3) for entry in predictions)
     fig_w, fig_h = columns * panel + 0.3, panel + 1.15
     fig = Figure(figsize=(fig_w, fig_h))
     axes = fig.subplots(1, columns, squeeze=False)[0]
@@ -154,10 +156,12 @@ def photo_panel(name: str, image, valid, predictions: list, path=None) -> Figure
                         wspace=0.04)
     padding = 1 - valid_t.float().mean().item()
     pictures = [(_hwc(image), f"photo ({padding:.0%} padding)" if padding else "photo")]
-    for label, prediction, shares in predictions:
+    for label, prediction, shares, *uncertain in predictions:
         title = (f"{label}\nrock {shares['rock']:.1%}  (regolith {shares['regolith']:.0%}, "
                  f"sky {shares['sky']:.0%})")
         pictures.append((overlay(image, valid_t, prediction), title))
+        if uncertain:
+            pictures.append(uncertainty_map(uncertain[0], valid_t))
     for ax, (picture, title) in zip(axes, pictures):
         ax.imshow(picture, interpolation="nearest")
         ax.set_xticks([])
@@ -174,6 +178,15 @@ def photo_panel(name: str, image, valid, predictions: list, path=None) -> Figure
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def uncertainty_map(entropy, valid) -> tuple:
+    """(picture, title): the softmax entropy from 0 (black: certain) to log 3 (white: uniform), padding grey."""
+    entropy = torch.as_tensor(entropy, dtype=torch.float32)
+    level = (entropy / math.log(len(CLASSES))).clamp(0, 1).numpy()
+    picture = (np.stack([level] * 3, -1) * 255).astype(np.uint8)
+    picture[~valid.numpy()] = PAD_COLOUR
+    return picture, f"uncertainty (softmax entropy)\nmean {entropy[valid].mean().item():.3f} nats of {math.log(3):.3f}"
 
 
 def sheet_layout(count: int) -> tuple:
@@ -324,14 +337,18 @@ def plot_ablation(results: dict, curves: dict, path: Path):
     variants = results["variants"]
     colors = _colors(variants)
     real = any(v[names.REAL_SHARE]["mean"] is not None for v in variants.values())
-    ratios = [1, 1.15, 1.3] + ([1.15] if real else [])
-    fig = Figure(figsize=(17 + 5.5 * real, 5.6))
+    operating = (results.get("flood") or {}).get("curves")  # every variant's operating curve, where counted
+    ratios = [1, 1.15, 1.3] + ([1.15] if real else []) + ([1.15] if operating else [])
+    fig = Figure(figsize=(17 + 5.5 * real + 5.5 * bool(operating), 5.6))
     axes = fig.subplots(1, len(ratios), gridspec_kw={"width_ratios": ratios})
     plot_bars(axes[0], results, colors)
     plot_curves(axes[1], variants, curves, colors)
     plot_classes(axes[2], variants, colors)
     if real:
         plot_real(axes[3], results, colors)
+    if operating:
+        plot_operating_curves(axes[-1], list(operating.items()), colors)
+        axes[-1].set_title("Better, or only more eager? Rock threshold swept (dot: argmax)")
     for ax in axes:
         ax.title.set_fontsize(12.5)
         ax.xaxis.label.set_fontsize(11.5)
@@ -441,6 +458,7 @@ def plot_classes(classes, variants: dict, colors: dict):
 def plot_real(ax, results: dict, colors: dict):
     """Synthetic rock-IoU against the real rock share, one point per variant: the study's punchline is that they part."""
     variants = results["variants"]
+    refused = results.get("real_refused")  # shares of different photo sets: drawn, labelled with their set, flagged
     for name, v in variants.items():
         share = v[names.REAL_SHARE]
         if share["mean"] is None:
@@ -448,7 +466,10 @@ def plot_real(ax, results: dict, colors: dict):
         ax.errorbar(v[names.HEADLINE]["mean"], share["mean"], xerr=v[names.HEADLINE]["std"], yerr=share["std"],
                     marker="o", ms=11, color=colors[name], markeredgecolor="black", capsize=4, label=name,
                     linestyle="none")
-        ax.annotate(name, (v[names.HEADLINE]["mean"], share["mean"]), textcoords="offset points", xytext=(9, 6),
+        sets = v.get("real_sets") or []
+        label = name + (" (" + ", ".join(f"{s['digest'][:8] if s['digest'] else '?'} {s['fit']} {s['tta']}"
+                                          for s in sets) + ")" if refused else "")
+        ax.annotate(label, (v[names.HEADLINE]["mean"], share["mean"]), textcoords="offset points", xytext=(9, 6),
                     fontsize=10)
     comparison = results.get("reference")
     if comparison:  # the study's dr_1500 from one generation to the next, on its own real photos
@@ -462,7 +483,8 @@ def plot_real(ax, results: dict, colors: dict):
     ax.set_xlabel("best validation rock-IoU (synthetic)")
     ax.set_ylabel("share of real photos' pixels called rock")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_title("Synthetic rock-IoU against the rock flood on real photos")
+    ax.set_title("NOT COMPARABLE: the shares come from different photo sets, fits or TTA" if refused else
+                 "Synthetic rock-IoU against the rock flood on real photos", color="red" if refused else "black")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="best")
 
@@ -533,3 +555,43 @@ def plot_generation_trend(trend, rows: list):
     trend.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.07),
                  ncols=3, fontsize=9.5, frameon=False)
     trend.grid(alpha=0.3)
+
+
+# ---- operating curves (regolith.curve) ------------------------------------------------------------
+
+def plot_operating_curves(ax, curves: list, colors: dict | None = None):
+    """Synthetic rock-IoU against the real rock share, one line per (label, curve), each argmax a big dot.
+
+    Read it as: at the same flood (a vertical line), the higher curve is better; a variant that only
+    moved its argmax along the same curve is more eager, not better.
+    """
+    for n, (label, operating) in enumerate(curves):
+        color = (colors or {}).get(label, f"C{n}")
+        shares, iou = np.asarray(operating["real_share"], float), np.asarray(operating["iou_rock"], float)
+        ax.plot(shares, iou, color=color, lw=1.8, label=label)
+        point = operating["argmax"]
+        ax.plot(shares[point], iou[point], "o", ms=10, color=color, markeredgecolor="black")
+        ax.annotate(f"{label} argmax", (shares[point], iou[point]), textcoords="offset points", xytext=(8, -12),
+                    fontsize=9)
+    ax.set_xlabel("real photos' pixels called rock (the flood)")
+    ax.set_ylabel("validation rock-IoU (synthetic)")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
+
+
+def operating_curve(curves: list, title: str, path: Path | None = None) -> np.ndarray:
+    """One checkpoint's (or several) operating curve as a PNG at ``path``; returns the picture (H x W x 3 uint8)."""
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    plot_operating_curves(ax, curves)
+    ax.set_title("Rock threshold swept: the dot is the argmax (t = 0)", fontsize=11)
+    fig.suptitle(_short(title, 110), fontsize=10)
+    canvas = FigureCanvasAgg(fig)  # no pyplot: the Agg canvas renders the picture MLflow's image view shows
+    canvas.draw()
+    picture = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return picture

@@ -143,6 +143,30 @@ def logits_at_mask_size(model, images: torch.Tensor, precision: str = "fp32") ->
     return F.interpolate(logits.float(), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+TTA_MODES = ("none", "hflip")
+
+
+def class_scores(model, images: torch.Tensor, precision: str = "fp32", tta: str = "none") -> torch.Tensor:
+    """Per-pixel class scores whose argmax is the prediction: the logits (tta=none), or with tta=hflip the log of
+    the mean softmax of the image and its mirror (mirrored back), so the rock margin stays a difference of scores.
+
+    none returns ``logits_at_mask_size`` itself, bit for bit: the verification's numbers never move.
+    """
+    logits = logits_at_mask_size(model, images, precision)
+    if tta == "none":
+        return logits
+    if tta != "hflip":
+        raise Refused(f"tta {tta!r}: expected one of {', '.join(TTA_MODES)}")
+    mirrored = logits_at_mask_size(model, images.flip(-1), precision).flip(-1)
+    return ((logits.softmax(1) + mirrored.softmax(1)) / 2).log()
+
+
+def entropy(scores: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W scores -> N x H x W entropy of their softmax, in nats: 0 (certain) to log C (uniform)."""
+    log_p = scores.float().log_softmax(1)
+    return (-(log_p.exp() * log_p).sum(1)).clamp(min=0)  # clamp: rounding can dip a hair under 0
+
+
 @torch.no_grad()
 def predict(model, images: torch.Tensor, precision: str, device, batch: int = 8) -> torch.Tensor:
     """Class ids (N x H x W, on the CPU) of uint8 images, in batches on ``device`` at ``precision``, in eval mode."""

@@ -5,6 +5,8 @@ is one line here plus the code that computes it; readers treat a key an older ru
 "not recorded", never as a broken run (``compare.training_run``).
 """
 
+import re
+
 from regolith import CLASSES
 
 # ---- scores of one split (``metrics.iou_summary``), logged under a prefix: val/iou_rock, best/miou ----
@@ -46,6 +48,7 @@ EPOCH_MARKER = key(VAL, HEADLINE)
 REAL = "real"
 REAL_ROCK_SHARE = key(REAL, "rock_share_mean")  # per epoch in training; at the checkpoint's epoch from photos
 REAL_SET = tuple(key(REAL, name) for name in ("rock_share_mean", "rock_share_min", "rock_share_max", "photos"))
+REAL_ENTROPY = key(REAL, "mean_entropy")  # regolith.photos: softmax entropy over the photos' own pixels (nats)
 REAL_SHARE = "real_rock_share"  # a checkpoint's mean rock share over real photos, as a score beside iou_rock
 BEST_REAL_ROCK_SHARE = key(BEST, REAL_SHARE)  # the real share at the epoch checkpoint selection picked
 EPOCH_IMAGES_SECONDS = "time/epoch_images_s"  # what drawing and logging the per-epoch images cost
@@ -132,11 +135,42 @@ REAL_ARTIFACTS = "real/artifacts"  # the latest real/<UTC time>/ folder of regol
 # the per-epoch images in MLflow's image view (mlflow.log_image keys)
 IMAGE_PREDICTIONS = "predictions"
 IMAGE_REAL = "real_photos"
-# the fresh inference pass (evaluate), on the run it verified
-VERIFY_SPLIT = "verify/split"
-VERIFY_SPLIT_DIGEST = "verify/split_digest"
-VERIFY_CHECK = "verify/check"
-VERIFY_ARTIFACTS = "verify/artifacts"
+# the fresh inference pass (evaluate), on the run it verified: under verify/ on the run's own validation split
+# only; any other split under split/<its folder name>/ (so verifying and reporting never share a key)
+SPLITS = "split"
+
+
+def split_prefix(split_name: str) -> str:
+    """``test_real`` -> ``split/test_real``: where evaluate records a split that is not the validation split."""
+    return key(SPLITS, safe_segment(split_name))
+
+
+def safe_segment(name: str) -> str:
+    """A name as one segment of a metric key (MLflow allows letters, digits, _ - . / and spaces; no / here)."""
+    return re.sub(r"[^A-Za-z0-9_\-. ]", "_", name) or "_"
+
+
+def evaluation_tags(prefix: str) -> tuple:
+    """(split, split digest, check, artifacts): the tags of one evaluation under ``prefix``."""
+    return tuple(key(prefix, name) for name in ("split", "split_digest", "check", "artifacts"))
+
+
+VERIFY_SPLIT, VERIFY_SPLIT_DIGEST, VERIFY_CHECK, VERIFY_ARTIFACTS = evaluation_tags(VERIFY)
+# the operating curve (regolith.curve) of an evaluation with photos, in its folder and under its prefix
+CURVE_CSV, CURVE_JSON, CURVE_COUNTS, CURVE_FIGURE = "curve.csv", "curve.json", "curve_counts.npz", "curve.png"
+IMAGE_CURVE = "operating_curve"  # mlflow.log_image key: synthetic rock-IoU against real share, argmax marked
+REAL_SHARE_AT_ARGMAX = "real_share_at_argmax"  # verify/real_share_at_argmax: t = 0 of the curve
+CURVE_PHOTOS_DIGEST = "curve_photos_digest"  # tag verify/curve_photos_digest: the photo set the curve counted
+
+
+# the softmax entropy (nats, 0 to log 3) over validation and photo pixels, and their ratio: an out-of-domain signal
+ENTROPY_VAL, ENTROPY_PHOTOS, ENTROPY_RATIO = "entropy_val", "entropy_photos", "entropy_ratio_photos_val"
+TTA = "hflip"  # evaluate --tta hflip records under <prefix>/hflip/ (verify/hflip/iou_rock): never the verification's
+
+
+def at_share(share: float) -> str:
+    """0.05 -> ``iou_rock_at_real_5pct``: rock-IoU where the curve's real rock share is held to ``share``."""
+    return f"iou_rock_at_real_{round(share * 100)}pct"
 # an ONNX export (regolith.export), on the run it exported, in a new export/<UTC time>/ folder each time
 EXPORT = "export"
 EXPORT_CHECK = "export/check"  # pass, or fail: with the numbers that missed

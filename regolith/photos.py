@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from regolith import CLASSES, Refused, figures, model as segformer, names, photoset, refusals, store, track
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +37,21 @@ def build_parser() -> argparse.ArgumentParser:
                              "cover: centre-cropped square")
     parser.add_argument("--experiment", default="", help="experiment to look a run name up in; '' means the "
                                                           "active one (MLFLOW_EXPERIMENT_NAME, else Default)")
+    parser.add_argument("--tta", default="none", choices=segformer.TTA_MODES,
+                        help="hflip: average the softmax of each photo and its mirror; recorded, compare flags a mix")
     return parser
+
+
+@torch.no_grad()
+def predict_with_entropy(net, images, precision: str, device, tta: str, batch: int = 8) -> tuple:
+    """(class ids N x S x S, softmax entropy N x S x S in nats), on the CPU, in segformer.predict's batches."""
+    net.eval()
+    predictions, entropy = [], []
+    for start in range(0, len(images), batch):
+        scores = segformer.class_scores(net, images[start:start + batch].to(device), precision, tta)
+        predictions.append(scores.argmax(1).cpu())
+        entropy.append(segformer.entropy(scores).cpu())
+    return torch.cat(predictions), torch.cat(entropy)
 
 
 def training_size(run: dict) -> int:
@@ -67,16 +83,18 @@ def measure(args) -> dict:
         net = segformer.model_from_checkpoint(payload).to(device)
         precision = segformer.checkpoint_precision(payload, device)  # what its validation ran at
         started = time.perf_counter()
-        predictions = segformer.predict(net, photo_set["images"], precision, device)
+        predictions, entropy = predict_with_entropy(net, photo_set["images"], precision, device, args.tta)
         seconds = time.perf_counter() - started
         shares, flood = photoset.rock_flood(predictions, photo_set["valid"])
+        valid = photo_set["valid"]
         checkpoints.append({"run": run, "label": run["run_name"], "epoch": payload.get("epoch"),
                             "precision": precision, "seconds": seconds, "predictions": predictions,
-                            "shares": shares, "flood": flood})
+                            "shares": shares, "flood": flood, "entropy": entropy,
+                            "mean_entropy": float((entropy.double() * valid).sum() / valid.sum()), "tta": args.tta})
     comparison = None
     if len(checkpoints) == 2:
         comparison = photoset.paired_difference(*([share["rock"] for share in c["shares"]] for c in checkpoints))
-    summary = photo_summary(photo_set, checkpoints, comparison, device)
+    summary = photo_summary(photo_set, checkpoints, comparison, device, args.tta)
     with tempfile.TemporaryDirectory(prefix="regolith-real-") as staging:
         write_photo_files(Path(staging), photo_set, checkpoints, summary)
         for checkpoint in checkpoints:
@@ -85,11 +103,11 @@ def measure(args) -> dict:
     return summary
 
 
-def photo_summary(photo_set: dict, checkpoints: list, comparison: dict | None, device) -> dict:
+def photo_summary(photo_set: dict, checkpoints: list, comparison: dict | None, device, tta: str = "none") -> dict:
     """The JSON of a measurement: the set, each checkpoint's flood and per-photo shares, the paired difference."""
     return {
         "images": str(photo_set["folder"]), "photos_digest": photo_set["digest"], "fit": photo_set["fit"],
-        "size": photo_set["size"], "device": device.type, "skipped": photo_set["skipped"],
+        "size": photo_set["size"], "tta": tta, "device": device.type, "skipped": photo_set["skipped"],
         "warnings": photo_set["warnings"],
         "shares_over": "each photo's own pixels; letterbox padding is never counted",
         "photos": [{"photo": name, "padding_pixels": padding}
@@ -97,7 +115,8 @@ def photo_summary(photo_set: dict, checkpoints: list, comparison: dict | None, d
         # shares[i]: photo i's {regolith, rock, sky}, over its own pixels
         "checkpoints": [{"run_id": c["run"]["run_id"], "run_name": c["run"]["run_name"], "ref": c["run"]["ref"],
                          "checkpoint": c["run"]["checkpoint_uri"], "epoch": c["epoch"], "precision": c["precision"],
-                         "seconds": c["seconds"], "rock_share": c["flood"], "shares": c["shares"]}
+                         "seconds": c["seconds"], "rock_share": c["flood"], "shares": c["shares"],
+                         "mean_entropy": c["mean_entropy"]}
                         for c in checkpoints],
         "comparison": comparison and {"run": checkpoints[0]["label"], "compare": checkpoints[1]["label"],
                                       "rock_share_difference": comparison},
@@ -116,7 +135,7 @@ def write_photo_files(folder: Path, photo_set: dict, checkpoints: list, summary:
     (folder / "panels").mkdir()
     for n, name in enumerate(photo_set["names"]):
         figures.photo_panel(name, photo_set["images"][n], photo_set["valid"][n],
-                            [(c["label"], c["predictions"][n], c["shares"][n]) for c in checkpoints],
+                            [(c["label"], c["predictions"][n], c["shares"][n], c["entropy"][n]) for c in checkpoints],
                             folder / "panels" / f"{Path(name).stem}.png")
     for i, c in enumerate(checkpoints):
         flood = c["flood"]
@@ -136,7 +155,11 @@ def record_photos(checkpoint: dict, photo_set: dict, staging: Path):
     track.log_artifacts_to_run(run_id, staging, folder)
     track.log_dataset(photo_set["folder"], photo_set["digest"], names.CONTEXT_REAL, run_id=run_id)
     # Step: the epoch the checkpoint is from, so these sit beside a training run's own per-epoch real/ series.
-    track.log_to_run(run_id, dict(zip(names.REAL_SET, (flood["mean"], flood["min"], flood["max"], flood["photos"]))),
+    measured = dict(zip(names.REAL_SET, (flood["mean"], flood["min"], flood["max"], flood["photos"])))
+    measured[names.REAL_ENTROPY] = checkpoint["mean_entropy"]
+    if checkpoint["tta"] != "none":  # real/hflip/rock_share_mean: never in place of the plain measurement's keys
+        measured = {names.key(names.key(names.REAL, checkpoint["tta"]), k.split("/", 1)[1]): v for k, v in measured.items()}
+    track.log_to_run(run_id, measured,
                      {names.REAL_DIGEST: photo_set["digest"], names.REAL_ARTIFACTS: folder},
                      step=checkpoint["epoch"] or 0)
     checkpoint["artifacts"] = folder
@@ -169,10 +192,11 @@ def report_photos(summary: dict, photo_set: dict):
 
 
 def read_measurement(run_id: str) -> dict | None:
-    """The run's latest measurement of its own checkpoint by this verb: {"digest", "photos", "rock"}, or None.
+    """The run's latest measurement of its own checkpoint by this verb: {"digest", "fit", "tta", "photos", "rock"},
+    or None.
 
-    ``rock`` is each photo's rock share, in the order of ``photos`` (file names); the set's digest
-    says whether two runs were pointed at the same photos.
+    ``rock`` is each photo's rock share, in the order of ``photos`` (file names); the set's digest,
+    ``fit`` and ``tta`` say whether two runs' shares can be compared (``ablation.mixed_photo_sets``).
     """
     folder = store.read_run(run_id)["tags"].get(names.REAL_ARTIFACTS)
     if not folder:
@@ -181,8 +205,8 @@ def read_measurement(run_id: str) -> dict | None:
     own = [c for c in loaded.get("checkpoints", []) if c["run_id"] == run_id and "shares" in c]
     if not own:
         return None
-    return {"digest": loaded["photos_digest"], "photos": [p["photo"] for p in loaded["photos"]],
-            "rock": [share["rock"] for share in own[0]["shares"]]}
+    return {"digest": loaded["photos_digest"], "fit": loaded.get("fit", "letterbox"), "tta": loaded.get("tta", "none"),
+            "photos": [p["photo"] for p in loaded["photos"]], "rock": [share["rock"] for share in own[0]["shares"]]}
 
 
 def main(argv=None):

@@ -41,3 +41,33 @@ def seed_interval(deltas: list) -> dict | None:
     interval = scipy.stats.ttest_1samp(deltas, 0.0).confidence_interval(CONFIDENCE)
     low, high = float(interval.low), float(interval.high)
     return {"low": low, "high": high, "seeds": len(deltas), "includes_zero": bool(low <= 0 <= high)}
+
+
+def bootstrap_sums(groups: tuple, statistic, seed: int = 0) -> list | None:
+    """[(low, high) or None per column]: the percentile bootstrap of statistics that depend on rows only through sums.
+
+    ``groups`` holds arrays of rows x D (a curve's validation frames, its photos); every resample
+    draws each group's rows with replacement, independently of the other groups (frames and photos
+    are different samples) but the same rows for all of a group's columns, which hold every model
+    compared: paired. A resample is a row multiplicity vector, so its sums are one matrix product
+    (300 frames of a thousand bins each would not fit as resampled copies). ``statistic(*sums)``
+    maps each group's R x D resampled sums to R x K values; NaN (a share not reached) is left out,
+    and a column finite in under half the resamples has no interval. None with a group under two rows.
+    """
+    groups = [np.asarray(group, dtype=float) for group in groups]
+    if any(len(group) < 2 for group in groups):
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, RESAMPLES, BATCH):
+        size = min(BATCH, RESAMPLES - start)
+        sums = [rng.multinomial(len(g), np.full(len(g), 1 / len(g)), size=size).astype(float) @ g for g in groups]
+        values.append(np.asarray(statistic(*sums), dtype=float).reshape(size, -1))
+    values = np.concatenate(values)
+    tail = (1 - CONFIDENCE) / 2
+    intervals = []
+    for column in values.T:
+        finite = column[np.isfinite(column)]
+        intervals.append(tuple(float(q) for q in np.quantile(finite, [tail, 1 - tail]))
+                         if len(finite) >= len(column) / 2 else None)
+    return intervals

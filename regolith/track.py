@@ -556,6 +556,11 @@ def log_to_run(run_id: str, metrics: dict, tags: dict, step: int = 0):
                              tags=[RunTag(key, str(value)) for key, value in tags.items()])
 
 
+def log_image_to_run(run_id: str, picture, key: str, step: int = 0):
+    """A picture (H x W x 3 uint8) in a finished run's image view; the run's status stays as it was."""
+    MlflowClient().log_image(run_id, picture, key=key, step=step, synchronous=True)
+
+
 def log_artifacts_to_run(run_id: str, local_dir: Path, artifact_path: str):
     MlflowClient().log_artifacts(run_id, str(local_dir), artifact_path)
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from matplotlib.figure import Figure
 from PIL import Image
 
 from conftest import copy_project, free_port, make_demo_layout, save_legacy_encoder, start_server, stop_server
-from regolith import Refused, ablation, compare, names
+from regolith import Refused, ablation, compare, figures, names
 
 T0 = 1_700_000_000_000  # ms; start times are set so "the latest" is unambiguous
 
@@ -547,8 +548,23 @@ def test_real_rock_share_per_variant_and_both_deltas_with_an_interval_over_photo
     assert results["real"]["size_delta"]["absolute"] == pytest.approx(0.1)
     table = compare.format_table(results)
     assert "real rock share" in table and "DR delta  : dr_8 - nodr_8 = +26.0 points real rock share" in table
-    # Another photo set on one side: no interval over photos, the delta itself stays.
-    measured["n"] = {**measured["n"], "digest": "other"}
-    assert ablation.ablation_results(runs, "x", real=measured)["real"]["dr_delta"]["photo_interval"] is None
+    # Another photo set on one side (issue 23 1.2): no real delta at all, and the table, JSON and figure say why.
+    for changed in ({"digest": "other"}, {"fit": "cover"}, {"tta": "hflip"}):
+        mixed = {**measured, "n": {**measured["n"], **changed}}
+        refused = ablation.ablation_results(runs, "x", real=mixed)
+        assert refused["real"] is None and "different photo sets" in refused["real_refused"]
+        assert any(w.startswith("real rock shares not compared") for w in refused["warnings"])
+        assert refused["variants"]["nodr_8"]["real_sets"] == [{"digest": "abc", "fit": "letterbox", "tta": "none",
+                                                               **changed}]
+        json.dumps(refused)  # the JSON carries it
+        table = compare.format_table(refused)
+        assert "NOT comparable" in table and "points real rock share" not in table
+        ax = Figure().add_subplot()
+        figures.plot_real(ax, refused, {name: "C0" for name in refused["variants"]})
+        assert ax.get_title().startswith("NOT COMPARABLE")
+    # A share training saw, on a set it never recorded, is not put beside a measured one.
+    unknown = ablation.ablation_results([run(False, 8, "n", 0.5, real=0.1), *runs[1:]], "x",
+                                        real={k: v for k, v in measured.items() if k != "n"})
+    assert unknown["real"] is None and "was not recorded" in unknown["real_refused"]
     # A variant that was never pointed at real photos: no real deltas at all.
     assert ablation.ablation_results(runs[:1] + [run(True, 8, "d", 0.6)] + runs[2:], "x")["real"] is None

@@ -20,7 +20,9 @@ from conftest import REPO
 from regolith import CLASSES, data, evaluate, model as segformer, store
 
 CLASS_KEYS = [f"iou_{c}" for c in CLASSES] + ["miou"]
-VERIFY_FILES = {"frames.csv", "confusion_per_frame.json", "overlays.png", "summary.json"}
+VERIFY_FILES = {"frames.csv", "confusion_per_frame.json", "overlays.png", "summary.json",
+                # the run watched photos in training (-P real_images), so its verification counts their curve
+                "curve.csv", "curve.json", "curve_counts.npz", "curve.png"}
 
 
 def run_evaluate(*argv) -> int:
@@ -126,15 +128,46 @@ def test_re_runs_never_overwrite_an_earlier_result(in_store, tmp_path):
     assert store.fresh_folder(other, "verify", "20990101T000000Z") == ("verify/20990101T000000Z-2", 2)
 
 
-def test_another_split_is_reported_not_compared(in_store, tmp_path, capsys):
-    assert run_evaluate("--run", in_store["name"], "--split", str(in_store["train_split"])) == 0
-    out = capsys.readouterr().out
-    assert "not the run's validation split" in out and "fresh-train" not in out
-    run = MlflowClient().get_run(in_store["run_id"])
-    assert run.data.tags["verify/split"] == str(in_store["train_split"])
-    assert run.data.tags["verify/check"].startswith("not compared")
-    _, summary = latest_summary(in_store["run_id"], tmp_path)
-    assert summary["frames"] == 6 and summary["difference"] is None
+def test_another_split_through_mlflow_run_reports_under_its_prefix_and_keeps_verify(in_store, tmp_path):
+    trained = in_store
+    # issue 23 1.3: `-e evaluate -P split=OTHER` rewrote verify/iou_rock and verify/split of a verified run.
+    assert run_evaluate_cli(trained) == 0  # the run's own verification first
+    client = MlflowClient(tracking_uri=trained["uri"])
+    before = client.get_run(trained["run_id"]).data
+    verified = {k: v for k, v in before.tags.items() if k.startswith("verify/")}
+    verify_metrics = {k: v for k, v in before.metrics.items() if k.startswith("verify/")}
+    assert verified["verify/check"] == "pass"
+
+    other = trained["train_split"]  # labelled, but not the validation split
+    done = run_evaluate_cli(trained, f"split={other}", capture=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not the run's validation split" in done.stdout and "verify/ untouched" in done.stdout
+    after = client.get_run(trained["run_id"]).data
+    assert {k: v for k, v in after.tags.items() if k.startswith("verify/")} == verified
+    assert {k: v for k, v in after.metrics.items() if k.startswith("verify/")} == verify_metrics
+    prefix = "split/train_dr"
+    assert after.tags[f"{prefix}/split"] == str(other) and after.tags[f"{prefix}/check"].startswith("not compared")
+    assert all(f"{prefix}/{key}" in after.metrics for key in CLASS_KEYS)
+    assert after.tags[f"{prefix}/artifacts"].startswith(f"{prefix}/")
+    local = Path(mlflow.artifacts.download_artifacts(run_id=trained["run_id"], artifact_path=after.tags[f"{prefix}/artifacts"],
+                                                     dst_path=str(tmp_path), tracking_uri=trained["uri"]))
+    summary = json.loads((local / "summary.json").read_text())
+    assert summary["frames"] == 6 and summary["difference"] is None and summary["prefix"] == prefix
+    assert evaluate.read_frame_confusions(trained["run_id"]) is not None  # compare still finds the verification
+    assert evaluate.read_split_confusions(trained["run_id"])["train_dr"]["frames"] == summary_frames(local)
+
+
+def summary_frames(folder: Path) -> list:
+    return json.loads((folder / "confusion_per_frame.json").read_text())["frames"]
+
+
+def run_evaluate_cli(trained: dict, *params: str, capture: bool = False):
+    """`mlflow run . -e evaluate -P run=<alias> [-P ...]` against the trained run's store."""
+    cmd = ["mlflow", "run", str(REPO), "--env-manager", "local", "-e", "evaluate", "-P", f"run={trained['alias']}"]
+    for param in params:
+        cmd += ["-P", param]
+    done = subprocess.run(cmd, cwd=trained["root"], env=trained["env"], capture_output=True, text=True, timeout=300)
+    return done if capture else done.returncode
 
 
 def copy_of_run(trained: dict, name: str, checkpoint: Path | None, metric_shift: float = 0.0) -> str:
@@ -230,9 +263,9 @@ def test_mlflow_run_evaluate_entry_point(trained):
     assert "rock-IoU agrees" in done.stdout
     # The run mlflow run opened for the verb is labelled, and the results went to the source run.
     client = MlflowClient(tracking_uri=trained["uri"])
-    launcher = client.search_runs(["0"], "tags.`regolith.kind` = 'evaluate'")
-    assert [r.data.tags["regolith.source_run"] for r in launcher] == [trained["run_id"]]
-    assert launcher[0].info.run_name == "evaluate-dr_6" and launcher[0].info.status == "FINISHED"
+    launchers = client.search_runs(["0"], "tags.`regolith.kind` = 'evaluate'")
+    assert launchers and {r.data.tags["regolith.source_run"] for r in launchers} == {trained["run_id"]}
+    assert all(r.info.run_name == "evaluate-dr_6" and r.info.status == "FINISHED" for r in launchers)
 
 
 def test_pick_frames_takes_worst_median_best_once_each():
