@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 from transformers import conversion_mapping as conversion, core_model_loading as loading
 
-from regolith import CLASSES, Refused
+from regolith import CLASSES, Refused, names
 
 # SegformerImageProcessor's defaults (ImageNet statistics), which nvidia/mit-b0 was trained with.
 # Every best.pt records them, and everything that feeds the model (training, evaluate, photos,
@@ -39,7 +39,7 @@ MIT_SIZES = {"b0": ([2, 2, 2, 2], [32, 64, 160, 256]), "b1": ([2, 2, 2, 2], [64,
 # The paper's all-MLP decoder width per size: 256 channels for B0 and B1, 768 from B2 on. The hub's
 # nvidia/mit-bN configs are ImageNet classifiers and all say 256, so the fresh head takes it from here.
 DECODER_WIDTH = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
-CUSTOM_SIZE = "custom"  # an encoder of none of the paper's shapes (a test's tiny one): its own config's head
+CUSTOM_SIZE = names.CUSTOM_ENCODER  # none of the paper's shapes (a test's tiny one): its own config's head
 # What evaluate and pull read from every best.pt (``checkpoint`` writes these and more).
 CHECKPOINT_KEYS = {"model", "config", "classes", "preprocessing"}
 
