@@ -132,8 +132,9 @@ RESULTS_DIR = "regolith.results_dir"
 
 
 def source_tag(variant: str) -> str:
-    """regolith.source.dr_750: the run ids of one variant that a compare counted."""
-    return f"regolith.source.{variant}"
+    """regolith.source.dr_750: the run ids of one variant that a compare counted (dr_750+gray: dr_750_gray, in
+    the letters MLflow keys take)."""
+    return "regolith.source." + "".join(c if c.isalnum() or c in "_-. /:" else "_" for c in variant)
 
 
 def delta_tag(delta: str) -> str:
