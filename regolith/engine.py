@@ -140,9 +140,8 @@ def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights:
     summed class weights, so DDP's gradient average equals the gradient of the single-process loss.
     """
     model.train()
-    losses = []
+    losses, label_weight = [], weight_per_label(class_weights)
     confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
-    label_weight = weight_per_label(class_weights)
     # The order and the draws go where the frames are, once an epoch: no index crosses to the GPU per step.
     order = order.to(split.images.device)
     draws = augment.to_device(augmentation, split.images.device)
@@ -151,8 +150,7 @@ def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights:
         index = order[positions]
         images = split.images[index].to(device, non_blocking=True)
         masks = split.masks[index].to(device, non_blocking=True)
-        images, masks = augment.apply(images, masks, augment.batch_draws(draws, positions, number * batch, device),
-                                      rank)
+        images, masks = augment.apply(images, masks, augment.batch_draws(draws, positions, number * batch, device), rank)
         masks = masks.long()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
