@@ -613,3 +613,13 @@ def test_compare_delta_on_a_store_without_the_studys_pairs(store, tmp_path, caps
     assert compare_run.data.tags["regolith.source.dr_80_gray"] == ids["hflip,gray"]
     with pytest.raises(SystemExit):  # a malformed spec: refused before anything is read
         compare.main(["--experiment", "levers", "--delta", "dr_80"])
+
+
+def test_the_compare_entry_point_takes_delta_as_its_flag():
+    import yaml
+    entry = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"]["compare"]
+    flags = {action.dest for action in compare.build_parser()._actions} - {"help"}
+    assert set(entry["parameters"]) == flags == {"experiment", "delta", "out"}
+    assert "--delta {delta}" in entry["command"]
+    assert compare.experiment_names(["dr_750:dr_750+gray regolith.augment=hflip:regolith.augment=hflip,blur"]) == [
+        "dr_750:dr_750+gray", "regolith.augment=hflip:regolith.augment=hflip,blur"]
