@@ -186,7 +186,7 @@ def lever_lines(deltas: list) -> list:
     for number, entry in enumerate(deltas, 1):
         lines.append(delta_line(f"delta {number}", entry))
         if entry.get("real"):
-            lines += [f"            {line}" for line in real_delta_lines("real", entry["real"])]
+            lines += [f"            {line}" for line in real_delta_lines("real", entry["real"], indent="      ")]
         else:
             lines.append("            no real rock share: train with -P real_images or run regolith.photos on both")
         lines += [f"            note: {line}" for line in entry["differences"]]
