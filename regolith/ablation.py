@@ -12,7 +12,7 @@ import statistics
 import numpy as np
 import torch
 
-from regolith import ROCK, Refused, flood, metrics, names, photoset, reference, same_value, stats
+from regolith import ROCK, Refused, augment, flood, metrics, names, photoset, reference, same_value, stats
 
 # What must be equal across the variants for the deltas to isolate DR and data size: the training
 # recipe (params as train.py logs them), the validation split (its digest tag), and precision and
@@ -55,8 +55,11 @@ def training_run(row: dict) -> dict | None:
                           f"[0, 1] (a training run never records another; delete or fix the run)")
     best_epoch = recorded.get(names.BEST_EPOCH)
     settings = {**row.get("params", {}), **tags}
+    # The variant as the run named itself (dr_750+gray); a run from before levers were named is the plain one.
     return {"run_id": row["run_id"], "run_name": row["run_name"], "start_time": row["start_time"],
-            "dr": dr, "frames": frames, "seed": seed, "variant": names.variant(dr, frames),
+            "dr": dr, "frames": frames, "seed": seed, "variant": tags.get(names.VARIANT) or names.variant(dr, frames),
+            "plain": (tags.get(names.VARIANT) or names.variant(dr, frames)) == names.variant(dr, frames),
+            "labels": settings,
             "best_epoch": None if best_epoch is None else int(best_epoch),
             "real_digest": tags.get(names.REAL_DIGEST),  # the photos training watched (-P real_images), if any
             **{score: recorded.get(names.key(names.BEST, score)) for score in RECORDED}, names.HEADLINE: headline,
@@ -83,7 +86,7 @@ def select_runs(rows: list, stale: tuple = ()) -> tuple:
         if run is None:
             ignored["incomplete"] += 1
             continue
-        key = (run["dr"], run["frames"], run["seed"])
+        key = (run["dr"], run["frames"], run["variant"], run["seed"])
         if key in latest:
             ignored["superseded"] += 1
             if (run["start_time"], run["run_id"]) < (latest[key]["start_time"], latest[key]["run_id"]):
@@ -108,7 +111,7 @@ def spread(values: list) -> dict:
 def summarize_variants(runs: list) -> dict:
     """Per variant, ordered nodr before dr and by frames: ids, seeds, and each best score's spread."""
     groups = {}
-    for run in sorted(runs, key=lambda r: (r["dr"], r["frames"], r["seed"])):
+    for run in sorted(runs, key=lambda r: (r["dr"], r["frames"], r["variant"], r["seed"])):
         groups.setdefault(run["variant"], []).append(run)
     variants = {}
     for name, group in groups.items():
@@ -290,15 +293,18 @@ def setting_differences(runs: list) -> list:
 
 
 def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None,
-                     curves: dict | None = None, splits: dict | None = None) -> dict:
-    """The whole answer as plain data: the variants table, both deltas and their intervals.
+                     curves: dict | None = None, splits: dict | None = None, asked: tuple = ()) -> dict:
+    """The whole answer as plain data: the variants table, both deltas and their intervals, and each delta ``asked``.
 
     ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta
     its paired bootstrap interval over validation frames; without it, ``frame_interval`` is None.
     ``real`` (run id -> per-photo rock shares of its latest ``regolith.photos`` measurement, or None)
     is each run's real rock share where it has one; a run without takes the share training saw at
     its best epoch (``best/real_rock_share``, with ``-P real_images``), if any. ``curves`` (run id ->
-    ``evaluate.read_curve``'s counts, or None) gives the deltas at matched flood (``flood.flood_deltas``).
+    ``evaluate.read_curve``'s counts, or None) gives the deltas at matched flood (``flood.flood_deltas``),
+    ``splits`` the scores on other labelled splits. The DR and size deltas are over the plain variants
+    (no lever beyond the original's); ``asked`` (``A:B`` specs, ``lever_delta``) adds deltas of any two
+    sides, and where it does, an experiment without the built-in pairs still answers.
     """
     real = real or {}
     runs = [{**run, REAL_SHARE: statistics.fmean(real[run["run_id"]]["rock"])} if real.get(run["run_id"]) else run
@@ -307,13 +313,29 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
     variants = summarize_variants(runs)
     for name, v in variants.items():
         v["real_sets"] = distinct([run["real_set"] for run in runs if run["variant"] == name and run["real_set"]])
+    plain = [run for run in runs if run.get("plain", True)]
+    results = {"experiment": experiment, "metric": names.key(names.BEST, names.HEADLINE), "variants": variants,
+               "deltas": [lever_delta(spec, runs, confusions or {}, real) for spec in asked]}
+    try:
+        builtin = builtin_deltas(plain, experiment, confusions or {}, real, curves or {}, splits or {})
+    except Refused as refusal:
+        if not asked:
+            raise
+        builtin = {key: None for key in DELTAS}  # the lever deltas answer; the study's two questions do not apply
+        builtin.update({"per_frame_overall": None, "reference": None, "real": None, "real_refused": None,
+                        "flood": None, "splits": None, "warnings": [], "builtin_note": str(refusal)})
+    return {**results, **builtin}
+
+
+def builtin_deltas(runs: list, experiment: str, confusions: dict, real: dict, curves: dict, splits: dict) -> dict:
+    """The study's two questions over ``runs`` (the plain variants): DR at matched size and more data with DR."""
+    variants = summarize_variants(runs)
+    for name, v in variants.items():
+        v["real_sets"] = distinct([run["real_set"] for run in runs if run["variant"] == name and run["real_set"]])
     matched, largest = pick_comparisons(variants, experiment)
     dr_matched, nodr_matched = names.variant(True, matched), names.variant(False, matched)
     dr_largest = names.variant(True, largest)
     results = {
-        "experiment": experiment,
-        "metric": names.key(names.BEST, names.HEADLINE),
-        "variants": variants,
         "dr_delta": {"question": f"domain randomization at matched size ({matched} frames)",
                      **delta(variants, dr_matched, nodr_matched)},
         "size_delta": {"question": f"more data with DR ({matched} -> {largest} frames)",
@@ -322,11 +344,11 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
     }
     for key in DELTAS:
         entry = results[key]
-        entry["frame_interval"] = frame_interval(entry, variants, confusions or {})
-        entry["per_frame"] = per_frame(variants, entry["variant"], entry["baseline"], entry["seeds"], confusions or {})
+        entry["frame_interval"] = frame_interval(entry, variants, confusions)
+        entry["per_frame"] = per_frame(variants, entry["variant"], entry["baseline"], entry["seeds"], confusions)
     # The study's own per-frame count: its largest DR variant against no-DR at the matched size.
     seeds = sorted(set(variants[dr_largest]["seeds"]) & set(variants[nodr_matched]["seeds"]))
-    results["per_frame_overall"] = per_frame(variants, dr_largest, nodr_matched, seeds, confusions or {})
+    results["per_frame_overall"] = per_frame(variants, dr_largest, nodr_matched, seeds, confusions)
     results["reference"] = reference_comparison(variants, experiment)
     involved = {run_id for key in DELTAS for side in ("variant", "baseline")
                 for run_id in variants[results[key][side]]["run_ids"]}
@@ -336,8 +358,8 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
         results["real"] = None
     else:
         results["real"] = real_deltas(results, variants, real)
-    results["flood"] = flood.flood_deltas(results, variants, curves or {})
-    results["splits"] = flood.split_scores(variants, splits or {})  # other labelled splits (evaluate --split)
+    results["flood"] = flood.flood_deltas(results, variants, curves)
+    results["splits"] = flood.split_scores(variants, splits)  # other labelled splits (evaluate --split)
     if results["flood"] and results["flood"].get("refused"):
         results["warnings"].append(f"no deltas at matched flood: {results['flood']['refused']}")
     return results
@@ -444,3 +466,66 @@ def generations_results(per_experiment: list) -> dict:
             "baseline_change": last["rock_iou"][last["variants"][0]] - first["rock_iou"][first["variants"][0]],
             "dr_gain_change": last["dr_delta"]["absolute"] - first["dr_delta"]["absolute"],
             "per_experiment": per_experiment}
+
+
+# ---- any two sides: compare --delta A:B ------------------------------------------------------------
+
+# Filters on these keys compare augmentation lists as applied, so gray,hflip finds hflip,gray.
+AUGMENT_KEYS = ("augment", names.AUGMENT)
+
+
+def parse_delta(spec: str) -> tuple:
+    """``A:B`` as (A, B): each a variant name (dr_750+gray) or tag filters key=value joined by & (regolith.augment=hflip)."""
+    sides = spec.split(":")
+    if len(sides) != 2 or not all(side.strip() for side in sides) or sides[0].strip() == sides[1].strip():
+        raise Refused(f"delta={spec!r}: expected A:B, two different sides, each a variant name (dr_750+gray) or "
+                      f"tag filters key=value joined by & (regolith.augment=hflip,gray&regolith.frames=750)")
+    return sides[0].strip(), sides[1].strip()
+
+
+def matches(run: dict, selector: str) -> bool:
+    """Whether a run is on the side ``selector`` names: its variant, or every key=value filter of it."""
+    if "=" not in selector:
+        return run["variant"] == selector
+    for condition in selector.split("&"):
+        key, _, wanted = (part.strip() for part in condition.partition("="))
+        value = run["labels"].get(key)
+        if key in AUGMENT_KEYS and value is not None:
+            value, wanted = augment.canonical(str(value)), augment.canonical(wanted)
+        if value is None or not same_value(value, wanted):
+            return False
+    return True
+
+
+def side_runs(runs: list, selector: str, spec: str) -> list:
+    """The runs of one side, one per seed, relabelled as the side; refused where none match or seeds repeat."""
+    chosen = [run for run in runs if matches(run, selector)]
+    if not chosen:
+        known = ", ".join(sorted({run["variant"] for run in runs})) or "none"
+        raise Refused(f"delta={spec!r}: no FINISHED training run matches {selector!r}; variants found: {known}")
+    seeds = [run["seed"] for run in chosen]
+    if len(set(seeds)) < len(seeds):
+        raise Refused(f"delta={spec!r}: {selector!r} matches runs of several variants with the same seed ("
+                      f"{', '.join(sorted({run['variant'] for run in chosen}))}); narrow it with another "
+                      f"filter, e.g. &{names.VARIANT}=...")
+    return [{**run, "variant": selector} for run in chosen]
+
+
+def lever_delta(spec: str, runs: list, confusions: dict, real: dict) -> dict:
+    """B - A for ``spec`` = ``A:B``, as the built-in deltas: paired by seed, intervals over frames, seeds and
+    photos, per-frame wins, the real rock share, and every setting the two sides differ in (the lever itself
+    among them: that is what the delta measures)."""
+    baseline, variant = parse_delta(spec)
+    sides = side_runs(runs, baseline, spec) + side_runs(runs, variant, spec)
+    variants = summarize_variants(sides)
+    entry = {"spec": spec, "question": f"{variant} against {baseline}", **delta(variants, variant, baseline)}
+    entry["frame_interval"] = frame_interval(entry, variants, confusions)
+    entry["per_frame"] = per_frame(variants, variant, baseline, entry["seeds"], confusions)
+    entry["real"] = None
+    if all(variants[name][REAL_SHARE]["mean"] is not None for name in (variant, baseline)):
+        entry["real"] = delta(variants, variant, baseline, score=REAL_SHARE)
+        entry["real"]["photo_interval"] = photo_interval(entry["real"], variants, real)
+    entry["differences"] = setting_differences(sides)
+    entry["sides"] = {name: {"run_ids": v["run_ids"], "seeds": v["seeds"], "iou_rock": v[names.HEADLINE]}
+                      for name, v in variants.items()}
+    return entry

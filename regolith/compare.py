@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="experiment to compare ('': the one training runs go to by default: the mlflow run's, "
                              "else MLFLOW_EXPERIMENT_NAME or MLFLOW_EXPERIMENT_ID, else Default); give it once per "
                              "generation, or one space-separated list (quote a name with spaces inside it)")
+    parser.add_argument("--delta", action="append", default=[],
+                        help="A:B, repeatable (or one space-separated list): B - A as the built-in deltas are "
+                             "reported, each side a variant name (dr_750+gray) or tag filters key=value joined by & "
+                             "(regolith.augment=hflip,gray&regolith.frames=750)")
     parser.add_argument("--out", default="",
                         help="results directory; each compare writes a new subfolder "
                              "('': experiments/results/<experiment>)")
@@ -130,11 +134,16 @@ def format_table(results: dict) -> str:
              ",".join("?" if epoch is None else str(epoch) for epoch in v["best_epoch"])]
             for name, v in variants.items()]
     lines = [f"Size-matched ablation, experiment {results['experiment']!r}: best validation IoU per variant"
-             " (mean ± std over seeds)", "", *aligned([columns, *rows]), "",
-             delta_line("DR delta  ", results["dr_delta"]), delta_line("size delta", results["size_delta"])]
+             " (mean ± std over seeds)", "", *aligned([columns, *rows]), ""]
+    if results["dr_delta"] is None:
+        lines.append(f"no DR or size delta here: {results['builtin_note']}")
+    else:
+        lines += [delta_line("DR delta  ", results["dr_delta"]), delta_line("size delta", results["size_delta"])]
+    if results.get("deltas"):
+        lines += ["", *lever_lines(results["deltas"])]
     overall = results.get("per_frame_overall")
     if overall and (overall["variant"], overall["baseline"]) not in {
-            (results[key]["variant"], results[key]["baseline"]) for key in ablation.DELTAS}:
+            (results[key]["variant"], results[key]["baseline"]) for key in ablation.DELTAS if results[key]}:
         lines.append(per_frame_line(overall))
     if results.get("real"):
         lines += ["", *real_lines(results["real"])]
@@ -162,19 +171,37 @@ def real_lines(deltas: dict) -> list:
     """The deltas in real rock share (the rock flood on real photos), each with its intervals."""
     lines = ["On real photos, the share of their pixels called rock (synthetic gains can come with a flood):"]
     for key, label in (("dr_delta", "DR delta  "), ("size_delta", "size delta")):
-        entry = deltas[key]
-        lines.append(f"{label}: {entry['variant']} - {entry['baseline']} = {_signed_share(entry['absolute'])} "
-                     f"real rock share")
-        photo, seeds = entry.get("photo_interval"), entry.get("seed_interval")
-        if photo and photo["low"] is not None:
-            lines.append(f"            95% CI over {photo['photos']} photos (paired bootstrap): "
-                         f"[{_signed_share(photo['low'])}, {_signed_share(photo['high'])}]"
-                         + (" includes zero" if photo["includes_zero"] else " excludes zero")
-                         + f"; more rock on {photo['variant_more']} photos, less on {photo['baseline_more']}")
-        if seeds:
-            lines.append(f"            95% CI over {seeds['seeds']} seeds (t): [{_signed_share(seeds['low'])}, "
-                         f"{_signed_share(seeds['high'])}]" + (" includes zero" if seeds["includes_zero"] else
-                                                                " excludes zero"))
+        lines += real_delta_lines(label, deltas[key])
+    return lines
+
+
+def real_delta_lines(label: str, entry: dict, indent: str = "            ") -> list:
+    """One delta in real rock share, with its intervals over photos and over seeds."""
+    lines = [f"{label}: {entry['variant']} - {entry['baseline']} = {_signed_share(entry['absolute'])} "
+             f"real rock share"]
+    photo, seeds = entry.get("photo_interval"), entry.get("seed_interval")
+    if photo and photo["low"] is not None:
+        lines.append(f"{indent}95% CI over {photo['photos']} photos (paired bootstrap): "
+                     f"[{_signed_share(photo['low'])}, {_signed_share(photo['high'])}]"
+                     + (" includes zero" if photo["includes_zero"] else " excludes zero")
+                     + f"; more rock on {photo['variant_more']} photos, less on {photo['baseline_more']}")
+    if seeds:
+        lines.append(f"{indent}95% CI over {seeds['seeds']} seeds (t): [{_signed_share(seeds['low'])}, "
+                     f"{_signed_share(seeds['high'])}]" + (" includes zero" if seeds["includes_zero"] else
+                                                            " excludes zero"))
+    return lines
+
+
+def lever_lines(deltas: list) -> list:
+    """Each ``--delta A:B``: B - A in rock-IoU with its intervals and wins, on real photos, and what else differs."""
+    lines = ["Deltas asked for (--delta A:B reports B - A):"]
+    for number, entry in enumerate(deltas, 1):
+        lines.append(delta_line(f"delta {number}", entry))
+        if entry.get("real"):
+            lines += [f"            {line}" for line in real_delta_lines("real", entry["real"], indent="      ")]
+        else:
+            lines.append("            no real rock share: train with -P real_images or run regolith.photos on both")
+        lines += [f"            note: {line}" for line in entry["differences"]]
     return lines
 
 
@@ -268,7 +295,9 @@ def record(results: dict, curves: dict, args, run_id: str) -> Path:
                     names.SOURCE_RUNS: ",".join(source), names.RESULTS_DIR: str(folder),
                     **{names.source_tag(name): ",".join(v["run_ids"]) for name, v in results["variants"].items()},
                     **{names.delta_tag(key): f"{results[key]['variant']} vs {results[key]['baseline']}"
-                       for key in ablation.DELTAS}})
+                       for key in ablation.DELTAS if results[key]},
+                    **{names.delta_tag(lever_key(number)): f"{entry['variant']} vs {entry['baseline']}"
+                       for number, entry in enumerate(results.get("deltas", []), 1)}})
     track.log_metrics(delta_metrics(results))
     files = write_results(folder, "ablation", results, format_table(results),
                           lambda path: figures.plot_ablation(results, curves, path))
@@ -283,16 +312,23 @@ def stamped(results: dict, run_id: str) -> dict:
 
 def delta_metrics(results: dict, prefix: str = "") -> dict:
     """The compare run's metrics: each variant's mean best scores, each delta and its interval ends."""
-    logged = {names.key(name, score): v[score]["mean"] for name, v in results["variants"].items()
+    logged = {names.key(metric_safe(name), score): v[score]["mean"] for name, v in results["variants"].items()
               for score in names.SCORES}
-    for key in ablation.DELTAS:
-        logged.update({names.key(key, field): results[key][field]
+    entries = [(key, results[key]) for key in ablation.DELTAS if results[key]]
+    entries += [(lever_key(number), entry) for number, entry in enumerate(results.get("deltas", []), 1)]
+    for key, entry in entries:
+        logged.update({names.key(key, field): entry[field]
                        for field in ("absolute", "absolute_std", "relative", "relative_std")})
         for kind in ("frame_interval", "seed_interval"):
-            if results[key].get(kind):
-                logged.update({names.key(key, f"{kind}_{end}"): results[key][kind][end] for end in ("low", "high")})
+            if entry.get(kind):
+                logged.update({names.key(key, f"{kind}_{end}"): entry[kind][end] for end in ("low", "high")})
     logged.update(flood.metrics(results.get("flood")))
     return {prefix + key: value for key, value in logged.items() if value is not None}
+
+
+def lever_key(number: int) -> str:
+    """The N-th ``--delta``'s key in the compare run's metrics and tags (its sides may hold = and ,: not in a key)."""
+    return f"delta_{number}"
 
 
 def write_results(folder: Path, stem: str, results: dict, table: str, plot) -> list:
@@ -362,7 +398,7 @@ def experiment_names(given: list) -> list:
     return names_
 
 
-def read_ablation(experiment: str) -> tuple:
+def read_ablation(experiment: str, asked: tuple = ()) -> tuple:
     """(the experiment's ablation results, each counted run's validation rock-IoU curve), from the store."""
     rows = store.read_runs(experiment)
     stale = [entry["run_id"] for entry in liveness.known_dead(rows)]
@@ -375,7 +411,8 @@ def read_ablation(experiment: str) -> tuple:
                                         {run["run_id"]: evaluate.read_frame_confusions(run["run_id"]) for run in runs},
                                         {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs},
                                         {run["run_id"]: evaluate.read_curve(run["run_id"]) for run in runs},
-                                        {run["run_id"]: evaluate.read_split_confusions(run["run_id"]) for run in runs})
+                                        {run["run_id"]: evaluate.read_split_confusions(run["run_id"]) for run in runs},
+                                        asked)
     results["ignored"] = ignored
     curves = {run["run_id"]: store.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
     return results, curves
@@ -387,14 +424,21 @@ def main(argv=None):
         store.check_reachable()
         experiments = experiment_names(args.experiment) or [store.default_experiment("")]
         attached = store.attached_experiment()
-        params = {"experiment": shlex.quote(" ".join(args.experiment)), "out": shlex.quote(args.out)}
+        params = {"experiment": shlex.quote(" ".join(args.experiment)), "out": shlex.quote(args.out),
+                  "delta": shlex.quote(" ".join(args.delta))}
+        asked = tuple(experiment_names(args.delta))  # split like the experiments: the MLproject's one string
+        if asked and len(experiments) > 1:
+            raise Refused(f"delta={' '.join(asked)!r}: --delta compares two sides within one experiment, "
+                          f"not across {len(experiments)} experiments")
+        for spec in asked:
+            ablation.parse_delta(spec)  # a malformed spec is refused before the store is read
         if len(experiments) == 1:
             experiment = experiments[0]
             if attached is not None and attached != experiment:
                 raise Refused(f"experiment={experiment!r}, but mlflow run put this compare run in experiment "
                               f"{attached!r}; run `mlflow run . -e compare --experiment-name {experiment}` so "
                               f"the compare run lands beside the runs it compares")
-            results, curves = read_ablation(experiment)
+            results, curves = read_ablation(experiment, asked)
             with track.run("ablation", experiment, params=params) as (run_id, _):
                 record(results, curves, args, run_id)
             return

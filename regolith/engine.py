@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from regolith import CLASSES, IGNORE_INDEX, Refused, cache, metrics, model as segformer, names
+from regolith import CLASSES, IGNORE_INDEX, Refused, augment, cache, metrics, model as segformer, names
 
 MIN_LR = 1e-7
 WEIGHT_DECAY = 1e-4  # the original's AdamW weight decay (torch's default is 0.01); train's default, the bench's
@@ -177,48 +177,34 @@ def weight_per_label(class_weights: torch.Tensor) -> torch.Tensor:
     return label_weight
 
 
-def draw_flips(augment: str, frames: int, generator: torch.Generator) -> torch.Tensor | None:
-    """Which positions of an epoch's frame order flip horizontally (p = 0.5), or None without augmentation.
-
-    Drawn from the run's data generator, which state.pt saves, so a resumed run flips as an unbroken one.
-    """
-    return torch.rand(frames, generator=generator) < 0.5 if augment == "hflip" else None
-
-
-def hflip(images: torch.Tensor, masks: torch.Tensor, flip: torch.Tensor) -> tuple:
-    """Flip image and mask together where ``flip`` (one bool per frame) says so; on the device, no host sync."""
-    return (torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images),
-            torch.where(flip.view(-1, 1, 1), masks.flip(-1), masks))
-
-
 def train_epoch(model, split, order: torch.Tensor, *, batch: int, class_weights: torch.Tensor, optimizer,
-                lr_at, step: int, precision: str, device: torch.device, flips: torch.Tensor | None = None,
+                lr_at, step: int, precision: str, device: torch.device, augmentation: dict | None = None,
                 epoch: int = 1, drop_last: bool = False, rank: int = 0, world: int = 1, progress=None) -> tuple:
     """One pass over the training frames in ``order``: returns (statistics, the next step).
 
     The statistics are keyed as logged under ``train/``: the mean batch loss, and rock-IoU and
     mIoU of the training batches' own predictions (a device confusion matrix, no extra pass).
     ``lr_at`` maps a step to its learning rate: the schedule is a pure function of the step.
-    ``flips`` (one bool per position of ``order``) flips those frames with their masks. Losses
+    ``augmentation`` (``augment.draw``: the epoch's draws, one per position of ``order``) augments
+    each batch on the device, images and masks together where they move together. Losses
     stay on the device until the epoch ends (no host sync per step); a NaN or inf loss is then
     refused with its epoch and step, before anything of that epoch is kept. Under torchrun each
     rank takes its share of every global batch, and the loss is normalized by the whole batch's
     summed class weights, so DDP's gradient average equals the gradient of the single-process loss.
     """
     model.train()
-    losses = []
+    losses, label_weight = [], weight_per_label(class_weights)
     confusion = torch.zeros(len(CLASSES) + 1, len(CLASSES), dtype=torch.long, device=device)
-    label_weight = weight_per_label(class_weights)
-    # The order and the flips go where the frames are, once an epoch: no index crosses to the GPU per step.
+    # The order and the draws go where the frames are, once an epoch: no index crosses to the GPU per step.
     order = order.to(split.images.device)
-    flips = flips.to(split.images.device) if flips is not None else None
-    for positions in batches(torch.arange(len(order), device=order.device), batch, drop_last):
+    draws = augment.to_device(augmentation, split.images.device)
+    for number, positions in enumerate(batches(torch.arange(len(order), device=order.device), batch, drop_last)):
         positions = positions.chunk(world)[rank] if world > 1 else positions
         index = order[positions]
         images = gather(split, "images", index, device)
-        masks = gather(split, "masks", index, device).long()
-        if flips is not None:
-            images, masks = hflip(images, masks, flips[positions].to(device, non_blocking=True))
+        masks = gather(split, "masks", index, device)
+        images, masks = augment.apply(images, masks, augment.batch_draws(draws, positions, number * batch, device), rank)
+        masks = masks.long()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         logits = segformer.logits_at_mask_size(model, images, precision)

@@ -386,10 +386,14 @@ def plot_bars(bars, results: dict, colors: dict):
     top = max(m + e for m, e in zip(means, errors))
     dr_entry, size_entry = results["dr_delta"], results["size_delta"]
     y = top + 0.06  # each bracket sits above the one before and its label
-    for entry, label, color in (
-            (dr_entry, f"DR at {variants[dr_entry['variant']]['frames']} frames", "#b2182b"),
-            (size_entry, f"more data: {variants[size_entry['baseline']]['frames']} → "
-                         f"{variants[size_entry['variant']]['frames']} frames", "#2166ac")):
+    brackets = [] if dr_entry is None else [
+        (dr_entry, f"DR at {variants[dr_entry['variant']]['frames']} frames", "#b2182b"),
+        (size_entry, f"more data: {variants[size_entry['baseline']]['frames']} → "
+                     f"{variants[size_entry['variant']]['frames']} frames", "#2166ac")]
+    # compare --delta A:B between two variants of the table (a side given by tag filters has no bar of its own)
+    brackets += [(entry, f"B - A: {entry['variant']} - {entry['baseline']}", "#1b7837")
+                 for entry in results.get("deltas", []) if {entry["variant"], entry["baseline"]} <= set(x)]
+    for entry, label, color in brackets:
         text = (f"{label}\n{signed(entry['absolute'], entry['absolute_std'])} "
                 f"({signed(entry['relative'], None, percent=True)})")
         for name, interval in (("frames", entry.get("frame_interval")), ("seeds", entry.get("seed_interval"))):

@@ -1,11 +1,13 @@
 """SegFormer with a fresh 3-class head, its input preprocessing, the encoder check, and the ``best.pt`` format.
 
-The encoder comes from ``pretrained``: a hub id such as ``nvidia/mit-b0`` or a local
+The encoder comes from ``pretrained``: a hub id ``nvidia/mit-b0`` to ``nvidia/mit-b5`` or a local
 directory in the hub's layout (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
 The hub's mit-b0 stores the legacy weight names (``segformer.encoder.block.…``), which
 transformers 5 renames on load; if a rename ever misses, the encoder would silently start
 random and every result would be wrong, so ``load_pretrained`` refuses any checkpoint that
-does not supply every encoder weight.
+does not supply every encoder weight, and then compares every encoder tensor by value with the
+tensor in the checkpoint file itself, under transformers' own renaming: a clean loading report
+is not proof (huggingface/transformers#46620 reports silent random init with one).
 """
 
 import json
@@ -19,9 +21,11 @@ import torch
 import torch.nn.functional as F
 import transformers
 from huggingface_hub import try_to_load_from_cache
+from safetensors.torch import load_file
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
+from transformers import conversion_mapping as conversion, core_model_loading as loading
 
-from regolith import CLASSES, Refused
+from regolith import CLASSES, Refused, names
 
 # SegformerImageProcessor's defaults (ImageNet statistics), which nvidia/mit-b0 was trained with.
 # Every best.pt records them, and everything that feeds the model (training, evaluate, photos,
@@ -30,10 +34,51 @@ PREPROCESSING = {"rescale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.22
 ID2LABEL = dict(enumerate(CLASSES))
 LABEL2ID = {name: i for i, name in ID2LABEL.items()}
 ENCODER_PREFIX = "segformer."
+# The MiT encoder sizes of the SegFormer paper (Xie et al. 2021, table 6), as the hub's nvidia/mit-b0..b5
+# configs give them: blocks per stage and channels per stage. Every size has 1, 2, 5, 8 heads per stage.
+MIT_SIZES = {"b0": ([2, 2, 2, 2], [32, 64, 160, 256]), "b1": ([2, 2, 2, 2], [64, 128, 320, 512]),
+             "b2": ([3, 4, 6, 3], [64, 128, 320, 512]), "b3": ([3, 4, 18, 3], [64, 128, 320, 512]),
+             "b4": ([3, 8, 27, 3], [64, 128, 320, 512]), "b5": ([3, 6, 40, 3], [64, 128, 320, 512])}
+# The paper's all-MLP decoder width per size: 256 channels for B0 and B1, 768 from B2 on. The hub's
+# nvidia/mit-bN configs are ImageNet classifiers and all say 256, so the fresh head takes it from here.
+DECODER_WIDTH = {"b0": 256, "b1": 256, "b2": 768, "b3": 768, "b4": 768, "b5": 768}
+CUSTOM_SIZE = names.CUSTOM_ENCODER  # none of the paper's shapes (a test's tiny one): its own config's head
 # What evaluate and pull read from every best.pt (``checkpoint`` writes these and more).
 CHECKPOINT_KEYS = {"model", "config", "classes", "preprocessing"}
 HEAD_WEIGHT = "decode_head.classifier.weight"  # its first dimension is the number of classes the head predicts
 PRECISIONS = ("bf16", "fp32")
+
+
+def encoder_size(config) -> str:
+    """b0 .. b5 where the encoder's depths and widths are one of the paper's sizes, else ``custom``."""
+    shape = (list(config.depths), list(config.hidden_sizes))
+    return next((size for size, known in MIT_SIZES.items() if known == shape), CUSTOM_SIZE)
+
+
+def size_config(size: str = "b0") -> SegformerConfig:
+    """The config of MiT size ``size`` with its paper decoder width (a B2 without the hub, for instance)."""
+    if size not in MIT_SIZES:
+        raise Refused(f"encoder size {size!r}: expected one of {', '.join(MIT_SIZES)}")
+    depths, widths = MIT_SIZES[size]
+    return SegformerConfig(depths=depths, hidden_sizes=widths, decoder_hidden_size=DECODER_WIDTH[size])
+
+
+def footprint(model, image_size: tuple) -> dict:
+    """The model's parameter counts and its forward FLOPs on one frame of ``image_size`` (H, W).
+
+    FLOPs by ``torch.utils.flop_counter`` (matmuls and convolutions, 2 per multiply-add), counted
+    on a blank frame in eval mode, so nothing the run draws is touched.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    mode, device = model.training, next(model.parameters()).device
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(pixel_values=torch.zeros(1, 3, *image_size, device=device))
+    model.train(mode)
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "encoder_parameters": sum(p.numel() for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX)),
+            "flops": counter.get_total_flops()}
 
 
 def random_init(config: SegformerConfig | None = None) -> SegformerForSemanticSegmentation:
@@ -69,9 +114,12 @@ def load_pretrained(pretrained: str) -> tuple:
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
+        # The head's width from the encoder's size (its input widths follow the encoder's config by itself).
+        size = encoder_size(SegformerConfig.from_pretrained(pretrained))
+        head = {"decoder_hidden_size": DECODER_WIDTH[size]} if size in DECODER_WIDTH else {}
         model, info = SegformerForSemanticSegmentation.from_pretrained(
             pretrained, num_labels=len(CLASSES), id2label=ID2LABEL, label2id=LABEL2ID,
-            ignore_mismatched_sizes=True, output_loading_info=True)
+            ignore_mismatched_sizes=True, output_loading_info=True, **head)
     except Exception as error:  # OSError for a missing file; a pickle the safe unpickler refuses, a bad config, ...
         raise Refused(
             f"pretrained={pretrained!r}: could not load it ({type(error).__name__}: {_first_line(error)}). Give a hub "
@@ -89,13 +137,82 @@ def load_pretrained(pretrained: str) -> tuple:
             f"pretrained={pretrained!r}: {len(names)} encoder weight(s) did not load from the checkpoint, "
             f"so the encoder would start partly random: " + ", ".join(names[:10])
             + (" ..." if len(names) > 10 else ""))
-    encoder_keys = [k for k in model.state_dict() if k.startswith(ENCODER_PREFIX)]
+    encoder_keys = check_encoder_values(pretrained, model)
     return model, len(encoder_keys)
 
 
 def _first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return (lines[0][:300] if lines else "") or "no message"
+
+
+# The files from_pretrained reads weights from, in its own order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def weight_file(pretrained: str) -> Path | None:
+    """The weights file from_pretrained read: in the local directory, or in the hub cache it resolved."""
+    for name in WEIGHT_FILES:
+        if Path(pretrained).is_dir():
+            found = Path(pretrained) / name
+            if found.is_file():
+                return found
+        else:
+            cached = try_to_load_from_cache(pretrained, name)
+            if isinstance(cached, str):
+                return Path(cached)
+    return None
+
+
+def file_tensors(path: Path) -> dict:
+    """Every tensor of a safetensors or ``.bin`` file (or of the shards an index names), by its stored name."""
+    if path.name.endswith(".index.json"):
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in file_tensors(path.parent / shard).items()}
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def current_names(model, stored: list) -> dict:
+    """Stored name -> the model's name for it, by transformers' own load-time renaming (legacy names included)."""
+    renamings = conversion.get_model_conversion_mapping(model)
+    renames = [r for r in renamings if isinstance(r, loading.WeightRenaming)]
+    converters = [r for r in renamings if not isinstance(r, loading.WeightRenaming)]
+    state = model.state_dict()
+    return {key: loading.rename_source_key(key, renames, converters, model.base_model_prefix, state)[0]
+            for key in stored}
+
+
+def check_encoder_values(pretrained: str, model) -> list:
+    """Refuse unless every encoder tensor equals the one tensor the checkpoint file holds for it; returns their names.
+
+    Absent from ``missing_keys`` is not enough: a file that holds a tensor under both its legacy and
+    its current name, with other values, loads one and drops the other without a word, and a loader
+    that re-initializes after loading reports nothing either. The file is read again and compared.
+    """
+    path = weight_file(pretrained)
+    if path is None:
+        raise Refused(f"pretrained={pretrained!r}: found none of {', '.join(WEIGHT_FILES)} to check the loaded "
+                      f"encoder against")
+    stored = file_tensors(path)
+    by_model_name = {}
+    for key, model_key in current_names(model, list(stored)).items():
+        by_model_name.setdefault(model_key, []).append(key)
+    state = model.state_dict()
+    encoder_keys = [k for k in state if k.startswith(ENCODER_PREFIX)]
+    wrong = []
+    for key in encoder_keys:
+        sources = by_model_name.get(key, [])
+        if not sources:
+            wrong.append(f"{key} (not in the file)")
+        elif not all(torch.equal(state[key], stored[s].to(state[key].dtype)) for s in sources):
+            wrong.append(f"{key} (differs from the file's {' / '.join(sources)})")
+    if wrong:
+        raise Refused(f"pretrained={pretrained!r}: {len(wrong)} encoder tensor(s) loaded without error are not the "
+                      f"tensors in {path}, so the encoder would start partly random: " + ", ".join(wrong[:5])
+                      + (" ..." if len(wrong) > 5 else ""))
+    return encoder_keys
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -24,9 +24,28 @@ def key(prefix: str, name: str) -> str:
     return f"{prefix}/{name}"
 
 
-def variant(dr: bool, frames: int) -> str:
-    """dr_750, nodr_750: how training runs are named, grouped by compare and aliased in the registry."""
-    return f"{'dr' if dr else 'nodr'}_{frames}"
+DEFAULT_AUGMENT, DEFAULT_ENCODER = "hflip", "b0"  # the original's recipe: a variant's name says only what differs
+CUSTOM_ENCODER = "custom"  # an encoder of none of the MiT sizes (model.encoder_size)
+
+
+def variant(dr: bool, frames: int, augment: str = DEFAULT_AUGMENT, encoder: str = DEFAULT_ENCODER) -> str:
+    """dr_750, nodr_750: how training runs are named, grouped by compare and aliased in the registry.
+
+    A lever other than the original's joins the name: each augmentation beyond hflip as ``+gray``
+    (``+noflip`` where hflip is off), an MiT size other than B0 as ``@b2``: dr_750+gray, dr_750@b2.
+    ``augment`` is the canonical list (``augment.canonical``); an encoder of no MiT size (``custom``)
+    adds nothing to the name (its pretrained_id tells it apart, and compare's settings warn).
+    """
+    chosen = [] if augment == "none" else augment.split(",")
+    levers = "".join(f"+{choice}" for choice in chosen if choice != DEFAULT_AUGMENT)
+    levers += "" if DEFAULT_AUGMENT in chosen else "+noflip"
+    size = f"@{encoder}" if encoder not in (DEFAULT_ENCODER, CUSTOM_ENCODER, "") else ""
+    return f"{'dr' if dr else 'nodr'}_{frames}{levers}{size}"
+
+
+def alias_name(variant_name: str) -> str:
+    """The registry alias of a variant: MLflow aliases take letters, digits, _ and - only (dr_750+gray -> dr_750-gray)."""
+    return variant_name.replace("+", "-").replace("@", "-")
 
 
 def prefixed(prefix: str, values: dict) -> dict:
@@ -68,6 +87,10 @@ IMAGE_SIZE = "image_size"  # HxW of the training frames, e.g. 512x512: photos ar
 VAL_IMAGE_SIZE = "val_image_size"
 PRETRAINED_ID = "pretrained_id"  # what the encoder came from: hub id at its commit, a directory, or random init
 CLASS_WEIGHT = "class_weight"  # class_weight.rock
+# the model's size (model.footprint): parameters, the encoder's share, forward FLOPs per frame at IMAGE_SIZE
+MODEL_PARAMETERS, ENCODER_PARAMETERS, FLOPS = "model_parameters", "encoder_parameters", "flops_per_frame"
+# beside augment (augment.recorded): the probability each choice acts with, and augment_range.<name> = low..high
+AUGMENT_P, AUGMENT_RANGE = "augment_p", "augment_range"
 PIXEL_SHARE = "pixel_share"  # pixel_share.rock
 
 # ---- dataset inputs: the context each is logged with ----
@@ -80,7 +103,9 @@ KIND_TRAIN, KIND_COMPARE = "train", "compare"
 KIND_EVALUATE, KIND_PHOTOS, KIND_PULL, KIND_RUNS, KIND_EXPORT = "evaluate", "photos", "pull", "runs", "export"
 ERROR = "regolith.error"  # why a run ended FAILED or KILLED
 DR = "regolith.dr"  # "true" / "false"
-VARIANT = "regolith.variant"  # dr_750
+VARIANT = "regolith.variant"  # dr_750, dr_750+gray, dr_750@b2
+AUGMENT = "regolith.augment"  # the augmentations as applied, in their order: hflip,gray (or none)
+ENCODER = "regolith.encoder"  # the MiT size: b0 .. b5, or custom
 SPLIT = "regolith.split"  # the training split's folder name
 FRAMES = "regolith.frames"  # frames used
 DATASET_DIGEST = "regolith.dataset_digest"
@@ -115,8 +140,9 @@ RESULTS_DIR = "regolith.results_dir"
 
 
 def source_tag(variant: str) -> str:
-    """regolith.source.dr_750: the run ids of one variant that a compare counted."""
-    return f"regolith.source.{variant}"
+    """regolith.source.dr_750: the run ids of one variant that a compare counted (dr_750+gray: dr_750_gray, in
+    the letters MLflow keys take)."""
+    return "regolith.source." + "".join(c if c.isalnum() or c in "_-. /:" else "_" for c in variant)
 
 
 def delta_tag(delta: str) -> str:

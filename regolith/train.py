@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from regolith import (CLASSES, ROCK, Refused, alias, as_number, data, engine, figures, files, liveness,
+from regolith import (CLASSES, ROCK, Refused, alias, as_number, augment, data, engine, figures, files, liveness,
                       model as segformer, names, photoset, provenance, refusals, registry, state, store, track)
 
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
@@ -60,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default="0", help="seed for initialization and data order")
     parser.add_argument("--patience", type=int, default="8",
                         help="early stopping on validation rock-IoU after this many epochs without gain (0: never)")
-    parser.add_argument("--augment", default="hflip", choices=["hflip", "none"],
-                        help="training-frame augmentation: hflip flips image and mask together with p = 0.5")
+    parser.add_argument("--augment", default="hflip",
+                        help="training-frame augmentation, a comma-separated list of hflip (image and mask, p = 0.5), "
+                             "gray (p = 0.5), photometric, noise, blur, or none (regolith.augment; ranges in README)")
     parser.add_argument("--weight-decay", type=float, default=f"{engine.WEIGHT_DECAY:g}", help="AdamW weight decay")
     parser.add_argument("--schedule", default="epoch", choices=["epoch", "step"],
                         help="cosine decay to 1e-7 stepped once per epoch (the original's) or every step")
@@ -121,6 +122,7 @@ def check_args(args, world: int = 1):
         raise Refused(f"seed={args.seed}: expected an integer from 0 to 2**64 - 1")
     if args.pretrained.lower() != "none":
         segformer.check_pretrained(args.pretrained)
+    augment.parse(args.augment)
     if world > 1 and (args.batch % world or args.batch < world):
         raise Refused(f"batch={args.batch}: under torchrun the global batch must split evenly over {world} ranks")
 
@@ -227,8 +229,10 @@ def watch(log, net, val_split, views: dict, precision: str, device, epoch: int) 
 def run_record(args, dr: bool, train_split, val_split, net, source: str, device, compiled: bool,
                precision: str, views: dict) -> dict:
     """What the store records when the run starts (name, params, tags, dataset inputs) and the line that says it."""
-    variant = names.variant(dr, train_split.frames)
+    encoder, augmentation = segformer.encoder_size(net.config), augment.canonical(args.augment)
+    variant = names.variant(dr, train_split.frames, augmentation, encoder)
     weights, shares = data.class_weights(train_split.pixel_counts), data.pixel_shares(train_split.pixel_counts)
+    size = segformer.footprint(net, train_split.image_size)
     return {
         "name": variant,
         "line": (f"{variant}: {train_split.frames} training frames from {train_split.path} ({train_split.digest}), "
@@ -238,11 +242,14 @@ def run_record(args, dr: bool, train_split, val_split, net, source: str, device,
         "params": {
             names.IMAGE_SIZE: "x".join(map(str, train_split.image_size)),
             names.VAL_IMAGE_SIZE: "x".join(map(str, val_split.image_size)),
-            names.PRETRAINED_ID: source, **provenance.library_versions(),
+            names.PRETRAINED_ID: source, **provenance.library_versions(), **augment.recorded(args.augment),
+            names.MODEL_PARAMETERS: size["parameters"], names.ENCODER_PARAMETERS: size["encoder_parameters"],
+            names.FLOPS: size["flops"],
             **{f"{names.CLASS_WEIGHT}.{name}": f"{w:.6f}" for name, w in zip(CLASSES, weights)},
             **{f"{names.PIXEL_SHARE}.{name}": f"{s:.6f}" for name, s in zip(CLASSES, shares)}},
         "tags": {
             names.KIND: names.KIND_TRAIN, names.DR: str(dr).lower(), names.VARIANT: variant,
+            names.AUGMENT: augmentation, names.ENCODER: encoder,
             names.SPLIT: train_split.path.name, names.DATASET_DIGEST: train_split.digest,
             names.FRAMES: train_split.frames, names.VAL_SPLIT: str(val_split.path),
             names.VAL_DIGEST: val_split.digest, names.SEED: args.seed, names.DEVICE: engine.device_name(device),
@@ -455,12 +462,12 @@ def one_epoch(run: dict, args, log, say, rank: int) -> dict:
     """Train, validate, look, keep the best, save, log: returns the progress after the epoch."""
     started, epoch, progress = time.perf_counter(), run["progress"]["epoch"] + 1, run["progress"]
     order = torch.randperm(run["train_split"].frames, generator=run["data_rng"])
-    flips = engine.draw_flips(args.augment, run["train_split"].frames, run["data_rng"])
+    draws = augment.draw(args.augment, run["train_split"].frames, run["data_rng"])
     with tqdm(total=run["train_split"].frames, desc=f"epoch {epoch}", unit="img", leave=False, file=sys.stderr,
               disable=None if rank == 0 else True) as bar:
         train_stats, step = engine.train_epoch(
             run["forward"], run["train_split"], order, optimizer=run["optimizer"], step=progress["step"],
-            epoch=epoch, lr_at=run["lr_at"], flips=flips, drop_last=run["drop_last"], progress=bar, **run["shared"])
+            epoch=epoch, lr_at=run["lr_at"], augmentation=draws, drop_last=run["drop_last"], progress=bar, **run["shared"])
     val = engine.validate(run["forward"], run["val_split"], static=run["compiled"], **run["shared"])
     seconds = time.perf_counter() - started
     seen = {**watch(log, run["net"], run["val_split"], run["views"], run["precision"], run["device"], epoch),
@@ -549,9 +556,10 @@ def register(say, variant: str, run_id: str, model_uri: str) -> tuple:
     ``alias.stays``' rule.
 
     Returns (the version's URI, why the alias stayed or None)."""
-    stays = alias.stays(store.alias_holder(names.MODEL_NAME, variant), store.read_run(run_id), variant)
-    version = registry.register_model(run_id, variant, move_alias=stays is None, model_uri=model_uri)
-    say(f"registered {version}; {stays}" if stays else f"registered {version} as models:/{names.MODEL_NAME}@{variant}")
+    name = names.alias_name(variant)
+    stays = alias.stays(store.alias_holder(names.MODEL_NAME, name), store.read_run(run_id), name)
+    version = registry.register_model(run_id, name, move_alias=stays is None, model_uri=model_uri)
+    say(f"registered {version}; {stays}" if stays else f"registered {version} as models:/{names.MODEL_NAME}@{name}")
     return version, stays
 
 

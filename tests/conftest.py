@@ -60,10 +60,17 @@ def tiny_config() -> SegformerConfig:
                            decoder_hidden_size=16, num_labels=10)
 
 
-def save_legacy_encoder(directory: Path, drop: tuple = (), seed: int = 123) -> dict:
+def tiny_size_config(size: str) -> SegformerConfig:
+    """A tiny encoder with the depth pattern of MiT ``size`` (b0: 2-2-2-2, b2: 3-4-6-3) and its widths' ratios / 8."""
+    depths, widths = {"b0": ([2, 2, 2, 2], [4, 8, 20, 32]), "b2": ([3, 4, 6, 3], [8, 16, 40, 64])}[size]
+    return SegformerConfig(hidden_sizes=widths, num_attention_heads=[1, 1, 2, 2], depths=depths,
+                           decoder_hidden_size=16, num_labels=10)
+
+
+def save_legacy_encoder(directory: Path, drop: tuple = (), seed: int = 123, config=None) -> dict:
     """Write a tiny ImageNet-style MiT checkpoint in the hub layout; returns its legacy state dict."""
     torch.manual_seed(seed)
-    classifier = SegformerForImageClassification(tiny_config())
+    classifier = SegformerForImageClassification(config or tiny_config())
     state = {legacy_name(k): v.contiguous() for k, v in classifier.state_dict().items()}
     for key in drop:
         state.pop(key)

@@ -568,3 +568,99 @@ def test_real_rock_share_per_variant_and_both_deltas_with_an_interval_over_photo
     assert unknown["real"] is None and "was not recorded" in unknown["real_refused"]
     # A variant that was never pointed at real photos: no real deltas at all.
     assert ablation.ablation_results(runs[:1] + [run(True, 8, "d", 0.6)] + runs[2:], "x")["real"] is None
+
+
+# ---- compare --delta A:B: any two sides (issue 20) -------------------------------------------------
+
+def lever_row(dr, frames, seed, rock, augment="hflip", **kwargs):
+    """A store row of a run trained with ``augment``, named as regolith.train names it."""
+    base = row(dr, frames, seed, rock, run_id=f"{names.variant(dr, frames, augment)}-s{seed}", **kwargs)
+    base["tags"].update({"regolith.variant": names.variant(dr, frames, augment), "regolith.augment": augment})
+    base["params"] = {"augment": augment, "epochs": "20"}
+    return base
+
+
+def lever_confusions(runs: list, frames: int = 12) -> dict:
+    """Per-frame confusions whose rock-IoU is the run's best rock-IoU on every frame, but for frame 0 of +gray."""
+    confusions = {}
+    for run in runs:
+        tp = np.full(frames, int(100 * run["iou_rock"]))
+        if "+gray" in run["variant"]:
+            tp[0] = 10  # one frame where gray did badly
+        confusions[run["run_id"]] = {"frames": [f"{i:05d}" for i in range(frames)],
+                                     "confusion": _frames(tp, 100 - tp, np.zeros(frames)).tolist()}
+    return confusions
+
+
+def test_a_lever_delta_pairs_by_seed_with_intervals_wins_and_the_real_share():
+    rows = [lever_row(False, 80, s, 0.50) for s in (0, 1)] + [lever_row(True, 160, s, 0.70) for s in (0, 1)]
+    rows += [lever_row(True, 80, 0, 0.60), lever_row(True, 80, 1, 0.62),
+             lever_row(True, 80, 0, 0.65, "hflip,gray"), lever_row(True, 80, 1, 0.70, "hflip,gray")]
+    runs, ignored = ablation.select_runs(rows)
+    assert ignored["superseded"] == 0  # dr_80 and dr_80+gray are two variants, not one run superseding another
+    real = {run["run_id"]: {"digest": "abc", "photos": ["a", "b", "c"],
+                            "rock": [0.1, 0.2, 0.3] if "+gray" not in run["variant"] else [0.05, 0.1, 0.1]}
+            for run in runs}
+    asked = ("dr_80:dr_80+gray", "regolith.augment=hflip&regolith.frames=80&regolith.dr=true:augment=gray,hflip")
+    results = ablation.ablation_results(runs, "x", lever_confusions(runs), real, asked)
+    assert list(results["variants"]) == ["nodr_80", "dr_80", "dr_80+gray", "dr_160"]
+    assert results["dr_delta"]["variant"] == "dr_80" and results["warnings"] == []  # built-ins over the plain ones
+    by_name, by_filter = results["deltas"]
+    assert (by_name["variant"], by_name["baseline"], by_name["seeds"]) == ("dr_80+gray", "dr_80", [0, 1])
+    assert by_name["absolute"] == pytest.approx(statistics.fmean([0.05, 0.08]))
+    assert by_name["seed_interval"]["seeds"] == 2 and by_name["frame_interval"]["frames"] == 12
+    assert (by_name["per_frame"]["wins"], by_name["per_frame"]["losses"]) == (11, 1)
+    assert by_name["real"]["absolute"] == pytest.approx(statistics.fmean([0.05, 0.1, 0.1]) - 0.2)
+    assert by_name["real"]["photo_interval"]["photos"] == 3
+    assert by_name["differences"] == ["the runs compared differ in augment: hflip (dr_80 seed 0, dr_80 seed 1); "
+                                      "hflip,gray (dr_80+gray seed 0, dr_80+gray seed 1)"]
+    assert by_filter["absolute"] == pytest.approx(by_name["absolute"])  # the same runs, found by their tags
+    table = compare.format_table(results)
+    assert "delta 1: dr_80+gray - dr_80 = +0.0650 ± 0.0212 rock-IoU" in table
+    assert "per frame: dr_80+gray beats dr_80 on 11 of 12 frames" in table
+    assert "real: dr_80+gray - dr_80 = -11.7 points real rock share" in table
+    assert "note: the runs compared differ in augment" in table
+
+
+def test_a_lever_delta_is_refused_where_a_side_is_empty_ambiguous_or_malformed():
+    runs, _ = ablation.select_runs([lever_row(False, 80, 0, 0.5), lever_row(True, 80, 0, 0.6),
+                                    lever_row(True, 80, 0, 0.7, "hflip,gray")])
+    for spec, message in (("dr_80:dr_80+noise", "no FINISHED training run matches 'dr_80\\+noise'; variants found"),
+                          ("regolith.augment=hflip:dr_80+gray", "matches runs of several variants with the same seed"),
+                          ("dr_80", "expected A:B"), ("dr_80:dr_80", "expected A:B")):
+        with pytest.raises(Refused, match=message):
+            ablation.ablation_results(runs, "x", asked=(spec,))
+
+
+def test_compare_delta_on_a_store_without_the_studys_pairs(store, tmp_path, capsys):
+    client = MlflowClient()
+    experiment_id = client.create_experiment("levers")
+    ids = {}
+    for start, (augment, rock) in enumerate((("hflip", 0.6), ("hflip,gray", 0.66))):
+        run_id = log_train_run(client, experiment_id, True, 80, 0, rock, start=start)
+        client.set_tag(run_id, "regolith.variant", names.variant(True, 80, augment))
+        client.set_tag(run_id, "regolith.augment", augment)
+        ids[augment] = run_id
+    compare.main(["--experiment", "levers", "--delta", "dr_80:regolith.augment=gray,hflip"])
+    printed = capsys.readouterr().out
+    assert "no DR or size delta here: experiment 'levers': the DR delta needs a nodr" in printed
+    assert "delta 1: regolith.augment=gray,hflip - dr_80 = +0.0600 rock-IoU" in printed
+    results = results_in(only_folder(tmp_path / "experiments/results/levers"))
+    assert results["dr_delta"] is None and results["deltas"][0]["sides"]["dr_80"]["run_ids"] == [ids["hflip"]]
+    compare_run = [r for r in client.search_runs([experiment_id]) if r.data.tags.get("regolith.kind") == "compare"][0]
+    assert compare_run.data.metrics["delta_1/absolute"] == pytest.approx(0.06)
+    assert compare_run.data.tags["regolith.delta_1"] == "regolith.augment=gray,hflip vs dr_80"
+    assert compare_run.data.metrics["dr_80_gray/iou_rock"] == pytest.approx(0.66)  # the variant's name, metric-safe
+    assert compare_run.data.tags["regolith.source.dr_80_gray"] == ids["hflip,gray"]
+    with pytest.raises(SystemExit):  # a malformed spec: refused before anything is read
+        compare.main(["--experiment", "levers", "--delta", "dr_80"])
+
+
+def test_the_compare_entry_point_takes_delta_as_its_flag():
+    import yaml
+    entry = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())["entry_points"]["compare"]
+    flags = {action.dest for action in compare.build_parser()._actions} - {"help"}
+    assert set(entry["parameters"]) == flags == {"experiment", "delta", "out"}
+    assert "--delta {delta}" in entry["command"]
+    assert compare.experiment_names(["dr_750:dr_750+gray regolith.augment=hflip:regolith.augment=hflip,blur"]) == [
+        "dr_750:dr_750+gray", "regolith.augment=hflip:regolith.augment=hflip,blur"]

@@ -161,3 +161,72 @@ def test_a_pickle_bomb_pytorch_model_bin_in_a_pretrained_folder_is_refused_unexe
     with pytest.raises(Refused, match=r"could not load it \(UnpicklingError: .*nothing in it was executed"):
         segformer.load_pretrained(str(folder))
     assert not marker.exists()
+
+
+def test_a_tensor_the_loader_silently_replaces_is_refused_by_value(tmp_path):
+    # The file holds one encoder tensor twice: under its legacy name and, with other values, under its
+    # current one. transformers keeps one and drops the other with a clean loading report (no missing,
+    # no mismatched key), so only a comparison with the file itself can tell.
+    from safetensors.torch import save_file
+    state = save_legacy_encoder(tmp_path / "twice")
+    current = "segformer.stages.0.blocks.0.mlp.fc1.weight"
+    state[current] = torch.randn_like(state[legacy_name(current)])
+    save_file(state, str(tmp_path / "twice" / "model.safetensors"), metadata={"format": "pt"})
+    from transformers import SegformerForSemanticSegmentation
+    _, info = SegformerForSemanticSegmentation.from_pretrained(str(tmp_path / "twice"), num_labels=3,
+                                                               output_loading_info=True)
+    assert not [k for k in info["missing_keys"] if k.startswith("segformer.")] and not info["mismatched_keys"]
+    with pytest.raises(Refused) as error:
+        segformer.load_pretrained(str(tmp_path / "twice"))
+    message = str(error.value)
+    assert "1 encoder tensor(s) loaded without error are not the tensors in" in message
+    assert f"{current} (differs from the file's" in message
+
+
+def test_a_pytorch_model_bin_checkpoint_is_checked_by_value_too(tmp_path):
+    state = save_legacy_encoder(tmp_path / "bin")
+    (tmp_path / "bin" / "model.safetensors").unlink()
+    torch.save(state, tmp_path / "bin" / "pytorch_model.bin")
+    net, encoder_tensors = segformer.load_pretrained(str(tmp_path / "bin"))
+    assert segformer.weight_file(str(tmp_path / "bin")).name == "pytorch_model.bin"
+    assert encoder_tensors == len([k for k in net.state_dict() if k.startswith("segformer.")])
+    # A file with one value changed (another folder: the loaded model maps the .bin it read): the check names it.
+    state["segformer.encoder.layer_norm.3.bias"] = state["segformer.encoder.layer_norm.3.bias"] + 1
+    (tmp_path / "changed").mkdir()
+    torch.save(state, tmp_path / "changed" / "pytorch_model.bin")
+    with pytest.raises(Refused, match=r"segformer\.stages\.3\.layer_norm\.bias \(differs"):
+        segformer.check_encoder_values(str(tmp_path / "changed"), net)
+
+
+@pytest.mark.parametrize("size", ["b0", "b2"])
+def test_encoders_of_two_mit_depth_patterns_load_through_the_same_path(tmp_path, size):
+    from conftest import tiny_size_config
+    config = tiny_size_config(size)
+    save_legacy_encoder(tmp_path / size, config=config)
+    net, encoder_tensors = segformer.load_pretrained(str(tmp_path / size))  # checked by value inside
+    assert list(net.config.depths) == config.depths and list(net.config.hidden_sizes) == config.hidden_sizes
+    assert [len(stage.blocks) for stage in net.segformer.stages] == config.depths
+    state = net.state_dict()
+    # the fresh head reads each stage at that stage's width, and answers in 3 classes
+    for stage, width in enumerate(config.hidden_sizes):
+        assert state[f"decode_head.linear_projections.{stage}.proj.weight"].shape == (16, width)
+    assert state["decode_head.classifier.weight"].shape[0] == 3
+    assert encoder_tensors == len([k for k in state if k.startswith("segformer.")])
+    assert segformer.encoder_size(net.config) == "custom"  # tiny: none of the paper's widths
+
+
+def test_mit_sizes_are_named_from_their_config_and_get_the_papers_decoder_width():
+    for size, width in (("b0", 256), ("b1", 256), ("b2", 768), ("b5", 768)):
+        config = segformer.size_config(size)
+        assert segformer.encoder_size(config) == size and config.decoder_hidden_size == width
+    with pytest.raises(Refused, match="encoder size 'b9'"):
+        segformer.size_config("b9")
+
+
+def test_footprint_counts_parameters_and_flops_at_the_training_size(tiny_encoder):
+    net, _ = segformer.load_pretrained(str(tiny_encoder))
+    net.train()
+    small, large = segformer.footprint(net, (32, 32)), segformer.footprint(net, (64, 64))
+    assert small["parameters"] == sum(p.numel() for p in net.parameters()) > small["encoder_parameters"] > 0
+    assert 3 < large["flops"] / small["flops"] < 5  # about 4x the pixels, about 4x the work
+    assert net.training  # left in the mode it came in

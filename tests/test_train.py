@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import REPO, make_split
-from regolith import CLASSES, Refused, data, engine, evaluate, model as segformer, state, train
+from regolith import CLASSES, Refused, augment, data, engine, evaluate, model as segformer, state, train
 
 EPOCH_METRICS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr",
                  "time/epoch_s"]
@@ -340,7 +340,7 @@ def test_per_epoch_cosine_is_the_originals_at_epochs_1_2_and_the_last():
 def test_a_flipped_pair_stays_aligned():
     masks = torch.tensor([[[0, 1, 2, 2], [0, 0, 1, 255]], [[2, 2, 1, 0], [255, 1, 0, 0]]])
     images = torch.stack([masks * 60] * 3, 1).to(torch.uint8)  # each pixel's value encodes its label
-    flipped, flipped_masks = engine.hflip(images, masks, torch.tensor([True, False]))
+    flipped, flipped_masks = augment.hflip(images, masks, torch.tensor([True, False]))
     assert flipped_masks[0].tolist() == [[2, 2, 1, 0], [255, 1, 0, 0]] and torch.equal(flipped_masks[1], masks[1])
     assert torch.equal(flipped, torch.stack([flipped_masks * 60] * 3, 1).to(torch.uint8))  # still aligned
 

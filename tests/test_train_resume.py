@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from conftest import REPO, free_port, make_datasets, save_legacy_encoder, start_server, stop_server
 
+# The kill -9 test runs with every augmentation on: each draw comes from the generator state.pt saves.
+EVERY = ["--augment", "hflip,gray,photometric,noise,blur"]
 KEYS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr"]
 
 
@@ -53,7 +55,7 @@ def uninterrupted(store, datasets, tiny_encoder, tmp_path):
     """The reference: the same run, never interrupted, in its own experiment and output folder."""
     env = {**os.environ, "REGOLITH_OUTPUT_DIR": str(tmp_path / "reference-outputs")}
     done = subprocess.run([sys.executable, "-m", "regolith.train",
-                           *training_args(datasets, tiny_encoder, 4, "--experiment", "reference")],
+                           *training_args(datasets, tiny_encoder, 4, "--experiment", "reference", *EVERY)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     client = MlflowClient()
@@ -62,7 +64,7 @@ def uninterrupted(store, datasets, tiny_encoder, tmp_path):
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(store, datasets, tiny_encoder, uninterrupted):
-    process = start(training_args(datasets, tiny_encoder, 4))
+    process = start(training_args(datasets, tiny_encoder, 4, *EVERY))
     run_id = wait_for_epoch(process, 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -76,7 +78,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(store, datasets, tiny_en
     assert in_store in (list(range(1, killed_at + 1)), list(range(1, killed_at)))
 
     done = subprocess.run([sys.executable, "-m", "regolith.train",
-                           *training_args(datasets, tiny_encoder, 4, "--resume", run_id)],
+                           *training_args(datasets, tiny_encoder, 4, "--resume", run_id, *EVERY)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resuming run {run_id} after epoch {killed_at}" in done.stdout
@@ -87,6 +89,11 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(store, datasets, tiny_en
     for key in ("best/iou_rock", "best/miou", "best/epoch", "stopped_epoch"):
         assert run.data.metrics[key] == reference_metrics[key], key
     assert [json.loads(line)["epoch"] for line in history.read_text().splitlines()] == [1, 2, 3, 4]
+    # each lever recorded: the list as applied, its ranges, and in the variant's name
+    assert run.data.tags["regolith.augment"] == "hflip,gray,photometric,noise,blur"
+    assert run.data.tags["regolith.variant"] == "dr_24+gray+photometric+noise+blur"
+    assert run.data.params["augment_range.photometric.gamma"] == "0.7..1.4" and run.data.params["augment_p"] == "0.5"
+    assert run.data.tags["regolith.encoder"] == "custom" and int(run.data.params["flops_per_frame"]) > 0
 
 
 def test_sigterm_ends_killed_keeping_best_pt_and_mlflow_run_resumes_it(store, datasets, tiny_encoder):
