@@ -185,6 +185,26 @@ def _write_cache(digest: str, images: np.ndarray, masks: np.ndarray):
         print(f"warning: could not cache split {digest} in {folder}: {error}")
 
 
+def _used_pairs(split_dir: Path, frames: int) -> list:
+    """The first ``frames`` frame pairs (all when 0) of a split, refusing a count it does not have."""
+    pairs = pair_frames(split_dir)
+    if frames < 0:
+        raise Refused(f"frames={frames}: expected 0 (all) or a positive count")
+    if frames > len(pairs):
+        raise Refused(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
+    return pairs[:frames or len(pairs)]
+
+
+def _digest(pairs: list, pool) -> str:
+    return hashlib.sha256(b"".join(pool.map(lambda p: _frame_digest(p[1], p[2]), pairs))).hexdigest()[:16]
+
+
+def split_digest(split_dir, frames: int = 0, workers: int = 8) -> str:
+    """The digest ``load_split`` records for these frames, without decoding them (a sweep's check of a run)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return _digest(_used_pairs(Path(split_dir), frames), pool)
+
+
 def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     """Decode the first ``frames`` frames (all when 0) of a split into uint8 tensors, checked.
 
@@ -192,16 +212,10 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     is then read from the disk cache under that digest, so a second run skips PNG decoding.
     """
     split_dir = Path(split_dir)
-    pairs = pair_frames(split_dir)
-    if frames < 0:
-        raise Refused(f"frames={frames}: expected 0 (all) or a positive count")
-    if frames > len(pairs):
-        raise Refused(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
-    pairs = pairs[:frames or len(pairs)]
+    pairs = _used_pairs(split_dir, frames)
     # PIL's PNG decoder, file reads and sha256 release the GIL, so threads work in parallel.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        split_digest = hashlib.sha256(b"".join(pool.map(lambda p: _frame_digest(p[1], p[2]), pairs)))
-        digest = split_digest.hexdigest()[:16]
+        digest = _digest(pairs, pool)
         cached = _read_cache(digest, len(pairs))
         if cached:
             images, masks = cached

@@ -334,7 +334,8 @@ def read_runs(experiment: str, missing_ok: bool = False) -> list:
 def _row(run, every_tag: bool = False) -> dict:
     return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
             "start_time": run.info.start_time,
-            "tags": {k: v for k, v in run.data.tags.items() if every_tag or k.startswith("regolith.")},
+            "tags": {k: v for k, v in run.data.tags.items()
+                     if every_tag or k.startswith("regolith.") or k == names.GIT_COMMIT},
             "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
 
 
