@@ -330,7 +330,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     with refusals():
         store.check_reachable()
-        experiments = experiment_names(args.experiment) or [store.default_experiment("")]
+        experiments = experiment_names(args.experiment) or [store.reading_experiment("")]
         attached = store.attached_experiment()
         params = {"experiment": shlex.quote(" ".join(args.experiment)), "out": shlex.quote(args.out)}
         if len(experiments) == 1:
