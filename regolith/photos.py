@@ -38,15 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def training_size(run: dict) -> int:
-    """The square a checkpoint's photos are fitted to: its training frames' long side (param ``image_size``)."""
-    try:
-        return max(int(side) for side in run["params"][names.IMAGE_SIZE].split("x"))
-    except (KeyError, ValueError) as error:
-        raise Refused(f"run {run['run_id']} ({run['run_name']}) records no image_size param (HxW); expected a "
-                      f"training run of regolith.train") from error
-
-
 def measure(args) -> dict:
     """Every checkpoint over every photo; everything recorded on each checkpoint's source run. Returns the summary."""
     runs = [store.find_run(args.run, args.experiment)]
@@ -59,7 +50,7 @@ def measure(args) -> dict:
     for run in runs:
         with store.fetched_checkpoint(run) as (_, payload):
             payloads.append(payload)
-    size = training_size(runs[0])
+    size = photoset.training_size(runs[0])
     photo_set = photoset.prepare(args.images, size, args.fit)
     device = segformer.inference_device()
     checkpoints = []
