@@ -18,7 +18,7 @@ import transformers
 from huggingface_hub import try_to_load_from_cache
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-from regolith import CLASSES, Refused
+from regolith import CLASSES, Refused, names
 
 # SegformerImageProcessor's defaults (ImageNet statistics), which nvidia/mit-b0 was trained with.
 # Every best.pt records them, and everything that feeds the model (training, evaluate, photos,
@@ -142,7 +142,7 @@ def predict(model, images: torch.Tensor, precision: str, device, batch: int = 8)
 def pretrained_id(pretrained: str, model) -> str:
     """What the encoder really came from: the hub id at its commit, a directory, or random init."""
     if pretrained.lower() == "none":
-        return "none (random init)"
+        return names.RANDOM_INIT
     if Path(pretrained).is_dir():
         return str(Path(pretrained).resolve())
     # A hub id resolves to a snapshot folder named by its commit; the id alone could change under us.

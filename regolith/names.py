@@ -64,6 +64,7 @@ RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "
 IMAGE_SIZE = "image_size"  # HxW of the training frames, e.g. 512x512: photos are fitted to its long side
 VAL_IMAGE_SIZE = "val_image_size"
 PRETRAINED_ID = "pretrained_id"  # what the encoder came from: hub id at its commit, a directory, or random init
+RANDOM_INIT = "none (random init)"  # PRETRAINED_ID of a run with pretrained=none
 CLASS_WEIGHT = "class_weight"  # class_weight.rock
 PIXEL_SHARE = "pixel_share"  # pixel_share.rock
 
