@@ -46,7 +46,7 @@ cat "${results}ablation.txt"
 echo
 echo "figure:  ${results}ablation.png"
 echo "results: ${results}ablation-results.json"
-echo "photos:  the contact sheet and panels are in the dr_160 run's artifacts, real/<UTC time>/"
+echo "photos:  the contact sheet and panels are in the dr_160 run's artifacts, in the folder named above"
 echo "Trained from random init (pretrained=none) on small generated frames: a demo of the pipeline,"
 echo "not the study's numbers. Browse the runs and the compare run 'ablation' in the MLflow UI:"
 echo "  mlflow ui --backend-store-uri sqlite:///mlflow.db    # then open http://127.0.0.1:5000, experiment $EXPERIMENT"

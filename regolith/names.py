@@ -76,6 +76,7 @@ KIND = "regolith.kind"  # what a run is: one of the kinds below
 KIND_TRAIN, KIND_COMPARE = "train", "compare"
 # the launcher runs `mlflow run -e <verb>` opens for the verbs that act on other runs
 KIND_EVALUATE, KIND_PHOTOS, KIND_PULL, KIND_RUNS, KIND_EXPORT = "evaluate", "photos", "pull", "runs", "export"
+KIND_BENCH = "bench"  # `mlflow run -e bench`: the benchmark's figures and bench.json
 ERROR = "regolith.error"  # why a run ended FAILED or KILLED
 DR = "regolith.dr"  # "true" / "false"
 VARIANT = "regolith.variant"  # dr_750
@@ -90,6 +91,9 @@ DEVICE = "regolith.device"
 COMPILED = "regolith.compiled"
 PRECISION = "regolith.precision"  # bf16 or fp32, as run
 ATTENTION = "regolith.attn_implementation"
+# torch.backends.cpu.get_cpu_capability(): the instruction set CPU kernels were picked for (AVX2, AVX512, ...);
+# it moves IoU in the 4th decimal between CPUs, so a run says which it ran with
+CPU_CAPABILITY = "regolith.cpu_capability"
 MODEL_VERSION = "regolith.model_version"  # models:/regolith-segformer/N
 LOGGED_MODEL = "regolith.logged_model"  # models:/m-...: the run's best.pt as an MLflow model (regolith.serving)
 SOURCE_RUN = "regolith.source_run"  # on a launcher run of evaluate or pull: the run it acted on

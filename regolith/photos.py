@@ -72,7 +72,7 @@ def measure(args) -> dict:
         write_photo_files(Path(staging), photo_set, checkpoints, summary)
         for checkpoint in checkpoints:
             record_photos(checkpoint, photo_set, Path(staging))
-    report_photos(summary, photo_set)
+    report_photos(summary, photo_set, checkpoints)
     return summary
 
 
@@ -133,7 +133,7 @@ def record_photos(checkpoint: dict, photo_set: dict, staging: Path):
     checkpoint["artifacts"] = folder
 
 
-def report_photos(summary: dict, photo_set: dict):
+def report_photos(summary: dict, photo_set: dict, checkpoints: list):
     print(f"{len(photo_set['names'])} photos from {photo_set['folder']} (digest {photo_set['digest']}), "
           f"{photo_set['fit']} to {photo_set['size']}x{photo_set['size']}; shares over each photo's own pixels")
     for warning in photo_set["warnings"]:
@@ -155,8 +155,9 @@ def report_photos(summary: dict, photo_set: dict):
               + (f" (95% CI [{interval[0]:+.1%}, {interval[1]:+.1%}])" if interval else "")
               + f"; {run} calls more rock on {difference['a_more']} photos, {other} on {difference['b_more']}, "
               f"{difference['ties']} ties")
-    print(f"logged {', '.join(names.REAL_SET)} and tag {names.REAL_DIGEST} to each run; artifacts in a new "
-          f"{names.REAL}/<UTC time>/ folder: photos.csv, {names.PHOTOS_JSON}, panels/, contact_sheet.png")
+    print(f"logged {', '.join(names.REAL_SET)} and tag {names.REAL_DIGEST} to each run; artifacts (photos.csv, "
+          f"{names.PHOTOS_JSON}, panels/, contact_sheet.png) in " + "; ".join(
+              f"run {c['run']['run_name']}'s {c['artifacts']}/" for c in checkpoints))
 
 
 def read_measurement(run_id: str) -> dict | None:
