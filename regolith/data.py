@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from regolith import CLASSES, IGNORE_INDEX, Refused, refusals
@@ -36,8 +35,8 @@ SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16
 class Split:
     path: Path
     names: list  # frame stems in index order, e.g. "00042"
-    images: torch.Tensor  # N x 3 x H x W, uint8
-    masks: torch.Tensor  # N x H x W, uint8
+    images: "torch.Tensor"  # N x 3 x H x W, uint8
+    masks: "torch.Tensor"  # N x H x W, uint8
     digest: str  # sha256 over the names and bytes of every file used, first 16 hex digits
     pixel_counts: list  # labelled pixels per class, 255 excluded
 
@@ -231,6 +230,9 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
                                 f"frame {pairs[0][1].name} is {width}x{height}; a split must have one frame size")
             images[n], masks[n] = rgb.transpose(2, 0, 1), mask
         _write_cache(digest, images, masks)
+    # torch here, not at the top: convert and the split check (to_rgb8, the digest) start in a fraction of
+    # the 6-13 s torch's import took on a shared 2-core box, most of a 4-frame conversion's time
+    import torch
     masks_t = torch.from_numpy(masks)
     counts = torch.bincount(masks_t.reshape(-1).long(), minlength=256)[: len(CLASSES)].tolist()
     split = Split(

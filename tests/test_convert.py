@@ -148,3 +148,12 @@ def test_main_refuses_a_missing_source_with_status_2(tmp_path, capsys):
         convert.main([str(tmp_path / "nowhere"), str(tmp_path / "split"), "--colors", "alrl"])
     assert exit_status.value.code == 2
     assert "nowhere: no such directory" in capsys.readouterr().err
+
+
+def test_a_small_conversion_does_not_wait_on_torch():
+    """convert needs PIL and numpy only: importing torch took most of a 4-frame conversion's 8-14 s."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", "import sys, regolith.convert; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr
