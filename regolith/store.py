@@ -208,6 +208,36 @@ def default_experiment(name: str = "") -> str:
     return "Default"
 
 
+# ---- where to look in MLflow's UI ---------------------------------------------------------------
+
+UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_command() -> str | None:
+    """The command that serves MLflow's UI on this store (None for a tracking server, which is its own UI)."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return None
+    path = sqlite_path(uri)
+    return f"mlflow ui --backend-store-uri {f'sqlite:///{path.resolve()}' if path else uri}"
+
+
+def ui_base() -> str:
+    uri = mlflow.get_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI
+
+
+def experiment_url(experiment_id: str) -> str:
+    """The experiment in the UI's model-training view (MLflow 3 otherwise may open its GenAI view)."""
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def run_url(run_id: str) -> str:
+    """A run's page in the UI."""
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 # ---- finding one run -----------------------------------------------------------------------------
 
 def find_run(ref: str, experiment: str = "") -> dict:

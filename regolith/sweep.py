@@ -193,17 +193,18 @@ def child_env() -> dict:
 
 def call(cmd: list, env: dict, what: str) -> str:
     """Run ``cmd`` in the project, its output passed through as it comes; returns it, or exits with its status."""
-    process = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, errors="replace")
-    lines = []
-    for line in process.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        lines.append(line)
+    if sys.stdout.isatty():  # relayed as it comes, so the child's progress bar (carriage returns) still moves
+        env = {"REGOLITH_PROGRESS": "bar", **env}
+    process = subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    chunks = []
+    while chunk := os.read(process.stdout.fileno(), 65536):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+        chunks.append(chunk)
     status = process.wait()
     if status:
         fail(f"{what} failed (exit {status}): {' '.join(cmd)}", status)
-    return "".join(lines)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def fail(reason: str, status: int):
