@@ -105,6 +105,12 @@ PID = "regolith.pid"
 PID_NAMESPACE = "regolith.pid_namespace"  # e.g. pid:[4026531836]: pids compare only within one host and namespace
 PROCESS_START = "regolith.process_start"  # the process's start, epoch seconds: a reused pid is another process
 HEARTBEAT = "regolith.heartbeat"  # UTC ISO 8601 time, refreshed every epoch and every 30 s while the run is open
+# on the experiment, for MLflow's UI (compare writes them): the view its printed link opens, a view state
+# shared under this key (MLflow reads experiment tags mlflow.sharedViewState.<key>), and the experiment's kind
+VIEW_KEY = "training"
+VIEW_STATE = f"mlflow.sharedViewState.{VIEW_KEY}"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"  # MLflow's value for model training; genai_development else
 # compare's own run
 EXPERIMENT = "regolith.experiment"
 SOURCE_RUNS = "regolith.source_runs"

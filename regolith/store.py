@@ -228,8 +228,17 @@ def ui_base() -> str:
 
 
 def experiment_url(experiment_id: str) -> str:
-    """The experiment in the UI's model-training view (MLflow 3 otherwise may open its GenAI view)."""
-    return f"{ui_base()}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    """The experiment in the UI's model-training view (MLflow 3 otherwise may open its GenAI view), in the view
+    state compare shares on it (``track.share_training_view``) with the runs' charts open."""
+    return (f"{ui_base()}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={names.VIEW_KEY}&compareRunsMode=CHART")
+
+
+def experiment_id(name: str) -> str:
+    found = MlflowClient().get_experiment_by_name(name)
+    if found is None:
+        raise Refused(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
+    return found.experiment_id
 
 
 def run_url(run_id: str) -> str:
@@ -422,7 +431,7 @@ def _row(run, every_tag: bool = False) -> dict:
     return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
             "start_time": run.info.start_time,
             "tags": {k: v for k, v in run.data.tags.items()
-                     if every_tag or k.startswith("regolith.") or k == names.GIT_COMMIT},
+                     if every_tag or k.startswith("regolith.") or k in (names.GIT_COMMIT, names.PARENT)},
             "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
 
 

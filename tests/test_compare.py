@@ -244,6 +244,14 @@ def test_the_compare_run_is_logged_beside_the_runs_and_reruns_never_overwrite(ab
     assert run.data.metrics["dr_80/iou_rock"] == pytest.approx(0.605)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
         "ablation-results.json", "ablation.png", "ablation.txt"}
+    # The UI's view of the experiment: model training, the table grouped by kind with every training run
+    # charted on its own (nested runs would hide under their parent), val/iou_rock first.
+    tags = client.get_experiment(experiment_id).tags
+    view = json.loads(tags["mlflow.sharedViewState.training"])
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "regolith.kind"}]
+    assert view["useGroupedValuesInCharts"] is False and view["chartsSearchFilter"] == "val/iou_rock"
+    assert view["orderByKey"] == "metrics.`val/iou_rock`" and view["orderByAsc"] is False
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
 
     folders = sorted((tmp_path / "experiments/results/ablation").iterdir())
     assert len(folders) == 2  # a second compare writes beside the first, never over it

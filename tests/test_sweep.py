@@ -42,7 +42,7 @@ def test_sweep_nests_every_variant_and_seed_and_a_rerun_finishes_only_what_is_mi
            "-P", f"data={data}", "-P", "seeds=2", "-P", "recipe=demo", "-P", "epochs=1",
            "-P", f"pretrained={encoder}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
 
     client = MlflowClient()
