@@ -25,6 +25,7 @@ ran code.)
 import argparse
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,15 @@ def expected_settings(run: dict, digests: dict, commit: str | None) -> dict:
             names.VAL_DIGEST: digests[(split.parent / VAL_SPLIT, 0)], names.GIT_COMMIT: commit}
 
 
+def as_given(value: str) -> str:
+    """A param as it was given: ``mlflow run`` logs a string parameter shell-quoted (``''`` for empty, ``'/a b'``)."""
+    try:
+        parts = shlex.split(value)
+    except ValueError:  # a quote of its own, as a direct run logs it
+        return value
+    return "" if not parts else parts[0] if len(parts) == 1 else value
+
+
 def why_train(run: dict, recorded: dict | None, expected: dict) -> str | None:
     """None where the store's run of this pair is what the sweep would run; else why the pair is trained.
 
@@ -153,7 +163,7 @@ def why_train(run: dict, recorded: dict | None, expected: dict) -> str | None:
     """
     if recorded is None:
         return "no FINISHED run of it in the store"
-    settings = {**recorded["params"], **recorded["tags"]}
+    settings = {**{key: as_given(value) for key, value in recorded["params"].items()}, **recorded["tags"]}
     differ = ablation.differing_settings(expected, settings, tuple(expected))
     if not differ:
         return None
