@@ -333,7 +333,7 @@ def test_ablation_entry_point_runs_the_demo_recipe_end_to_end(store, tmp_path):
     env = {**os.environ, "MLFLOW_EXPERIMENT_NAME": "e2e", "HF_HUB_OFFLINE": "1"}
     cmd = ["mlflow", "run", str(project), "--env-manager", "local", "-e", "ablation", "--experiment-name", "e2e",
            "-P", f"data={data}", "-P", "recipe=demo", "-P", "epochs=1", "-P", f"pretrained={encoder}"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "DR delta  : dr_80 - nodr_80" in done.stdout
 
