@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -575,7 +576,8 @@ def machine(device: torch.device) -> dict:
     except (OSError, IndexError, ValueError):
         memory_gib = None
     described = {"cpu": model_name, "cpu_count": os.cpu_count(), "memory_gib": memory_gib,
-                 "torch_threads": torch.get_num_threads(), "device": engine.device_name(device)}
+                 "torch_threads": torch.get_num_threads(), "device": engine.device_name(device),
+                 "cpu_capability": provenance.cpu_capability()}
     return described
 
 
@@ -703,7 +705,26 @@ def main(argv=None):
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(report(result))
     print(f"written to {args.out}")
+    record(result, Path(args.out))
     return result
+
+
+def record(result: dict, out: Path):
+    """Under ``mlflow run -e bench``, the figures and bench.json into the run MLflow opened, which else holds nothing."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    figures = {f"bench/ratio/{key}": value for key, value in result["ratio"].items()}
+    for side in ("project", "baseline"):
+        figures.update({f"bench/{side}/{key}": result[side][key] for key in
+                        ("train_images_per_s", "inference_images_per_s", "epoch_s", "study_epoch_s")})
+    track.label_launcher_run(names.KIND_BENCH, None)
+    track.log_to_run(run_id, {key: value for key, value in figures.items() if isinstance(value, (int, float))},
+                     {names.CPU_CAPABILITY: result["machine"].get("cpu_capability", "")})
+    with tempfile.TemporaryDirectory(prefix="regolith-bench-") as folder:
+        shutil.copyfile(out, Path(folder) / "bench.json")
+        track.log_artifacts_to_run(run_id, Path(folder), "bench")
+    print(f"recorded in run {run_id}: {len(figures)} figures and bench/bench.json")
 
 
 if __name__ == "__main__":

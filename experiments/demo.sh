@@ -46,7 +46,11 @@ cat "${results}ablation.txt"
 echo
 echo "figure:  ${results}ablation.png"
 echo "results: ${results}ablation-results.json"
-echo "photos:  the contact sheet and panels are in the dr_160 run's artifacts, real/<UTC time>/"
+echo "photos:  the contact sheet and panels are in the dr_160 run's artifacts, in the folder named above"
+url=$(python -c 'import sys, mlflow; from regolith import store
+print(store.experiment_url(mlflow.MlflowClient().get_experiment_by_name(sys.argv[1]).experiment_id))' "$EXPERIMENT")
 echo "Trained from random init (pretrained=none) on small generated frames: a demo of the pipeline,"
-echo "not the study's numbers. Browse the runs and the compare run 'ablation' in the MLflow UI:"
-echo "  mlflow ui --backend-store-uri sqlite:///mlflow.db    # then open http://127.0.0.1:5000, experiment $EXPERIMENT"
+echo "not the study's numbers. Browse the three training runs, their val/iou_rock curves side by side,"
+echo "and the compare run 'ablation' in the MLflow UI:"
+echo "  mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db"
+echo "  then open $url"

@@ -4,6 +4,7 @@ One module per stage; each verb runs as ``python -m regolith.<verb>`` and is one
 MLproject entry point. See README.md (its "Architecture" section says which module owns what).
 """
 
+import os
 import sys
 from contextlib import contextmanager
 
@@ -44,7 +45,8 @@ class Refused(Exception):
 
     Every verb's ``main()`` catches it once (``refusals``): a one-line error on stderr and exit
     status 2; inside a training run, ``track.run`` has already ended the run FAILED with the
-    message in its ``regolith.error`` tag.
+    message in its ``regolith.error`` tag, and under ``mlflow run`` any verb's refusal lands in the
+    run MLflow opened for it (``track.record_error``).
     """
 
 
@@ -55,4 +57,7 @@ def refusals():
         yield
     except Refused as error:
         print(f"error: {readable(str(error))}", file=sys.stderr)
+        if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run`, the reason goes into the run it opened
+            from regolith import track  # here, not at the top: a refusal outside MLflow never imports it
+            track.record_error(str(error))
         sys.exit(2)

@@ -268,6 +268,15 @@ def reference_comparison(variants: dict, experiment: str) -> dict | None:
     return {"generation": generation, "source": reference.SOURCE, "variants": rows, **gains}
 
 
+def differing_settings(a: dict, b: dict, keys=SETTINGS) -> list:
+    """The keys of ``keys`` whose recorded values differ between two settings dicts (``same_value``'s rule).
+
+    compare flags counted runs that differ this way; a sweep retrains a pair whose run differs this
+    way from what it would run (``regolith.sweep``). A key one side lacks differs from any value.
+    """
+    return [key for key in keys if not same_value(a.get(key), b.get(key))]
+
+
 def setting_differences(runs: list) -> list:
     """One line per setting the counted runs disagree on, naming the values and the runs that have them.
 
@@ -281,7 +290,7 @@ def setting_differences(runs: list) -> list:
             value = run["settings"].get(key)
             label = f"{run['variant']} seed {run['seed']}"
             for known, labels in values:
-                if same_value(known, value):
+                if not differing_settings({key: known}, {key: value}, (key,)):
                     labels.append(label)
                     break
             else:

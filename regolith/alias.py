@@ -11,19 +11,29 @@ from regolith import names
 SCORE = names.key(names.BEST, names.HEADLINE)
 
 
+def random_init(row: dict) -> bool:
+    """Whether a run trained from a random encoder (``pretrained=none``), as its ``pretrained_id`` param records."""
+    return row.get("params", {}).get(names.PRETRAINED_ID) == names.RANDOM_INIT
+
+
 def stays(holder: dict | None, candidate: dict, alias: str, name: str = names.MODEL_NAME) -> str | None:
     """Why ``@alias`` keeps its version rather than move to ``candidate``'s; None when it moves.
 
-    It moves when it points nowhere yet (or at a deleted run, a run with no best rock-IoU, or one
-    validated on its own training frames), or when the candidate's ``best/iou_rock`` is at least the
+    A run trained from a random encoder (``pretrained=none``: the demo, a quick check) never takes
+    it. Otherwise it moves when it points nowhere yet (or at a deleted run, a run with no best
+    rock-IoU, one validated on its own training frames, or one trained from a random encoder), or when the candidate's ``best/iou_rock`` is at least the
     holder's on the same validation split (by digest; ties go to the newer run). It stays for a worse
     run, a run validated on its own training frames, and a run validated on another split, whose
     number does not compare. ``holder`` is ``store.alias_holder``'s row (with ``version``), or None.
     """
+    if random_init(candidate):
+        return (f"@{alias} does not move: this run trained from a random encoder (pretrained=none), a quick check "
+                f"or a demo rather than the variant's training; move it by hand if it should")
     if holder is None:
         return None
     theirs, mine = holder["metrics"].get(SCORE), candidate["metrics"].get(SCORE)
-    if holder.get("lifecycle_stage") == "deleted" or theirs is None or holder["tags"].get(names.VAL_IS_TRAIN) == "true":
+    if (holder.get("lifecycle_stage") == "deleted" or theirs is None or holder["tags"].get(names.VAL_IS_TRAIN) == "true"
+            or random_init(holder)):
         return None
     where = f"@{alias} stays at models:/{name}/{holder['version']} (run {holder['run_id']}, {SCORE} {theirs:.4f})"
     if candidate["tags"].get(names.VAL_IS_TRAIN) == "true":

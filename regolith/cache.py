@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from regolith import Refused, files
 
@@ -185,8 +184,9 @@ def find(frame_digests: list) -> tuple | None:
     return None
 
 
-def as_tensor(array: np.ndarray) -> torch.Tensor:
+def as_tensor(array: np.ndarray) -> "torch.Tensor":
     """A read-only map as a CPU tensor without a copy. Nothing writes into a split: batches are gathered copies."""
+    import torch  # here, not at the top: convert and the split check run without torch's seconds-long import
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(array)

@@ -303,6 +303,12 @@ def record(results: dict, curves: dict, args, run_id: str) -> Path:
                           lambda path: figures.plot_ablation(results, curves, path))
     print(f"\nresults: {files[0]}\nfigure:  {files[1]}\n"
           f"compare run {run_id} ('ablation', kind=compare) in experiment {results['experiment']!r}")
+    # Nested training runs' parents (an ablation's or a sweep's run, this one under mlflow run) open in the UI.
+    parents = sorted({row["tags"][names.PARENT] for row in store.read_runs(results["experiment"])
+                      if row["run_id"] in source and row["tags"].get(names.PARENT)})
+    url = track.share_training_view(store.experiment_id(results["experiment"]), parents)
+    command = store.ui_command()
+    print(f"browse:  {url}" + (f"\n         (serve the UI first: {command})" if command else ""))
     return folder
 
 
@@ -422,7 +428,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     with refusals():
         store.check_reachable()
-        experiments = experiment_names(args.experiment) or [store.default_experiment("")]
+        experiments = experiment_names(args.experiment) or [store.reading_experiment("")]
         attached = store.attached_experiment()
         params = {"experiment": shlex.quote(" ".join(args.experiment)), "out": shlex.quote(args.out),
                   "delta": shlex.quote(" ".join(args.delta))}

@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from regolith import CLASSES, IGNORE_INDEX, Refused, data, refusals
 
@@ -49,6 +51,7 @@ CONVERT_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULT_TOLERANCE = 40.0  # JPEG noise stays well inside it; a half-and-half edge pixel falls outside
 IGNORE_NAME = "ignore"
 MATCH_BLOCK = 1 << 18  # distinct colours x table entries matched at once: 12 MB of float32 differences
+PROGRESS_FRAMES = 200  # from this many frames a conversion shows a bar (on a terminal)
 
 
 def _parse_colour(value, where: str) -> tuple:
@@ -259,12 +262,16 @@ def convert(src, dst, colors: str, images: str = "images/render", masks: str = "
         (staging / "mask").mkdir()
 
         counts, unnamed = np.zeros(256, np.int64), Counter()
-        # PIL decodes and encodes outside the GIL, so threads work in parallel (as in load_split).
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        # PIL decodes and encodes outside the GIL, so threads work in parallel (as in load_split); no more
+        # threads than frames. A large set shows a bar over frames on a terminal.
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pairs)))) as pool, \
+                tqdm(total=len(pairs), desc="convert", unit="frame", file=sys.stderr, leave=False,
+                     disable=True if len(pairs) < PROGRESS_FRAMES else None) as bar:
             for frame_counts, frame_unnamed in pool.map(
                     lambda pair: _convert_frame(*pair, table, tolerance, staging), pairs):
                 counts += frame_counts
                 unnamed.update(frame_unnamed)
+                bar.update()
         width, height = _image_size(pairs[0][1])
         report = {
             "source": str(src.resolve()), "images": images, "masks": masks, "colour_map": map_name,

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from regolith import CLASSES, IGNORE_INDEX, Refused, cache, refusals
@@ -36,8 +35,8 @@ SIXTEEN_BIT_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes of 16
 class Split:
     path: Path
     names: list  # frame stems in index order, e.g. "00042"
-    images: torch.Tensor  # N x 3 x H x W, uint8
-    masks: torch.Tensor  # N x H x W, uint8
+    images: "torch.Tensor"  # N x 3 x H x W, uint8
+    masks: "torch.Tensor"  # N x H x W, uint8
     digest: str  # sha256 over the names and bytes of every file used, first 16 hex digits
     pixel_counts: list  # labelled pixels per class, 255 excluded
     maps: dict | None = None  # the arrays behind images and masks when memory-mapped from the cache
@@ -226,6 +225,28 @@ def _decode_into(pairs: list, digest: str, frame_hex: list, pool) -> tuple:
     return images, masks, counts
 
 
+def _used_pairs(split_dir: Path, frames: int) -> list:
+    """The first ``frames`` frame pairs (all when 0) of a split, refusing a count it does not have."""
+    pairs = pair_frames(split_dir)
+    if frames < 0:
+        raise Refused(f"frames={frames}: expected 0 (all) or a positive count")
+    if frames > len(pairs):
+        raise Refused(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
+    return pairs[:frames or len(pairs)]
+
+
+def _digest(frame_hex: list) -> str:
+    """The split's digest, the one MLflow records: sha256 over its frames' digests, first 16 hex digits."""
+    return hashlib.sha256(b"".join(bytes.fromhex(h) for h in frame_hex)).hexdigest()[:16]
+
+
+def split_digest(split_dir, frames: int = 0, workers: int = 8) -> str:
+    """The digest ``load_split`` records for these frames, without decoding them (a sweep's check of a run)."""
+    split_dir = Path(split_dir)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return _digest(frame_digests(split_dir, _used_pairs(split_dir, frames), pool))
+
+
 def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     """The first ``frames`` frames (all when 0) of a split as uint8 tensors, checked.
 
@@ -236,16 +257,11 @@ def load_split(split_dir, frames: int = 0, workers: int = 8) -> Split:
     """
     split_dir = Path(split_dir)
     cache.max_bytes()  # a bad REGOLITH_CACHE_MAX_GB is refused before any file is read, not after the decode
-    pairs = pair_frames(split_dir)
-    if frames < 0:
-        raise Refused(f"frames={frames}: expected 0 (all) or a positive count")
-    if frames > len(pairs):
-        raise Refused(f"frames={frames} is larger than split {split_dir}, which has {len(pairs)} frames")
-    pairs = pairs[:frames or len(pairs)]
+    pairs = _used_pairs(split_dir, frames)
     # PIL's PNG decoder, file reads, pwrite and sha256 release the GIL, so threads work in parallel.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         frame_hex = frame_digests(split_dir, pairs, pool)
-        digest = hashlib.sha256(b"".join(bytes.fromhex(h) for h in frame_hex)).hexdigest()[:16]
+        digest = _digest(frame_hex)
         cached = cache.find(frame_hex)
         images, masks, per_frame = cached if cached else _decode_into(pairs, digest, frame_hex, pool)
     counts = [int(sum(column)) for column in zip(*per_frame)]

@@ -117,7 +117,7 @@ def operating_curve(model, run: dict, folder: str | None, fit: str, counted: tup
     if counted is None or folder is None:
         return None
     frame_counts, val_entropy = counted
-    photo_set = photoset.prepare(folder, photos.training_size(run), fit)
+    photo_set = photoset.prepare(folder, photoset.training_size(run), fit)
     counts, photo_entropy = photo_margin_counts(model, photo_set, device, precision, tta=tta)
     operating = curve.operating_curve(frame_counts.numpy(), counts.numpy())
     # The out-of-domain signal: how much less sure the model is on the photos than on its validation frames.

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from regolith import (CLASSES, ROCK, Refused, evaluate, metrics, model as segformer, names, photos, provenance,
+from regolith import (CLASSES, ROCK, Refused, evaluate, metrics, model as segformer, names, photoset, provenance,
                       refusals, registry, store, track)
 
 AGREEMENT = 0.9999  # the share of pixels whose class onnxruntime and PyTorch must agree on
@@ -103,7 +103,7 @@ def export(args) -> dict:
     track.label_launcher_run(names.KIND_EXPORT, run)
     with store.fetched_checkpoint(run) as (_, payload):
         graph = Segmenting(segformer.model_from_checkpoint(payload)).eval()
-    size = photos.training_size(run)
+    size = photoset.training_size(run)
     split = evaluate.split_to_score(args, run)
     with tempfile.TemporaryDirectory(prefix="regolith-export-") as scratch:
         staging = Path(scratch)

@@ -16,7 +16,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
 
 try:
     import resource
@@ -168,6 +167,8 @@ def save_atomic(payload, path: Path):
     error, so a full disk is a plain ENOSPC. A save that runs out of memory is refused naming the
     file; the last good one stays where it was.
     """
+    import torch  # here, not at the top: convert writes files without paying torch's import
+
     def serialize(file):
         try:
             torch.save(payload, _Unbuffered(file.fileno()))

@@ -295,7 +295,7 @@ def predict(model, images: torch.Tensor, precision: str, device, batch: int = 8)
 def pretrained_id(pretrained: str, model) -> str:
     """What the encoder really came from: the hub id at its commit, a directory, or random init."""
     if pretrained.lower() == "none":
-        return "none (random init)"
+        return names.RANDOM_INIT
     if Path(pretrained).is_dir():
         return str(Path(pretrained).resolve())
     # A hub id resolves to a snapshot folder named by its commit; the id alone could change under us.

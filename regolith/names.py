@@ -86,6 +86,7 @@ RUN_PARAMS = ("split", "val_split", "frames", "epochs", "lr", "batch", "seed", "
 IMAGE_SIZE = "image_size"  # HxW of the training frames, e.g. 512x512: photos are fitted to its long side
 VAL_IMAGE_SIZE = "val_image_size"
 PRETRAINED_ID = "pretrained_id"  # what the encoder came from: hub id at its commit, a directory, or random init
+RANDOM_INIT = "none (random init)"  # PRETRAINED_ID of a run with pretrained=none
 CLASS_WEIGHT = "class_weight"  # class_weight.rock
 # the model's size (model.footprint): parameters, the encoder's share, forward FLOPs per frame at IMAGE_SIZE
 MODEL_PARAMETERS, ENCODER_PARAMETERS, FLOPS = "model_parameters", "encoder_parameters", "flops_per_frame"
@@ -101,6 +102,7 @@ KIND = "regolith.kind"  # what a run is: one of the kinds below
 KIND_TRAIN, KIND_COMPARE = "train", "compare"
 # the launcher runs `mlflow run -e <verb>` opens for the verbs that act on other runs
 KIND_EVALUATE, KIND_PHOTOS, KIND_PULL, KIND_RUNS, KIND_EXPORT = "evaluate", "photos", "pull", "runs", "export"
+KIND_BENCH = "bench"  # `mlflow run -e bench`: the benchmark's figures and bench.json
 ERROR = "regolith.error"  # why a run ended FAILED or KILLED
 DR = "regolith.dr"  # "true" / "false"
 VARIANT = "regolith.variant"  # dr_750, dr_750+gray, dr_750@b2
@@ -117,6 +119,9 @@ DEVICE = "regolith.device"
 COMPILED = "regolith.compiled"
 PRECISION = "regolith.precision"  # bf16 or fp32, as run
 ATTENTION = "regolith.attn_implementation"
+# torch.backends.cpu.get_cpu_capability(): the instruction set CPU kernels were picked for (AVX2, AVX512, ...);
+# it moves IoU in the 4th decimal between CPUs, so a run says which it ran with
+CPU_CAPABILITY = "regolith.cpu_capability"
 MODEL_VERSION = "regolith.model_version"  # models:/regolith-segformer/N
 LOGGED_MODEL = "regolith.logged_model"  # models:/m-...: the run's best.pt as an MLflow model (regolith.serving)
 SOURCE_RUN = "regolith.source_run"  # on a launcher run of evaluate or pull: the run it acted on
@@ -133,6 +138,12 @@ HEARTBEAT = "regolith.heartbeat"  # UTC ISO 8601 time, refreshed every epoch and
 ENTRY_POINT = "mlflow.project.entryPoint"
 MARKED = "regolith.marked_killed"  # when regolith.runs --mark ended the run KILLED from another process (UTC ISO)
 TRACKED_ENTRY_POINTS = ("main", "compare", "bench")
+# on the experiment, for MLflow's UI (compare writes them): the view its printed link opens, a view state
+# shared under this key (MLflow reads experiment tags mlflow.sharedViewState.<key>), and the experiment's kind
+VIEW_KEY = "training"
+VIEW_STATE = f"mlflow.sharedViewState.{VIEW_KEY}"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"  # MLflow's value for model training; genai_development else
 # compare's own run
 EXPERIMENT = "regolith.experiment"
 SOURCE_RUNS = "regolith.source_runs"

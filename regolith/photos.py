@@ -54,15 +54,6 @@ def predict_with_entropy(net, images, precision: str, device, tta: str, batch: i
     return torch.cat(predictions), torch.cat(entropy)
 
 
-def training_size(run: dict) -> int:
-    """The square a checkpoint's photos are fitted to: its training frames' long side (param ``image_size``)."""
-    try:
-        return max(int(side) for side in run["params"][names.IMAGE_SIZE].split("x"))
-    except (KeyError, ValueError) as error:
-        raise Refused(f"run {run['run_id']} ({run['run_name']}) records no image_size param (HxW); expected a "
-                      f"training run of regolith.train") from error
-
-
 def measure(args) -> dict:
     """Every checkpoint over every photo; everything recorded on each checkpoint's source run. Returns the summary."""
     runs = [store.find_run(args.run, args.experiment)]
@@ -75,7 +66,7 @@ def measure(args) -> dict:
     for run in runs:
         with store.fetched_checkpoint(run) as (_, payload):
             payloads.append(payload)
-    size = training_size(runs[0])
+    size = photoset.training_size(runs[0])
     photo_set = photoset.prepare(args.images, size, args.fit)
     device = segformer.inference_device()
     checkpoints = []
@@ -99,7 +90,7 @@ def measure(args) -> dict:
         write_photo_files(Path(staging), photo_set, checkpoints, summary)
         for checkpoint in checkpoints:
             record_photos(checkpoint, photo_set, Path(staging))
-    report_photos(summary, photo_set)
+    report_photos(summary, photo_set, checkpoints)
     return summary
 
 
@@ -165,7 +156,7 @@ def record_photos(checkpoint: dict, photo_set: dict, staging: Path):
     checkpoint["artifacts"] = folder
 
 
-def report_photos(summary: dict, photo_set: dict):
+def report_photos(summary: dict, photo_set: dict, checkpoints: list):
     print(f"{len(photo_set['names'])} photos from {photo_set['folder']} (digest {photo_set['digest']}), "
           f"{photo_set['fit']} to {photo_set['size']}x{photo_set['size']}; shares over each photo's own pixels")
     for warning in photo_set["warnings"]:
@@ -187,8 +178,9 @@ def report_photos(summary: dict, photo_set: dict):
               + (f" (95% CI [{interval[0]:+.1%}, {interval[1]:+.1%}])" if interval else "")
               + f"; {run} calls more rock on {difference['a_more']} photos, {other} on {difference['b_more']}, "
               f"{difference['ties']} ties")
-    print(f"logged {', '.join(names.REAL_SET)} and tag {names.REAL_DIGEST} to each run; artifacts in a new "
-          f"{names.REAL}/<UTC time>/ folder: photos.csv, {names.PHOTOS_JSON}, panels/, contact_sheet.png")
+    print(f"logged {', '.join(names.REAL_SET)} and tag {names.REAL_DIGEST} to each run; artifacts (photos.csv, "
+          f"{names.PHOTOS_JSON}, panels/, contact_sheet.png) in " + "; ".join(
+              f"run {c['run']['run_name']}'s {c['artifacts']}/" for c in checkpoints))
 
 
 def read_measurement(run_id: str) -> dict | None:

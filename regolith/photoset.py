@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from regolith import CLASSES, Refused, data, stats
+from regolith import CLASSES, Refused, data, names, stats
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Named when skipped rather than ignored: a folder of scans is often TIFF, and silence would
@@ -246,6 +246,15 @@ def photo_set_digest(photos) -> str:
 
 
 # ---- fitting to the model's frame ----
+
+def training_size(run: dict) -> int:
+    """The square a checkpoint's photos are fitted to: its training frames' long side (param ``image_size``)."""
+    try:
+        return max(int(side) for side in run["params"][names.IMAGE_SIZE].split("x"))
+    except (KeyError, ValueError) as error:
+        raise Refused(f"run {run['run_id']} ({run['run_name']}) records no image_size param (HxW); expected a "
+                      f"training run of regolith.train") from error
+
 
 def fit(rgb: np.ndarray, size: int, mode: str = "letterbox") -> tuple:
     """One photo (H x W x 3 uint8) -> (3 x size x size uint8 tensor, size x size bool tensor of its own pixels).

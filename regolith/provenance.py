@@ -13,6 +13,14 @@ from pathlib import Path
 import torch
 
 
+def cpu_capability() -> str:
+    """The instruction set torch picked its CPU kernels for (DEFAULT, AVX2, AVX512, ...; ATEN_CPU_CAPABILITY overrides).
+
+    Two CPUs with different ones give the same run numbers that differ in the 4th decimal of IoU.
+    """
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def library_versions() -> dict:
     return {"version.python": platform.python_version(), "version.torch": torch.__version__,
             **{f"version.{name}": metadata.version(name) for name in ("transformers", "mlflow")}}

@@ -11,6 +11,7 @@ tracking server answer the same. Files come back as bytes on disk: what a verb w
 import fcntl
 import os
 import re
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -89,6 +90,14 @@ def check_artifact_store():
 
 
 _ready = set()  # tracking URIs whose store this process has opened
+_created = set()  # of those, the SQLite files that did not exist until this process opened them
+
+
+def _store_key() -> str:
+    """The store as this process knows it: a relative sqlite:///mlflow.db is another file in another folder."""
+    uri = mlflow.get_tracking_uri()
+    path = sqlite_path(uri)
+    return f"sqlite:///{path.resolve()}" if path else uri
 
 
 def ready_store():
@@ -99,10 +108,17 @@ def ready_store():
     leave no run. An exclusive ``flock`` on ``<db>.lock`` beside the file serializes that first
     access; once the schema is there it costs one uncontended lock per process.
     """
-    uri = mlflow.get_tracking_uri()
+    uri = _store_key()
     if uri in _ready:
         return
-    path = sqlite_path(uri)
+    path = sqlite_path(mlflow.get_tracking_uri())
+    # Which store a verb reads is the first thing to know when it finds nothing (run from another folder,
+    # a relative sqlite:///mlflow.db is a new file there), so every verb says it once, on stderr.
+    where = f" ({path.resolve()})" if path else ""
+    if path and not path.exists():
+        _created.add(uri)
+        where = f" ({path.resolve()}, a new empty file)"
+    print(f"tracking store: {mlflow.get_tracking_uri()}{where}", file=sys.stderr)
     lock = None
     if path:
         try:
@@ -128,6 +144,45 @@ def attached_experiment() -> str | None:
         return None
     client = MlflowClient()
     return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+
+
+def new_store_warning() -> str:
+    """A sentence for a verb that named a run: the store was created empty by this very process, so nothing is in it."""
+    uri = mlflow.get_tracking_uri()
+    if _store_key() not in _created:
+        return ""
+    return (f"; the tracking store {uri} did not exist and was just created empty in {Path.cwd()}: run from the "
+            f"folder that holds your mlflow.db, or set MLFLOW_TRACKING_URI (e.g. sqlite:////abs/path/mlflow.db)")
+
+
+def training_experiments() -> list:
+    """The names of the (active) experiments that hold at least one training run."""
+    client = MlflowClient()
+    return sorted(e.name for e in client.search_experiments()
+                  if client.search_runs([e.experiment_id], f"tags.`{names.KIND}` = '{names.KIND_TRAIN}'",
+                                        max_results=1))
+
+
+def reading_experiment(name: str = "") -> str:
+    """The experiment a verb that reads training runs looks in: ``name``, else ``default_experiment``'s.
+
+    Where none was named (no ``--experiment``, no MLFLOW_EXPERIMENT_NAME / _ID) and that one holds
+    no training run, it is the one experiment that does (after ``make demo``, regolith-demo, said on
+    stderr); with several such, refused, naming them.
+    """
+    if name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return default_experiment(name)
+    chosen = default_experiment("")
+    ready_store()
+    holders = training_experiments()
+    if not holders or chosen in holders:
+        return chosen
+    if len(holders) == 1:
+        print(f"experiment: {holders[0]!r}, the only one holding training runs ({chosen!r} holds none); "
+              f"pass --experiment NAME to choose another", file=sys.stderr)
+        return holders[0]
+    raise Refused(f"experiment {chosen!r} holds no training runs; these do: {', '.join(map(repr, holders))}; "
+                  f"pass --experiment NAME (-P experiment=NAME under mlflow run)")
 
 
 def default_experiment(name: str = "") -> str:
@@ -165,6 +220,45 @@ def check_experiment_open(name: str = ""):
                       f"(mlflow experiments restore --experiment-id {found.experiment_id}) or name another")
 
 
+# ---- where to look in MLflow's UI ---------------------------------------------------------------
+
+UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_command() -> str | None:
+    """The command that serves MLflow's UI on this store (None for a tracking server, which is its own UI)."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return None
+    path = sqlite_path(uri)
+    return f"mlflow ui --backend-store-uri {f'sqlite:///{path.resolve()}' if path else uri}"
+
+
+def ui_base() -> str:
+    uri = mlflow.get_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else UI
+
+
+def experiment_url(experiment_id: str) -> str:
+    """The experiment in the UI's model-training view (MLflow 3 otherwise may open its GenAI view), in the view
+    state compare shares on it (``track.share_training_view``) with the runs' charts open."""
+    return (f"{ui_base()}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={names.VIEW_KEY}&compareRunsMode=CHART")
+
+
+def experiment_id(name: str) -> str:
+    found = MlflowClient().get_experiment_by_name(name)
+    if found is None:
+        raise Refused(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
+    return found.experiment_id
+
+
+def run_url(run_id: str) -> str:
+    """A run's page in the UI."""
+    experiment_id = MlflowClient().get_run(run_id).info.experiment_id
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 # ---- finding one run -----------------------------------------------------------------------------
 
 def find_run(ref: str, experiment: str = "") -> dict:
@@ -176,6 +270,7 @@ def find_run(ref: str, experiment: str = "") -> dict:
     version the alias pointed at when it was resolved: the best.pt inside the version's MLflow model
     (what the version serves), or for a version registered before runs logged one, the run's own.
     """
+    ready_store()
     client = MlflowClient()
     ref = ref.strip()
     if ref.startswith("models:/"):
@@ -208,10 +303,11 @@ def _run_by_id(client: MlflowClient, ref: str):
 
 def _experiment(client: MlflowClient, name: str):
     """``name``, else the experiment a training run started here would go to (as compare resolves it)."""
-    name = default_experiment(name)
+    name = reading_experiment(name)
     found = client.get_experiment_by_name(name)
     if found is None:
-        raise Refused(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}")
+        raise Refused(f"experiment {name!r}: no such experiment in the tracking store {mlflow.get_tracking_uri()}"
+                      f"{new_store_warning()}")
     return found
 
 
@@ -250,7 +346,7 @@ def _run_by_name(client: MlflowClient, name: str, experiment: str):
     hint = f"; runs with that name exist in experiment(s) {', '.join(map(repr, elsewhere))} (pass --experiment)" \
         if elsewhere else ""
     raise Refused(f"{name!r}: no run with that id or name in {where}; expected a run id, a run name, "
-                  f"or models:/{names.MODEL_NAME}@<variant>{hint}")
+                  f"or models:/{names.MODEL_NAME}@<variant>{hint}{new_store_warning()}")
 
 
 def _run_from_model_uri(client: MlflowClient, ref: str):
@@ -367,7 +463,7 @@ def _row(run, every_tag: bool = False) -> dict:
     return {"run_id": run.info.run_id, "run_name": run.info.run_name, "status": run.info.status,
             "start_time": run.info.start_time,
             "tags": {k: v for k, v in run.data.tags.items()
-                     if every_tag or k.startswith("regolith.") or k == names.ENTRY_POINT},
+                     if every_tag or k.startswith("regolith.") or k in (names.ENTRY_POINT, names.GIT_COMMIT, names.PARENT)},
             "params": dict(run.data.params), "metrics": dict(run.data.metrics)}
 
 

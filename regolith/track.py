@@ -12,6 +12,7 @@ with ``REGOLITH_SYSTEM_METRICS=off``.
 """
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -548,6 +549,31 @@ def record_error(error: str, keep_existing: bool = False):
 
 
 # --- Logging to a finished run (evaluate, photos, export) ---
+
+def share_training_view(experiment_id: str, expanded: list = ()) -> str:
+    """The experiment's view for MLflow's UI: every training run in the table and the charts; returns its link.
+
+    MLflow 3's UI opens an experiment in its GenAI view unless asked for the model-training one, and
+    collapses nested runs under their parent (a sweep's or an ablation's), where the charts leave
+    them out too. So the training runs stay nested (the parent groups a sweep, and ``--run-id`` resumes
+    into it), and this shared view state, which the printed link names, groups the table by
+    ``regolith.kind`` instead, charts each run rather than each group, opens ``expanded`` (the parent
+    runs), keeps the charts to ``val/iou_rock`` and sorts by it. Written as experiment tags, so any
+    browser on the store gets it.
+    """
+    state = {
+        "orderByKey": f"metrics.`{names.EPOCH_MARKER}`", "orderByAsc": False, "searchFilter": "",
+        "groupBy": {"groupByKeys": [{"mode": "tag", "groupByData": names.KIND}], "aggregateFunction": "max"},
+        "groupsExpanded": {f"tag.{names.KIND}.{kind}": True for kind in (names.KIND_TRAIN, names.KIND_COMPARE)},
+        "useGroupedValuesInCharts": False, "chartsSearchFilter": names.EPOCH_MARKER,
+        "runsExpanded": {run_id: True for run_id in expanded},
+    }
+    client = MlflowClient()
+    client.set_experiment_tag(experiment_id, names.VIEW_STATE, json.dumps(state))
+    if names.EXPERIMENT_KIND not in client.get_experiment(experiment_id).tags:
+        client.set_experiment_tag(experiment_id, names.EXPERIMENT_KIND, names.EXPERIMENT_KIND_TRAINING)
+    return store.experiment_url(experiment_id)
+
 
 def log_to_run(run_id: str, metrics: dict, tags: dict, step: int = 0):
     """Add metrics and tags to an existing run without reopening it, so its status and end time stay as they were."""

@@ -256,6 +256,7 @@ def run_record(args, dr: bool, train_split, val_split, net, source: str, device,
             names.VAL_IS_TRAIN: str(val_is_train(train_split, val_split)).lower(),
             names.COMPILED: str(compiled).lower(), names.PRECISION: precision,
             names.ATTENTION: net.config._attn_implementation or "eager", names.GIT_DIRTY: provenance.git_dirty(),
+            names.CPU_CAPABILITY: provenance.cpu_capability(),
             **({names.PARENT: args.parent} if args.parent else {}),
             **({names.REAL_DIGEST: views["real"]["digest"]} if "real" in views else {})},
         "datasets": [(train_split.path, train_split.digest, names.CONTEXT_TRAINING),
@@ -286,6 +287,21 @@ def advance(progress: dict, row: dict, val: dict, step: int) -> tuple:
     return {**progress, "epoch": row["epoch"], "step": step, "history": progress["history"] + [row],
             "best": val if improved else best, "best_epoch": row["epoch"] if improved else progress["best_epoch"],
             "epochs_without_gain": 0 if improved else progress["epochs_without_gain"] + 1}, improved
+
+
+PROGRESS = "REGOLITH_PROGRESS"  # bar: a bar over batches even through a pipe (a sweep on a terminal relays it)
+
+
+def progress_off(rank: int, environ=os.environ) -> bool | None:
+    """tqdm's ``disable``: the bar over batches on a terminal (None: tqdm asks isatty), off on other ranks.
+
+    Off a terminal (CI logs, a file) there is no bar, only the line per epoch. ``REGOLITH_PROGRESS=bar``
+    forces it on, as ``regolith.sweep`` sets for its children when it is itself on a terminal and relays
+    their output; ``off`` forces it off.
+    """
+    if rank != 0 or environ.get(PROGRESS) == "off":
+        return True
+    return False if environ.get(PROGRESS) == "bar" else None
 
 
 def epoch_line(epochs: int, row: dict, best: bool) -> str:
@@ -464,7 +480,7 @@ def one_epoch(run: dict, args, log, say, rank: int) -> dict:
     order = torch.randperm(run["train_split"].frames, generator=run["data_rng"])
     draws = augment.draw(args.augment, run["train_split"].frames, run["data_rng"])
     with tqdm(total=run["train_split"].frames, desc=f"epoch {epoch}", unit="img", leave=False, file=sys.stderr,
-              disable=None if rank == 0 else True) as bar:
+              disable=progress_off(rank)) as bar:
         train_stats, step = engine.train_epoch(
             run["forward"], run["train_split"], order, optimizer=run["optimizer"], step=progress["step"],
             epoch=epoch, lr_at=run["lr_at"], augmentation=draws, drop_last=run["drop_last"], progress=bar, **run["shared"])
@@ -548,7 +564,20 @@ def finish(log, say, record: dict, progress: dict, args, out: Path, run_id: str,
     say(f"best rock-IoU {summary['best']['iou_rock']:.4f} at epoch {summary['best_epoch']} "
         f"(miou {summary['best']['miou']:.4f}); run {run_id}, artifacts {names.CHECKPOINT}, {names.HISTORY}, "
         f"{names.SUMMARY}")
+    if rank == 0:
+        for line in next_steps(run_id, args.real_images):
+            say(line)
     return summary
+
+
+def next_steps(run_id: str, real_images: str) -> list:
+    """What a user does after a run: where it is in the UI, and the verbs that act on it, by its id."""
+    command = store.ui_command()
+    photos = real_images or "PHOTOS_DIR"
+    return [f"see it:  {store.run_url(run_id)}" + (f"   (serve the UI with: {command})" if command else ""),
+            f"next:    python -m regolith.evaluate --run {run_id}          # verify best.pt by a fresh pass",
+            f"         python -m regolith.photos --run {run_id} --images {photos}",
+            f"         python -m regolith.pull {run_id} --out {run_id[:8]}-model/"]
 
 
 def register(say, variant: str, run_id: str, model_uri: str) -> tuple:

@@ -111,3 +111,19 @@ def test_frame_order_is_the_same_for_both_paths():
         seen.append(torch.cat(list(loader)).tolist())
     expected = [order.tolist() for _, order in bench.epoch_orders(5, 2, 6, args.seed, drop_last=False)]
     assert seen == expected
+
+
+def test_under_mlflow_run_the_bench_run_holds_its_figures_and_bench_json(result, store, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient()
+    launcher = client.create_run("0")  # what `mlflow run -e bench` opens
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher.info.run_id)
+    out = tmp_path / "bench.json"
+    out.write_text(json.dumps(result))
+    bench.record(result, out)
+    run = client.get_run(launcher.info.run_id)
+    assert run.data.metrics["bench/ratio/train"] == pytest.approx(result["ratio"]["train"])
+    assert run.data.metrics["bench/project/epoch_s"] == pytest.approx(result["project"]["epoch_s"])
+    assert run.data.tags["regolith.kind"] == "bench" and run.info.run_name == "bench"
+    assert run.data.tags["regolith.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert [f.path for f in client.list_artifacts(launcher.info.run_id, "bench")] == ["bench/bench.json"]

@@ -262,6 +262,14 @@ def test_the_compare_run_is_logged_beside_the_runs_and_reruns_never_overwrite(ab
     assert run.data.metrics["dr_80/iou_rock"] == pytest.approx(0.605)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
         "ablation-results.json", "ablation.png", "ablation.txt"}
+    # The UI's view of the experiment: model training, the table grouped by kind with every training run
+    # charted on its own (nested runs would hide under their parent), val/iou_rock first.
+    tags = client.get_experiment(experiment_id).tags
+    view = json.loads(tags["mlflow.sharedViewState.training"])
+    assert view["groupBy"]["groupByKeys"] == [{"mode": "tag", "groupByData": "regolith.kind"}]
+    assert view["useGroupedValuesInCharts"] is False and view["chartsSearchFilter"] == "val/iou_rock"
+    assert view["orderByKey"] == "metrics.`val/iou_rock`" and view["orderByAsc"] is False
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
 
     folders = sorted((tmp_path / "experiments/results/ablation").iterdir())
     assert len(folders) == 2  # a second compare writes beside the first, never over it
@@ -343,7 +351,7 @@ def test_ablation_entry_point_runs_the_demo_recipe_end_to_end(store, tmp_path):
     env = {**os.environ, "MLFLOW_EXPERIMENT_NAME": "e2e", "HF_HUB_OFFLINE": "1"}
     cmd = ["mlflow", "run", str(project), "--env-manager", "local", "-e", "ablation", "--experiment-name", "e2e",
            "-P", f"data={data}", "-P", "recipe=demo", "-P", "epochs=1", "-P", f"pretrained={encoder}"]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "DR delta  : dr_80 - nodr_80" in done.stdout
 

@@ -203,3 +203,12 @@ def test_a_256_colour_table_converts_a_frame_in_bounded_memory():
     assert (labels.ravel() == expected).all() and sum(unnamed.values()) == (distance.min(1) > 20).sum()
     # Every pixel against every colour at once held 16384 x 256 x 3 float32 differences (50 MB).
     assert peak < 20e6, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_a_small_conversion_does_not_wait_on_torch():
+    """convert needs PIL and numpy only: importing torch took most of a 4-frame conversion's 8-14 s."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", "import sys, regolith.convert; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

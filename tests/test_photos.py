@@ -39,6 +39,8 @@ def test_training_watches_the_real_photos_and_fixed_frames_every_epoch(in_store,
     # MLflow tags the commit itself; ours is whether the checkout had uncommitted changes on top of it.
     assert run.data.tags.get("mlflow.source.git.commit", "unknown") == expected
     assert run.data.tags["regolith.git_dirty"] in (("true", "false") if head.returncode == 0 else ("unknown",))
+    # the instruction set CPU kernels were picked for: it moves IoU in the 4th decimal between CPUs
+    assert run.data.tags["regolith.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_the_preview_frames_are_the_ones_with_most_rock_every_epoch(tmp_path):
@@ -92,10 +94,11 @@ def test_photos_through_mlflow_run_records_on_both_runs_and_never_overwrites(in_
     assert before < after and len(after) == len(before) + 1  # a new folder; the first is untouched
 
 
-def test_photos_by_registry_alias_measures_the_checkpoint_the_version_serves(in_store, tmp_path):
+def test_photos_by_registry_alias_measures_the_checkpoint_the_version_serves(in_store, tmp_path, capsys):
     """The version's source is its MLflow model: photos reads the best.pt inside it, and records on the run."""
     photos.main(["--run", in_store["alias"], "--images", str(in_store["photos"])])
     folder = MlflowClient().get_run(in_store["run_id"]).data.tags["real/artifacts"]
+    assert f"in run dr_6's {folder}/" in capsys.readouterr().out  # the folder's own name, not a placeholder
     local = mlflow.artifacts.download_artifacts(run_id=in_store["run_id"], artifact_path=f"{folder}/photos.json",
                                                 dst_path=str(tmp_path))
     measured = json.loads(Path(local).read_text())["checkpoints"][0]

@@ -4,6 +4,7 @@ import pickle
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoImageProcessor, SegformerForSemanticSegmentation
@@ -90,6 +91,38 @@ def test_a_non_empty_output_folder_is_refused(in_store, tmp_path, capsys):
     assert run_pull(in_store["alias"], "-o", str(tmp_path / "busy")) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+
+def test_the_same_pull_again_into_its_folder_succeeds_and_touches_nothing(in_store, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_pull(in_store["name"], "-o", str(out)) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert run_pull(in_store["run_id"], "-o", str(out)) == 0  # the same run, by id this time
+    assert "already holds dr_6" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_transformers_pipeline_on_the_pulled_folder_agrees_with_regolith_photos(in_store, tmp_path):
+    from PIL import Image
+    from transformers import pipeline
+
+    from regolith import photoset
+    photo = Image.open(sorted(in_store["photos"].iterdir())[0]).convert("RGB")
+    side = min(photo.size)
+    square = tmp_path / "square"
+    square.mkdir()
+    photo.crop((0, 0, side, side)).resize((96, 96)).save(square / "photo.png")  # 3x the 32-px training size
+    out = tmp_path / "out"
+    assert run_pull(in_store["name"], "-o", str(out)) == 0
+    found = pipeline("image-segmentation", model=str(out))(Image.open(square / "photo.png"))
+    masks = {entry["label"]: np.asarray(entry["mask"]) > 0 for entry in found}
+    piped = float(masks["rock"].mean()) if "rock" in masks else 0.0
+    # what regolith.photos does: fit to the training size, predict, shares over the photo's own pixels
+    payload = segformer.load_checkpoint(out / "best.pt")
+    fitted = photoset.prepare(square, 32, "letterbox")
+    predictions = segformer.predict(segformer.model_from_checkpoint(payload), fitted["images"], "fp32", "cpu")
+    shares, _ = photoset.rock_flood(predictions, fitted["valid"])
+    assert abs(piped - shares[0]["rock"]) < 0.02, (piped, shares[0]["rock"])
 
 
 @pytest.mark.parametrize("ref,expected", [("dr_9999", "no run with that id or name"),

@@ -210,6 +210,12 @@ def test_the_variant_alias_moves_only_to_a_run_at_least_as_good_on_the_same_vali
         assert client.get_run(scratch).data.tags["regolith.model_version"] == version  # registered all the same
     as_good = finished_run(client, "scratch", 0.80)  # ties go to the newer run
     assert register(as_good) == ("models:/regolith-segformer/5", None) and holder() == as_good
+    # A quick run from a random encoder (the demo's pretrained=none) is registered but never takes the alias,
+    # however high it scores.
+    quick = finished_run(client, "scratch", 0.99)
+    client.log_param(quick, "pretrained_id", "none (random init)")
+    version, stays = register(quick)
+    assert holder() == as_good and "random encoder (pretrained=none)" in stays and version.endswith("/6")
 
 
 def test_a_heartbeat_thread_the_memory_limit_cannot_start_is_refused_by_name(tmp_path):

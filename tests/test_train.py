@@ -50,6 +50,13 @@ def test_dr_from_the_split_name(name, dr, expected):
     assert train.resolve_dr(dr, Path(name)) is expected
 
 
+def test_the_bar_over_batches_is_on_a_terminal_or_when_asked_and_never_on_other_ranks():
+    assert train.progress_off(0, {}) is None  # tqdm asks isatty: a bar on a terminal, the epoch lines elsewhere
+    assert train.progress_off(0, {"REGOLITH_PROGRESS": "bar"}) is False  # a sweep on a terminal, through its pipe
+    assert train.progress_off(0, {"REGOLITH_PROGRESS": "off"}) is True
+    assert train.progress_off(1, {"REGOLITH_PROGRESS": "bar"}) is True
+
+
 def test_dr_auto_asks_for_the_parameter_when_the_name_does_not_say():
     with pytest.raises(Refused, match="pass -P dr=true or -P dr=false"):
         train.resolve_dr("auto", Path("hydrangea"))
@@ -69,6 +76,10 @@ def test_mlflow_run_records_everything(store, datasets, hub_cache, tmp_path):
     client = MlflowClient()
     run = only_run(client)
     run_id = run.info.run_id
+    # It ends with where to look and what to run next, by its id.
+    assert f"see it:  http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}" in done.stdout
+    for verb in (f"regolith.evaluate --run {run_id}", f"regolith.photos --run {run_id}", f"regolith.pull {run_id}"):
+        assert verb in done.stdout, verb
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "dr_8"  # shows as its variant, not a generated name
 
