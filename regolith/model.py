@@ -120,13 +120,15 @@ def load_pretrained(pretrained: str) -> tuple:
         model, info = SegformerForSemanticSegmentation.from_pretrained(
             pretrained, num_labels=len(CLASSES), id2label=ID2LABEL, label2id=LABEL2ID,
             ignore_mismatched_sizes=True, output_loading_info=True, **head)
-    except Exception as error:  # OSError for a missing file; a pickle the safe unpickler refuses, a bad config, ...
+    except pickle.UnpicklingError as error:  # torch's own text advises weights_only=False: never repeated here
+        raise Refused(f"pretrained={pretrained!r}: its weights file holds a pickle that the safe unpickler refuses "
+                      f"(it would run code or build objects other than tensors; nothing in it was executed). Use "
+                      f"model.safetensors weights, or 'none' for random init") from error
+    except Exception as error:  # OSError for a missing file; a bad config, ...
         raise Refused(
             f"pretrained={pretrained!r}: could not load it ({type(error).__name__}: {_first_line(error)}). Give a hub "
             f"id that is reachable or cached, a local directory with config.json and model weights, or 'none' for "
-            f"random init" + (" (the weights file was refused by the safe unpickler; nothing in it was executed)"
-                              if isinstance(error, pickle.UnpicklingError) else "")
-        ) from error
+            f"random init") from error
     finally:
         transformers.logging.set_verbosity(verbosity)
     missing = sorted(k for k in info["missing_keys"] if k.startswith(ENCODER_PREFIX))

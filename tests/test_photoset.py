@@ -326,3 +326,11 @@ def test_prepare_fits_each_photo_as_it_is_read_so_one_full_size_decode_is_held_a
         tracemalloc.stop()
     assert prepared["images"].shape == (count, 3, 32, 32)
     assert peak < 3 * side * side * 3, f"peak {peak / 1e6:.1f} MB"  # a couple of decodes, not all of them
+
+
+def test_a_30000_square_png_in_a_folder_is_skipped_as_too_large_not_as_damaged(tmp_path):
+    (tmp_path / "huge.png").write_bytes(blank_png(30000))
+    save(tmp_path / "ok.jpg", np.zeros((8, 8, 3), np.uint8))
+    _, skipped, _ = photoset.read_photos(tmp_path)
+    assert skipped == [("huge.png", "a 30000x30000 PNG (900 MP) is too large to decode (PIL refuses over 179 MP, "
+                                    "against decompression bombs); downscale it first")]
