@@ -318,7 +318,7 @@ def stamped(results: dict, run_id: str) -> dict:
 
 def delta_metrics(results: dict, prefix: str = "") -> dict:
     """The compare run's metrics: each variant's mean best scores, each delta and its interval ends."""
-    logged = {names.key(metric_safe(name), score): v[score]["mean"] for name, v in results["variants"].items()
+    logged = {names.key(names.safe_segment(name), score): v[score]["mean"] for name, v in results["variants"].items()
               for score in names.SCORES}
     entries = [(key, results[key]) for key in ablation.DELTAS if results[key]]
     entries += [(lever_key(number), entry) for number, entry in enumerate(results.get("deltas", []), 1)]
