@@ -1,12 +1,17 @@
 """Under ``mlflow run``, say why an entry point failed when its own process could not.
 
-    python -m regolith.train ...; python -m regolith.exited $? train     # as the MLproject commands end
+    python -m regolith.train ...; python -m regolith.exited $? regolith.train
 
 A process killed outright (``kill -9``, the OOM killer) cannot write ``regolith.error``, and a
 recipe's shell wrapper has no error of its own beyond a failed step; MLflow then ends the run
 FAILED with no reason. This records one, the exit status and the signal it stands for, in the run
 ``mlflow run`` opened (``MLFLOW_RUN_ID``), keeping any reason the process recorded itself, and
 exits with the status it was given. Status 0 does nothing, and costs no import of MLflow.
+
+Not yet wired into the MLproject commands: MLflow appends a ``-P`` the entry point does not
+declare to the end of the command, where a ``; python -m regolith.exited $?`` suffix would take
+it from the verb (which must refuse it). Wiring it needs a prefix form that runs the verb as its
+child.
 """
 
 import signal
