@@ -34,15 +34,24 @@ from regolith import Refused, ablation, liveness, names, store, track
 from regolith.runs import resume_commands
 
 PROJECT = Path(__file__).resolve().parents[1]  # the MLproject the training runs are started from
-# Each recipe: the training parameters its three runs share, and (variant, split under DATA, frames).
+# Each recipe: the training parameters its runs share, its (variant, split under DATA, frames[, params of
+# that variant alone]), and the deltas compare reports beyond the built-in two (compare --delta A:B).
 # demo: python -m regolith.synth data, 128x128, random init (the hub is offline), so ten times the lr.
 # v2: the reference study (shared/reference/03-training.txt), fine-tuning the ImageNet encoder.
+# augment: v2's dr_750 with each augmentation beside the original's plain hflip (issue 20's lever), each
+#   compared with it by the regolith.augment tag; written for the rendered sets, the demo data says nothing.
+AUGMENTS = ("gray", "photometric", "noise", "blur")
 RECIPES = {
     "demo": {"params": {"epochs": "20", "lr": "6e-4", "batch": "8", "patience": "8", "pretrained": "none"},
              "variants": (("nodr_80", "train_nodr", 80), ("dr_80", "train_dr", 80), ("dr_160", "train_dr", 160))},
     "v2": {"params": {"epochs": "40", "lr": "6e-5", "batch": "8", "patience": "8", "pretrained": "nvidia/mit-b0"},
            "variants": (("nodr_750", "train_nodr", 750), ("dr_750", "train_dr", 750),
                         ("dr_1500", "train_dr", 1500))},
+    "augment": {"params": {"epochs": "40", "lr": "6e-5", "batch": "8", "patience": "8", "pretrained": "nvidia/mit-b0"},
+                "variants": (("dr_750", "train_dr", 750, {"augment": "hflip"}),
+                             *((f"dr_750+{choice}", "train_dr", 750, {"augment": f"hflip,{choice}"})
+                               for choice in AUGMENTS)),
+                "deltas": tuple(f"{names.AUGMENT}=hflip:{names.AUGMENT}=hflip,{choice}" for choice in AUGMENTS)},
 }
 VAL_SPLIT = "test_photoreal"  # the main entry point's default validation split, the sibling of the training split
 OLD_ENVIRONMENT = ("SEEDS", "EPOCHS", "PRETRAINED", "REAL_IMAGES")  # what the shell recipes once read
@@ -100,19 +109,21 @@ def check_args(args) -> dict:
     if args.pretrained.strip():
         params["pretrained"] = args.pretrained.strip()
     data = Path(args.data).expanduser().resolve()
-    for split in sorted({split for _, split, _ in recipe["variants"]} | {VAL_SPLIT}):
+    for split in sorted({variant[1] for variant in recipe["variants"]} | {VAL_SPLIT}):
         if not (data / split).is_dir():
             raise Refused(f"data={args.data}: {data / split} is not a folder; recipe {args.recipe} needs "
-                          f"{', '.join(sorted({s for _, s, _ in recipe['variants']}))} and {VAL_SPLIT} under it")
+                          f"{', '.join(sorted({variant[1] for variant in recipe['variants']}))} and {VAL_SPLIT} under it")
     real_images = ""
     if args.real_images.strip():
         real_images = str(Path(args.real_images).expanduser().resolve())
         if not Path(real_images).is_dir():
             raise Refused(f"real_images={args.real_images}: not a folder of photographs")
     runs = [{"variant": variant, "seed": seed, "params": {"split": str(data / split), "frames": str(frames),
-                                                           **params, "seed": str(seed), "real_images": real_images}}
-            for seed in seeds for variant, split, frames in recipe["variants"]]
-    return {"runs": runs, "skip_finished": args.skip_finished, "real_images": real_images}
+                                                           **params, **(own[0] if own else {}), "seed": str(seed),
+                                                           "real_images": real_images}}
+            for seed in seeds for variant, split, frames, *own in recipe["variants"]]
+    return {"runs": runs, "skip_finished": args.skip_finished, "real_images": real_images,
+            "deltas": recipe.get("deltas", ())}
 
 
 def latest_finished(rows: list) -> dict:
@@ -261,7 +272,7 @@ def execute(plan: dict):
             call([python, "-m", "regolith.photos", "--run", run_id, "--images", plan["real_images"]], env,
                  f"photos of {run['variant']}")
     # compare records into the outer run (MLFLOW_RUN_ID), beside the runs it compares.
-    call([python, "-m", "regolith.compare"], {**env, **({"MLFLOW_RUN_ID": os.environ["MLFLOW_RUN_ID"]}
+    call([python, "-m", "regolith.compare", *(arg for spec in plan["deltas"] for arg in ("--delta", spec))], {**env, **({"MLFLOW_RUN_ID": os.environ["MLFLOW_RUN_ID"]}
                                                          if os.environ.get("MLFLOW_RUN_ID") else {})}, "compare")
 
 

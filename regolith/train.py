@@ -523,7 +523,6 @@ def check_before_reading(args, out: Path, rank: int, world: int):
     """Everything that can be refused before any data is read: the parameters and where the run will write."""
     check_args(args, world)
     check_out_apart(args)
-    check_results_dir(args.out)
     if rank == 0:  # the only rank that writes files
         check_output_dir(out)
         store.check_artifact_store()

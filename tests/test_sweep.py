@@ -104,6 +104,20 @@ def test_every_recipe_argument_is_checked_as_its_type(tmp_path, capsys):
         ("nodr_80", 0, "3"), ("dr_80", 0, "3"), ("dr_160", 0, "3"), ("nodr_80", 1, "3")]
 
 
+def test_the_augment_recipe_trains_dr_750_with_each_augmentation_and_compares_each_with_hflip(tmp_path):
+    data = _folders(tmp_path / "rendered")
+    plan = sweep.check_args(sweep.build_parser().parse_args([str(data), "--recipe", "augment", "--seeds", "0 1"]))
+    assert [(r["variant"], r["params"]["augment"], r["params"]["frames"]) for r in plan["runs"][:5]] == [
+        ("dr_750", "hflip", "750"), ("dr_750+gray", "hflip,gray", "750"),
+        ("dr_750+photometric", "hflip,photometric", "750"), ("dr_750+noise", "hflip,noise", "750"),
+        ("dr_750+blur", "hflip,blur", "750")]
+    assert len(plan["runs"]) == 10 and {r["params"]["pretrained"] for r in plan["runs"]} == {"nvidia/mit-b0"}
+    assert plan["deltas"][0] == "regolith.augment=hflip:regolith.augment=hflip,gray" and len(plan["deltas"]) == 4
+    done = subprocess.run(["bash", str(REPO / "experiments" / "ablation_augment.sh"), str(data), "-P", "x=1"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "unrecognized arguments: -P x=1" in done.stderr, done.stderr
+
+
 def test_the_bash_recipe_refuses_an_argument_it_does_not_know(tmp_path):
     data = _folders(tmp_path / "demo")
     done = subprocess.run(["bash", str(REPO / "experiments" / "ablation_demo.sh"), str(data), "-P", "seeds=0 1"],
