@@ -32,10 +32,11 @@ EVERY = "hflip,gray,photometric,noise,blur"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.levers_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512, help="frame width and height")
-    parser.add_argument("--batch", type=int, default=4, help="frames per step")
-    parser.add_argument("--steps", type=int, default=3, help="timed repeats of each figure (after one warm-up)")
-    parser.add_argument("--out", default="levers-bench.json", help="where the figures are written as JSON")
+    for flag, kind, default, text in (("--size", int, 512, "frame width and height"),
+                                      ("--batch", int, 4, "frames per step"),
+                                      ("--steps", int, 3, "timed repeats of each figure (after one warm-up)"),
+                                      ("--out", str, "levers-bench.json", "where the figures are written as JSON")):
+        parser.add_argument(flag, type=kind, default=default, help=text)
     return parser
 
 
