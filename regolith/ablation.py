@@ -302,7 +302,7 @@ def setting_differences(runs: list) -> list:
 
 
 def ablation_results(runs: list, experiment: str, confusions: dict | None = None, real: dict | None = None,
-                     curves: dict | None = None, splits: dict | None = None, asked: tuple = ()) -> dict:
+                     curves: dict | None = None, splits: dict | None = None, *, asked: tuple = ()) -> dict:
     """The whole answer as plain data: the variants table, both deltas and their intervals, and each delta ``asked``.
 
     ``confusions`` (run id -> per-frame confusions of its fresh inference pass) gives each delta

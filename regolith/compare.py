@@ -418,7 +418,7 @@ def read_ablation(experiment: str, asked: tuple = ()) -> tuple:
                                         {run["run_id"]: photos.read_measurement(run["run_id"]) for run in runs},
                                         {run["run_id"]: evaluate.read_curve(run["run_id"]) for run in runs},
                                         {run["run_id"]: evaluate.read_split_confusions(run["run_id"]) for run in runs},
-                                        asked)
+                                        asked=asked)
     results["ignored"] = ignored
     curves = {run["run_id"]: store.read_metric_history(run["run_id"], names.EPOCH_MARKER) for run in runs}
     return results, curves

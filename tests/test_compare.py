@@ -610,7 +610,7 @@ def test_a_lever_delta_pairs_by_seed_with_intervals_wins_and_the_real_share():
                             "rock": [0.1, 0.2, 0.3] if "+gray" not in run["variant"] else [0.05, 0.1, 0.1]}
             for run in runs}
     asked = ("dr_80:dr_80+gray", "regolith.augment=hflip&regolith.frames=80&regolith.dr=true:augment=gray,hflip")
-    results = ablation.ablation_results(runs, "x", lever_confusions(runs), real, asked)
+    results = ablation.ablation_results(runs, "x", lever_confusions(runs), real, asked=asked)
     assert list(results["variants"]) == ["nodr_80", "dr_80", "dr_80+gray", "dr_160"]
     assert results["dr_delta"]["variant"] == "dr_80" and results["warnings"] == []  # built-ins over the plain ones
     by_name, by_filter = results["deltas"]
