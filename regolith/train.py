@@ -22,15 +22,14 @@ import shlex
 import signal
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from regolith import (CLASSES, ROCK, Refused, alias, as_number, augment, data, engine, figures, files, liveness,
-                      model as segformer, names, photoset, provenance, refusals, registry, state, store, track)
+from regolith import (CLASSES, ROCK, Refused, alias, augment, data, engine, figures, files, model as segformer, names,
+                      photoset, provenance, refusals, registry, results, state, store, track)
 
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
 
@@ -346,65 +345,6 @@ def run_summary(record: dict, progress: dict, args, train_split, val_split) -> d
             "lr": args.lr, "batch": args.batch, "patience": args.patience}
 
 
-def check_results_dir(results_dir: str):
-    """``-P out=DIR`` must be writable and not hold a finished result: refused before anything is decoded or trained."""
-    if not results_dir:
-        return
-    if (Path(results_dir) / names.SUMMARY).exists():
-        raise Refused(f"out={results_dir}: already holds a finished result ({names.SUMMARY}); it is never "
-                      f"overwritten. Give another folder")
-    files.check_writable(Path(results_dir), f"out={results_dir}", "give a writable folder")
-
-
-def copy_results(out: Path, results_dir: str, run_id: str):
-    """The run's best.pt, metrics.jsonl and summary.json into ``-P out=DIR`` too, as the original's --out wrote them.
-
-    Each file is copied whole, then renamed, summary.json last and never over one: a folder with
-    summary.json holds a finished result. The folder must still be this run's (``claimed_out``).
-    """
-    if not results_dir:
-        return
-    holder = files.claim_holder(Path(results_dir) / names.OUT_CLAIM)
-    if holder is None or holder.get("run_id") != run_id:
-        raise Refused(f"out={results_dir}: no longer claimed by this run (held by "
-                      f"{(holder or {}).get('run_id', 'nobody')}); its results stay in the store and in {out}")
-    for name in (names.CHECKPOINT, names.HISTORY, names.SUMMARY):
-        files.copy_atomic(out / name, Path(results_dir) / name, exclusive=name == names.SUMMARY)
-
-
-@contextmanager
-def claimed_out(results_dir: str, run_id: str, rank: int):
-    """``-P out=DIR`` is this run's while it runs: claimed at once (``.regolith-claim``), released when it ends.
-
-    Two runs given one folder: the second is refused at its start, so neither overwrites the other's
-    result. A claim left by a process of this host that is gone (``kill -9``) is taken over.
-    """
-    if not results_dir or rank != 0:
-        yield
-        return
-    check_results_dir(results_dir)
-    path, owner = Path(results_dir) / names.OUT_CLAIM, {"run_id": run_id, **liveness.where()}
-    holder = files.claim(path, owner)
-    if holder is not None and (holder.get("run_id") == run_id or claim_is_stale(holder)):
-        files.write_atomic(path, (json.dumps(owner) + "\n").encode())  # ours again: a resume, or a dead claim
-    elif holder is not None:
-        raise Refused(f"out={results_dir}: claimed by run {holder.get('run_id', '?')} (pid {holder.get(names.PID, '?')}"
-                      f" on {holder.get(names.HOST, '?')}), which may still be writing it; give another folder "
-                      f"(if that run is gone, delete {path})")
-    try:
-        yield
-    finally:
-        if (files.claim_holder(path) or {}).get("run_id") == run_id:
-            path.unlink(missing_ok=True)
-
-
-def claim_is_stale(holder: dict) -> bool:
-    """Whether the process that claimed a folder is known gone: of this host and namespace, and not running."""
-    pid = as_number(holder.get(names.PID))
-    return ((holder.get(names.HOST), holder.get(names.PID_NAMESPACE)) == liveness.host() and pid is not None
-            and not liveness.process_alive(int(pid), as_number(holder.get(names.PROCESS_START))))
-
-
 # ---- the run ------------------------------------------------------------------------------------
 
 def save_epoch(out: Path, net, optimizer, data_rng, progress: dict, args, precision: str, improved: bool):
@@ -425,7 +365,8 @@ def train(args, run_id: str, resume: bool = False, rank: int = 0, world: int = 1
     prints and writes files, so the run is recorded once.
     """
     log, say = (track, print) if rank == 0 else (track.silent, lambda *_, **__: None)
-    with claimed_out(args.out, run_id, rank):
+    check_out_apart(args)  # before the claim, which writes into the folder
+    with results.claimed_out(args.out, run_id, rank):
         run = set_up(args, run_id, resume, rank, world, log, say)
         start(log, say, run["record"], run["progress"], run["out"], run_id, resume, rank)
         try:
@@ -522,7 +463,6 @@ def check_output_dir(out: Path):
 def check_before_reading(args, out: Path, rank: int, world: int):
     """Everything that can be refused before any data is read: the parameters and where the run will write."""
     check_args(args, world)
-    check_out_apart(args)
     if rank == 0:  # the only rank that writes files
         check_output_dir(out)
         store.check_artifact_store()
@@ -551,7 +491,7 @@ def finish(log, say, record: dict, progress: dict, args, out: Path, run_id: str,
     log.finish(progress["history"], final_metrics(summary, progress),
                [out / names.CHECKPOINT, out / names.HISTORY, out / names.SUMMARY])
     if rank == 0:
-        copy_results(out, args.out, run_id)
+        results.copy_results(out, args.out, run_id)
         # The best epoch's checkpoint as an MLflow model, linked to that epoch's metrics; fitted photos take
         # the training frames' long side, as regolith.photos fits them.
         started = time.perf_counter()

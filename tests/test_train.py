@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from conftest import REPO, make_split
-from regolith import CLASSES, Refused, augment, data, engine, evaluate, model as segformer, state, train
+from regolith import CLASSES, Refused, augment, data, engine, evaluate, model as segformer, results, state, train
 
 EPOCH_METRICS = ["train/loss", "val/loss", "val/iou_regolith", "val/iou_rock", "val/iou_sky", "val/miou", "lr",
                  "time/epoch_s"]
@@ -561,15 +561,15 @@ def test_a_folder_another_live_run_claimed_is_refused_and_a_dead_ones_claim_is_t
 
 
 def test_results_are_not_copied_into_a_folder_claimed_meanwhile(tmp_path):
-    out, results = tmp_path / "outputs" / "run-a", tmp_path / "res"
+    out, folder = tmp_path / "outputs" / "run-a", tmp_path / "res"
     out.mkdir(parents=True)
     for name in ("best.pt", "metrics.jsonl", "summary.json"):
         (out / name).write_text(name)
-    with train.claimed_out(str(results), "run-a", rank=0):
-        (results / ".regolith-claim").write_text(json.dumps({"run_id": "run-b"}))  # the other run took it
+    with results.claimed_out(str(folder), "run-a", rank=0):
+        (folder / ".regolith-claim").write_text(json.dumps({"run_id": "run-b"}))  # the other run took it
         with pytest.raises(Refused, match="no longer claimed by this run .held by run-b"):
-            train.copy_results(out, str(results), "run-a")
-    assert [p.name for p in results.iterdir()] == [".regolith-claim"]  # run-b's claim stays, nothing copied
+            results.copy_results(out, str(folder), "run-a")
+    assert [p.name for p in folder.iterdir()] == [".regolith-claim"]  # run-b's claim stays, nothing copied
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
