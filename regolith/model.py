@@ -186,6 +186,11 @@ def current_names(model, stored: list) -> dict:
             for key in stored}
 
 
+def _same_tensor(loaded, stored) -> bool:
+    """Equal in shape and every value, NaN equal to NaN (a checkpoint may hold NaNs; the check is of loading)."""
+    return loaded.shape == stored.shape and bool(torch.isclose(loaded, stored, rtol=0, atol=0, equal_nan=True).all())
+
+
 def check_encoder_values(pretrained: str, model) -> list:
     """Refuse unless every encoder tensor equals the one tensor the checkpoint file holds for it; returns their names.
 
@@ -208,7 +213,7 @@ def check_encoder_values(pretrained: str, model) -> list:
         sources = by_model_name.get(key, [])
         if not sources:
             wrong.append(f"{key} (not in the file)")
-        elif not all(torch.equal(state[key], stored[s].to(state[key].dtype)) for s in sources):
+        elif not all(_same_tensor(state[key], stored[s].to(state[key].dtype)) for s in sources):
             wrong.append(f"{key} (differs from the file's {' / '.join(sources)})")
     if wrong:
         raise Refused(f"pretrained={pretrained!r}: {len(wrong)} encoder tensor(s) loaded without error are not the "

@@ -214,6 +214,7 @@ def check_experiment_open(name: str = ""):
     MLflow refuses to set a deleted experiment active only once the run is being opened, with a traceback.
     """
     name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME", "")
+    ready_store()  # its first access creates a new SQLite store's schema: one process at a time
     found = MlflowClient().get_experiment_by_name(name) if name else None
     if found is not None and found.lifecycle_stage == "deleted":
         raise Refused(f"experiment {name!r} is deleted in the tracking store {mlflow.get_tracking_uri()}; restore it "

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from unittest import mock
 
 import pytest
 import yaml
@@ -137,7 +138,8 @@ def test_kill_9_is_found_and_marked_live_runs_are_not_and_resume_continues(store
     rows = tracking_store.read_runs("reap")
     stale = [entry["run_id"] for entry in liveness.find_stale(rows)]
     assert ablation.select_runs(rows, stale)[1]["stale"] == 2 and ablation.select_runs(rows, stale)[1]["running"] == 2
-    sweep.main(["--experiment", "reap"])
+    with mock.patch.dict(os.environ, {"MLFLOW_EXPERIMENT_NAME": "reap"}):
+        sweep.store_rows()  # what a sweep reads before it trains anything
     out, err = capsys.readouterr()
     assert out == "" and f"warning: run {run_id} (dr_8 seed 0) is RUNNING" in err and f"--resume {run_id}" in err
 
