@@ -223,7 +223,7 @@ def flood_lines(matched: dict) -> list:
             lines.append(f"            rock-IoU delta {words}: {_interval(entry[field], '{:+.4f}'.format)}")
         lines.append(f"            verdict: {entry['verdict']}")
         lines.append(f"            real-share delta at matched rock-IoU ({min(entry['argmax_iou']):.4f}): "
-                     f"{_interval(entry['share_at_matched_iou'], _signed_share)} real rock share")
+                     f"{_interval(entry['share_at_matched_iou'], _signed_share)}")
     return lines
 
 
