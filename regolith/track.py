@@ -272,7 +272,7 @@ def _refuse_other_experiment(existing, experiment: str):
 _opened = {"started": False}
 
 
-_shield = {"depth": 0, "pending": None}
+_shield = {"depth": 0, "pending": None, "stopping": False}
 
 
 @contextmanager
@@ -295,12 +295,25 @@ def shielded():
 
 
 def stop_handler(signum, frame):
-    """The SIGINT and SIGTERM handler: end the run as KILLED, at once or right after a shielded write."""
+    """The SIGINT and SIGTERM handler: end the run as KILLED, at once or right after a shielded write.
+
+    Only the first request counts. One stop often arrives twice (Ctrl-C reaches the whole process
+    group, then ``mlflow run`` cancels with SIGTERM; a scheduler signals every process of a job),
+    and a second raise would cut short the first one's ending of the run.
+    """
+    if _shield["stopping"]:
+        return
+    _shield["stopping"] = True
     stop = Interrupted(f"stopped by signal {signal.Signals(signum).name}")
     if _shield["depth"]:
         _shield["pending"] = stop
     else:
         raise stop
+
+
+def reset_stop():
+    """Forget an earlier stop request (one process may train more than once, as the tests do)."""
+    _shield.update(pending=None, stopping=False)
 
 
 def _end(run_id: str, status: str, error: str | None = None, clear_error: bool = False):
@@ -524,22 +537,31 @@ def warn(message: str):
     print(f"warning: {message}", file=sys.stderr)
 
 
-def record_error(error: str, keep_existing: bool = False):
-    """Under ``mlflow run``, record a refusal that came before ``run`` could open anything (argparse's).
+def record_error(error: str, keep_existing: bool = False, verb: str | None = None):
+    """Under ``mlflow run``, record why an entry point failed where its verb could not (argparse, a kill).
 
-    The run ``mlflow run`` created (``MLFLOW_RUN_ID``) gets it as ``regolith.error`` (unless
-    ``keep_existing`` and it has one) and, if still RUNNING, ends FAILED. Best effort: a store that
-    cannot take it is warned about, never waited on.
+    The run ``mlflow run`` created (``MLFLOW_RUN_ID``) gets it as ``regolith.error`` and, if still
+    RUNNING, ends FAILED. With ``keep_existing`` (``regolith.launch``, after the verb exited) a
+    reason the verb recorded stays, and a run the verb ended FINISHED or KILLED is left as it is.
+    A run still under MLflow's generated name is named ``<verb>-refused`` (``-failed``), so the refusal does not
+    sit in the experiment looking like an anonymous training run. Best effort: a store that cannot
+    take it is warned about, never waited on.
     """
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
+    verb = verb or Path(sys.argv[0]).stem
     try:
         store.check_reachable(timeout=5)
         client = MlflowClient()
+        run = client.get_run(run_id)
+        if keep_existing and run.info.status in ("FINISHED", "KILLED"):
+            return
         try:
-            if not (keep_existing and names.ERROR in client.get_run(run_id).data.tags):
+            if not (keep_existing and names.ERROR in run.data.tags):
                 client.set_tag(run_id, names.ERROR, readable(error)[:4000])
+            if GENERATED_NAME.fullmatch(run.info.run_name or "") and names.KIND not in run.data.tags:
+                client.update_run(run_id, name=f"{verb.removeprefix('regolith.')}-{'failed' if keep_existing else 'refused'}")
         finally:
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_terminated(run_id, "FAILED")

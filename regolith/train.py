@@ -537,6 +537,7 @@ def main(argv=None):
     rank, world = engine.distributed()
     # SIGTERM (a preempted job, `docker stop`) and Ctrl-C end the run as KILLED, keeping the last epoch.
     previous = {sig: signal.signal(sig, track.stop_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    track.reset_stop()
     try:
         with refusals():  # the run is already marked FAILED with the error as a tag; say what is wrong, no traceback
             if rank == 0:

@@ -1,8 +1,11 @@
 """Finding runs as a new user would: which experiment, which store, and refusals recorded where mlflow run looks."""
 
+import subprocess
+
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import REPO
 from regolith import Refused, evaluate, store as tracking_store
 
 
@@ -38,6 +41,20 @@ def test_a_refusal_under_mlflow_run_is_recorded_in_its_run(store, monkeypatch):
     assert run.info.status == "FAILED" and "'no_such_run': no run with that id or name" in run.data.tags[
         "regolith.error"]
 
+
+
+def test_a_refusal_through_mlflow_run_is_named_after_its_verb(store, tmp_path):
+    # The launcher run MLflow opened would otherwise keep a generated name ("bustling-cat-123") beside real runs.
+    client = MlflowClient()
+    _training_run(client, "regolith-demo", "dr_80")
+    done = subprocess.run(["mlflow", "run", str(REPO), "--env-manager", "local", "--experiment-name", "regolith-demo",
+                           "-e", "evaluate", "-P", "run=no_such_run"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode != 0
+    experiment = client.get_experiment_by_name("regolith-demo").experiment_id
+    refused = [run for run in client.search_runs([experiment]) if run.data.tags.get("regolith.kind") != "train"]
+    assert [(run.info.run_name, run.info.status) for run in refused] == [("evaluate-refused", "FAILED")], done.stderr
+    assert "'no_such_run': no run with that id or name" in refused[0].data.tags["regolith.error"]
 
 def test_a_verb_names_its_store_and_a_new_empty_one_when_a_run_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)

@@ -2,6 +2,7 @@
 system metrics, and which registered version a variant's alias names."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -241,20 +242,80 @@ def test_a_heartbeat_thread_the_memory_limit_cannot_start_is_refused_by_name(tmp
 
 
 def test_an_entry_point_killed_outright_gets_a_reason_and_one_that_gave_its_own_keeps_it(store, monkeypatch):
-    from regolith import exited
+    from regolith import launch
     client = MlflowClient()
-    killed, refused = (client.create_run(client.create_experiment(name)).info.run_id for name in ("killed", "refused"))
+    killed, refused, finished = (client.create_run(client.create_experiment(name)).info.run_id
+                                 for name in ("killed", "refused", "finished"))
     client.set_tag(refused, names.ERROR, "split /x: no such directory")
-    for run_id, status in ((killed, 137), (refused, 2)):
+    client.set_terminated(finished, "FINISHED")
+    for run_id, status in ((killed, 137), (refused, 2), (finished, 1)):
         monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
-        with pytest.raises(SystemExit) as exit:
-            exited.main([str(status), "regolith.train"])
-        assert exit.value.code == status
+        launch.record(status, "regolith.train")
     run = client.get_run(killed)
     assert run.info.status == "FAILED" and run.data.tags[names.ERROR] == (
         "regolith.train was killed by SIGKILL (kill -9, or the OOM killer), exit status 137, before it could "
         "record why")
+    assert run.info.run_name == "train-failed"  # no longer MLflow's generated name
     assert client.get_run(refused).data.tags[names.ERROR] == "split /x: no such directory"
-    with pytest.raises(SystemExit) as exit:
-        exited.main(["0", "regolith.train"])
-    assert exit.value.code == 0
+    assert client.get_run(finished).info.status == "FINISHED" and names.ERROR not in client.get_run(finished).data.tags
+    missing = client.create_run(client.get_experiment_by_name("finished").experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", missing)
+    with pytest.raises(SystemExit) as exit:  # a verb that fails before it can say why (here: no such module)
+        launch.main(["regolith.no_such_verb", "--flag"])
+    assert exit.value.code == 1
+    assert client.get_run(missing).data.tags[names.ERROR] == (
+        "regolith.no_such_verb exited with status 1 without recording why (see its console output)")
+
+
+def _mlflow_train(tmp_path, encoder, epochs):
+    """``mlflow run`` of the main entry point as a terminal would start it: a process group of its own."""
+    datasets = make_datasets(tmp_path / "datasets", train_frames=16, val_frames=4, size=32)
+    cmd = ["mlflow", "run", str(REPO), "--env-manager", "local", "-P", f"split={datasets / 'train_dr'}",
+           "-P", f"pretrained={encoder}", "-P", f"epochs={epochs}", "-P", "batch=4", "-P", f"patience={epochs}",
+           "-P", "register=false", "-P", "epoch_images=false"]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _training_pid(client, process, timeout=180) -> tuple:
+    """The run ``mlflow run`` opened and the pid of the training process in it, once an epoch has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in client.search_runs([exp.experiment_id for exp in client.search_experiments()]):
+            if names.PID in run.data.tags and client.get_metric_history(run.info.run_id, "val/iou_rock"):
+                return run.info.run_id, int(run.data.tags[names.PID])
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    pytest.fail("no epoch finished under mlflow run")
+
+
+def test_mlflow_run_whose_training_process_is_killed_outright_records_why(store, tmp_path, tiny_encoder):
+    client = MlflowClient()
+    client.search_experiments()  # the schema first: polling a SQLite file mlflow run is creating races its migration
+    process = _mlflow_train(tmp_path, tiny_encoder, 40)
+    run_id, pid = _training_pid(client, process)
+    os.kill(pid, signal.SIGKILL)  # the training process itself, not its launcher: as the OOM killer does
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode != 0, out
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED", out
+    assert run.data.tags[names.ERROR].startswith("regolith.train was killed by SIGKILL (kill -9, or the OOM killer)")
+
+
+def test_ctrl_c_of_mlflow_run_ends_the_run_killed_once(store, tmp_path, tiny_encoder):
+    # Ctrl-C reaches the whole group (mlflow, the launcher, the training process); mlflow then cancels with a
+    # SIGTERM the launcher passes on. The run takes the first request and ends KILLED, keeping its checkpoint.
+    client = MlflowClient()
+    client.search_experiments()  # the schema first: polling a SQLite file mlflow run is creating races its migration
+    process = _mlflow_train(tmp_path, tiny_encoder, 40)
+    run_id, _ = _training_pid(client, process)
+    os.killpg(process.pid, signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    run = client.get_run(run_id)
+    # The run ends itself KILLED; MLflow 3's CLI then sets FAILED over it, as its check of whether the run
+    # already ended compares the status text with RunStatus's numbers. The reason and the state stay.
+    assert run.info.status in ("KILLED", "FAILED"), out
+    assert run.data.tags[names.ERROR] == "interrupted (stopped by signal SIGINT)", out
+    assert "run ended as KILLED" in out
+    assert "Traceback" not in out.split("run ended as KILLED")[0], out
+    assert "best.pt" in {artifact.path for artifact in client.list_artifacts(run_id)}
