@@ -324,7 +324,7 @@ def ablation_results(runs: list, experiment: str, confusions: dict | None = None
         v["real_sets"] = distinct([run["real_set"] for run in runs if run["variant"] == name and run["real_set"]])
     plain = [run for run in runs if run.get("plain", True)]
     results = {"experiment": experiment, "metric": names.key(names.BEST, names.HEADLINE), "variants": variants,
-               "deltas": [lever_delta(spec, runs, confusions or {}, real) for spec in asked]}
+               "deltas": [lever_delta(spec, runs, confusions or {}, real, curves or {}) for spec in asked]}
     try:
         builtin = builtin_deltas(plain, experiment, confusions or {}, real, curves or {}, splits or {})
     except Refused as refusal:
@@ -520,10 +520,11 @@ def side_runs(runs: list, selector: str, spec: str) -> list:
     return [{**run, "variant": selector} for run in chosen]
 
 
-def lever_delta(spec: str, runs: list, confusions: dict, real: dict) -> dict:
+def lever_delta(spec: str, runs: list, confusions: dict, real: dict, curves: dict | None = None) -> dict:
     """B - A for ``spec`` = ``A:B``, as the built-in deltas: paired by seed, intervals over frames, seeds and
-    photos, per-frame wins, the real rock share, and every setting the two sides differ in (the lever itself
-    among them: that is what the delta measures)."""
+    photos, per-frame wins, the real rock share, at matched flood where both sides have operating curves
+    (``curves``, as ``ablation_results`` takes them), and every setting the two sides differ in (the lever
+    itself among them: that is what the delta measures)."""
     baseline, variant = parse_delta(spec)
     sides = side_runs(runs, baseline, spec) + side_runs(runs, variant, spec)
     variants = summarize_variants(sides)
@@ -534,6 +535,7 @@ def lever_delta(spec: str, runs: list, confusions: dict, real: dict) -> dict:
     if all(variants[name][REAL_SHARE]["mean"] is not None for name in (variant, baseline)):
         entry["real"] = delta(variants, variant, baseline, score=REAL_SHARE)
         entry["real"]["photo_interval"] = photo_interval(entry["real"], variants, real)
+    entry["flood"] = flood.lever_at_matched_flood(entry, variants, curves or {})
     entry["differences"] = setting_differences(sides)
     entry["sides"] = {name: {"run_ids": v["run_ids"], "seeds": v["seeds"], "iou_rock": v[names.HEADLINE]}
                       for name, v in variants.items()}

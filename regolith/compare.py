@@ -201,6 +201,11 @@ def lever_lines(deltas: list) -> list:
             lines += [f"            {line}" for line in real_delta_lines("real", entry["real"], indent="      ")]
         else:
             lines.append("            no real rock share: train with -P real_images or run regolith.photos on both")
+        matched = entry.get("flood")
+        if matched and matched.get("refused"):
+            lines.append(f"            no delta at matched flood: {matched['refused']}")
+        elif matched:
+            lines += [f"            {line}" for line in matched_lines("at matched flood", matched)]
         lines += [f"            note: {line}" for line in entry["differences"]]
     return lines
 
@@ -210,20 +215,25 @@ def flood_lines(matched: dict) -> list:
     its verdict."""
     lines = ["At matched flood (operating curves; 95% CI: paired bootstrap over validation frames and photos together):"]
     for key, label in (("dr_delta", "DR delta  "), ("size_delta", "size delta")):
-        entry = matched.get(key)
-        if not entry:
-            continue
-        v, b = entry["variant"], entry["baseline"]
-        lines.append(f"{label}: {v} - {b}; argmax real share {entry['argmax_share'][0]:.1%} vs "
-                     f"{entry['argmax_share'][1]:.1%}, argmax rock-IoU {entry['argmax_iou'][0]:.4f} vs "
-                     f"{entry['argmax_iou'][1]:.4f}")
-        held = [(f"at {entry['matched_share']:.1%} real share (the less-flooding argmax)", "iou_at_matched"),
-                *((f"at {share:.0%} real share", names.at_share(share)) for share in curve.SHARES)]
-        for words, field in held:
-            lines.append(f"            rock-IoU delta {words}: {_interval(entry[field], '{:+.4f}'.format)}")
-        lines.append(f"            verdict: {entry['verdict']}")
-        lines.append(f"            real-share delta at matched rock-IoU ({min(entry['argmax_iou']):.4f}): "
-                     f"{_interval(entry['share_at_matched_iou'], _signed_share)}")
+        if matched.get(key):
+            lines += matched_lines(label, matched[key])
+    return lines
+
+
+def matched_lines(label: str, entry: dict) -> list:
+    """One delta at matched flood: the sides' argmax points, the rock-IoU delta at each held share, the verdict,
+    and the mirror question."""
+    v, b = entry["variant"], entry["baseline"]
+    lines = [f"{label}: {v} - {b}; argmax real share {entry['argmax_share'][0]:.1%} vs "
+             f"{entry['argmax_share'][1]:.1%}, argmax rock-IoU {entry['argmax_iou'][0]:.4f} vs "
+             f"{entry['argmax_iou'][1]:.4f}"]
+    held = [(f"at {entry['matched_share']:.1%} real share (the less-flooding argmax)", "iou_at_matched"),
+            *((f"at {share:.0%} real share", names.at_share(share)) for share in curve.SHARES)]
+    for words, field in held:
+        lines.append(f"            rock-IoU delta {words}: {_interval(entry[field], '{:+.4f}'.format)}")
+    lines.append(f"            verdict: {entry['verdict']}")
+    lines.append(f"            real-share delta at matched rock-IoU ({min(entry['argmax_iou']):.4f}): "
+                 f"{_interval(entry['share_at_matched_iou'], _signed_share)}")
     return lines
 
 
@@ -328,7 +338,8 @@ def delta_metrics(results: dict, prefix: str = "") -> dict:
         for kind in ("frame_interval", "seed_interval"):
             if entry.get(kind):
                 logged.update({names.key(key, f"{kind}_{end}"): entry[kind][end] for end in ("low", "high")})
-    logged.update(flood.metrics(results.get("flood")))
+    logged.update(flood.metrics(results.get("flood"), {lever_key(number): entry.get("flood") for number, entry
+                                                       in enumerate(results.get("deltas", []), 1)}))
     return {prefix + key: value for key, value in logged.items() if value is not None}
 
 

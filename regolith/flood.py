@@ -102,41 +102,67 @@ def flood_deltas(results: dict, variants: dict, curves: dict) -> dict | None:
     needs one, on one photo set, fit, TTA and validation split; otherwise {"refused": why}.
     """
     involved = {name for key in GAIN_WORDS for name in (results[key]["variant"], results[key]["baseline"])}
-    found = {run_id: curves.get(run_id) for name in involved for run_id in variants[name]["run_ids"]}
-    if not found or any(c is None for c in found.values()):
-        missing = sorted(name for name in involved if any(found.get(r) is None for r in variants[name]["run_ids"]))
-        return {"refused": f"no operating curve for {', '.join(missing)}: run python -m regolith.evaluate with "
-                           f"--images on each"} if any(c is not None for c in found.values()) else None
-    sets = {(c["digest"], c["fit"], c["tta"], c["split_digest"]) for c in found.values()}
-    if len(sets) > 1:
-        return {"refused": "the curves were counted on different photo sets, fits, TTA or validation splits: "
-                           + "; ".join(f"photos {d[:12]} fit={f} tta={t} split {s[:12]}" for d, f, t, s in sorted(sets))}
-    out = {"curves": {}, "photos_digest": next(iter(sets))[0]}
+    refused = curve_refusal(involved, variants, curves)
+    if refused is not None:
+        return refused or None
+    out = {"curves": {}, "photos_digest": curves[variants[next(iter(involved))]["run_ids"][0]]["digest"]}
     for name in sorted(involved, key=list(variants).index):
         frames, shares = pooled([curves[r] for r in variants[name]["run_ids"]])
         operating = curve.operating_curve(frames, None)
         out["curves"][name] = {"t": operating["t"], "iou_rock": operating["iou_rock"],
                                "real_share": shares.mean(0).tolist(), "argmax": operating["argmax"]}
     for key, words in GAIN_WORDS.items():
-        entry = results[key]
-        seeds = entry["seeds"] or None
-        sides = [pooled([curves[r] for r, s in zip(variants[name]["run_ids"], variants[name]["seeds"])
-                         if seeds is None or s in seeds]) for name in (entry["variant"], entry["baseline"])]
-        if any(side is None for side in sides):
-            out[key] = None
-            continue
-        matched = matched_delta(*sides)
-        matched["verdict"] = verdict(words, matched["iou_at_matched"])
-        out[key] = {"variant": entry["variant"], "baseline": entry["baseline"], **matched}
+        out[key] = pair_at_matched_flood(results[key], variants, curves, words)
     return out
 
 
-def metrics(flood: dict | None) -> dict:
-    """The compare run's matched-flood metrics: dr_delta/iou_at_matched, ..._low, ..._high, per held share."""
+def lever_at_matched_flood(entry: dict, variants: dict, curves: dict) -> dict | None:
+    """A ``--delta A:B`` at matched flood, as the built-in deltas: None without curves, {"refused": why} where
+    some run of a side has none or the sides' curves were counted on different photos."""
+    refused = curve_refusal({entry["variant"], entry["baseline"]}, variants, curves)
+    if refused is not None:
+        return refused or None
+    return pair_at_matched_flood(entry, variants, curves, f"{entry['variant']}'s gain")
+
+
+def curve_refusal(involved: set, variants: dict, curves: dict) -> dict | None:
+    """None where every run of the ``involved`` variants has a curve, all on one photo set, fit, TTA and split;
+    {} where none has one (nothing to say); else {"refused": why}."""
+    found = {run_id: curves.get(run_id) for name in involved for run_id in variants[name]["run_ids"]}
+    if not found or all(c is None for c in found.values()):
+        return {}
+    if any(c is None for c in found.values()):
+        missing = sorted(name for name in involved if any(found.get(r) is None for r in variants[name]["run_ids"]))
+        return {"refused": f"no operating curve for {', '.join(missing)}: run python -m regolith.evaluate with "
+                           f"--images on each"}
+    sets = {(c["digest"], c["fit"], c["tta"], c["split_digest"]) for c in found.values()}
+    if len(sets) > 1:
+        return {"refused": "the curves were counted on different photo sets, fits, TTA or validation splits: "
+                           + "; ".join(f"photos {d[:12]} fit={f} tta={t} split {s[:12]}" for d, f, t, s in sorted(sets))}
+    return None
+
+
+def pair_at_matched_flood(entry: dict, variants: dict, curves: dict, words: str) -> dict | None:
+    """One delta (``entry``: its variant, baseline and paired seeds) at matched flood, with its verdict."""
+    seeds = entry["seeds"] or None
+    sides = [pooled([curves[r] for r, s in zip(variants[name]["run_ids"], variants[name]["seeds"])
+                     if seeds is None or s in seeds]) for name in (entry["variant"], entry["baseline"])]
+    if any(side is None for side in sides):
+        return None
+    matched = matched_delta(*sides)
+    matched["verdict"] = verdict(words, matched["iou_at_matched"])
+    return {"variant": entry["variant"], "baseline": entry["baseline"], **matched}
+
+
+def metrics(flood: dict | None, levers: dict | None = None) -> dict:
+    """The compare run's matched-flood metrics: dr_delta/iou_at_matched, ..._low, ..._high, per held share.
+
+    ``levers``: {key: a ``--delta``'s ``lever_at_matched_flood``}, logged as delta_1/iou_at_matched, ...
+    """
     logged = {}
-    for key in GAIN_WORDS:
-        entry = (flood or {}).get(key)
-        if not entry:
+    entries = {**{key: (flood or {}).get(key) for key in GAIN_WORDS}, **(levers or {})}
+    for key, entry in entries.items():
+        if not entry or entry.get("refused"):
             continue
         for field in (*HELD_KEYS, "share_at_matched_iou"):
             for end in ("delta", "low", "high"):

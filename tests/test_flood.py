@@ -94,3 +94,33 @@ def test_labelled_splits_per_variant_with_intervals_over_frames():
     assert row["iou_rock"]["delta"] == pytest.approx(10 / 14) and row["precision"]["delta"] == pytest.approx(10 / 12)
     assert row["recall"]["delta"] == pytest.approx(10 / 12) and row["iou_rock"]["low"] <= 10 / 14 <= row["iou_rock"]["high"]
     assert "dr_8" not in table["real_frames"]
+
+
+def test_a_lever_delta_is_read_at_matched_flood_too():
+    # dr_8+gray: dr_8 with every margin raised (only more eager); dr_8+blur: rock separated better.
+    lever = [run(True, 8, "g", 0.65), run(True, 8, "b", 0.7)]
+    lever[0]["variant"], lever[1]["variant"] = names.variant(True, 8, "hflip,gray"), names.variant(True, 8, "hflip,blur")
+    curves = {"n": margins_to_counts(np.random.default_rng(0)), "d": margins_to_counts(np.random.default_rng(0)),
+              "D": margins_to_counts(np.random.default_rng(0), shift_rock=1.0),
+              "g": margins_to_counts(np.random.default_rng(0), shift_all=1.0),
+              "b": margins_to_counts(np.random.default_rng(0), shift_rock=2.0)}
+    asked = ("dr_8:dr_8+gray", "dr_8:dr_8+blur")
+    eager, better = ablation.ablation_results(RUNS + lever, "x", curves=curves, asked=asked)["deltas"]
+    assert eager["flood"]["argmax_share"][0] > eager["flood"]["argmax_share"][1]
+    assert eager["flood"]["iou_at_matched"]["delta"] == 0.0 and eager["flood"]["verdict"] == "the interval includes zero"
+    assert better["flood"]["iou_at_matched"]["low"] > 0
+    assert better["flood"]["verdict"] == "dr_8+blur's gain holds at matched flood"
+    results = ablation.ablation_results(RUNS + lever, "x", curves=curves, asked=asked)
+    table = compare.format_table(results)
+    assert "at matched flood: dr_8+blur - dr_8; argmax real share" in table
+    assert "verdict: dr_8+blur's gain holds at matched flood" in table
+    logged = compare.delta_metrics(results)
+    assert logged["delta_1/iou_at_matched"] == 0.0 and logged["delta_2/iou_at_matched_low"] > 0
+    assert "delta_2/iou_rock_at_real_10pct" in logged
+    # a side without a curve: said, not guessed
+    del curves["b"]
+    missing = ablation.ablation_results(RUNS + lever, "x", curves=curves, asked=asked)
+    assert missing["deltas"][1]["flood"] == {"refused": "no operating curve for dr_8+blur: run python -m "
+                                                        "regolith.evaluate with --images on each"}
+    assert "no delta at matched flood: no operating curve for dr_8+blur" in compare.format_table(missing)
+    assert ablation.ablation_results(RUNS + lever, "x", asked=asked)["deltas"][0]["flood"] is None
