@@ -348,7 +348,7 @@ def plot_ablation(results: dict, curves: dict, path: Path):
         plot_real(axes[3], results, colors)
     if operating:
         plot_operating_curves(axes[-1], list(operating.items()), colors)
-        axes[-1].set_title("Better, or only more eager? Rock threshold swept (dot: argmax)")
+        axes[-1].set_title("Better, or only more eager?\nrock threshold swept (dot: argmax)")
     for ax in axes:
         ax.title.set_fontsize(12.5)
         ax.xaxis.label.set_fontsize(11.5)
@@ -483,7 +483,9 @@ def plot_real(ax, results: dict, colors: dict):
         for x, y, generation in points:
             ax.annotate(generation, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=9, color="0.4")
     ax.margins(0.18)  # room for the labels beside the points
-    ax.set_ylim(bottom=0)  # the flood's size, not only its differences: shares start at 0
+    # The flood's size, not only its differences: shares start at 0; a fifth above the highest, for its label.
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.2 * max((v[names.REAL_SHARE]["mean"] or 0) + (v[names.REAL_SHARE]["std"] or 0)
+                                                  for v in variants.values())) or 1)
     ax.set_xlabel("best validation rock-IoU (synthetic)")
     ax.set_ylabel("share of real photos' pixels called rock")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -583,7 +585,7 @@ def plot_operating_curves(ax, curves: list, colors: dict | None = None):
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="upper right")  # the curves fall towards the lower right
 
 
 def operating_curve(curves: list, title: str, path: Path | None = None) -> np.ndarray:

@@ -255,9 +255,10 @@ def experiment_id(name: str) -> str:
 
 
 def run_url(run_id: str) -> str:
-    """A run's page in the UI."""
+    """A run's page in the UI, in the model-training view: without the parameter MLflow 3.17's run page opens in
+    the GenAI view (the browser's saved choice, "genai" until the user first picks another)."""
     experiment_id = MlflowClient().get_run(run_id).info.experiment_id
-    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 # ---- finding one run -----------------------------------------------------------------------------

@@ -267,7 +267,9 @@ def execute(plan: dict):
         run_id = train(run, env)
         # The fresh inference pass: it verifies the checkpoint reproduces validation, and its per-frame
         # confusion matrices give compare the bootstrap intervals over validation frames.
-        call([python, "-m", "regolith.evaluate", "--run", run_id], env, f"evaluate of {run['variant']}")
+        # (A run that watched real_images made this pass itself, with its operating curve on them.)
+        if not run["params"].get("real_images"):
+            call([python, "-m", "regolith.evaluate", "--run", run_id], env, f"evaluate of {run['variant']}")
         if plan["real_images"]:  # the rock flood, per photo, so compare has an interval over photos
             call([python, "-m", "regolith.photos", "--run", run_id, "--images", plan["real_images"]], env,
                  f"photos of {run['variant']}")

@@ -28,8 +28,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from regolith import (CLASSES, ROCK, Refused, alias, augment, data, engine, figures, files, model as segformer, names,
-                      photoset, provenance, refusals, registry, results, state, store, track)
+from regolith import (CLASSES, ROCK, Refused, alias, augment, data, engine, evaluate, figures, files,
+                      model as segformer, names, photoset, provenance, readable, refusals, registry, results, state,
+                      store, track)
 
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
 
@@ -509,6 +510,27 @@ def finish(log, say, record: dict, progress: dict, args, out: Path, run_id: str,
     return summary
 
 
+def verify_with_photos(run_id: str, real_images: str):
+    """After a run that watched real photos, the fresh verification pass with its operating curve on them.
+
+    What ``python -m regolith.evaluate --run RUN_ID`` would record (``verify/``, the curve's CSV, JSON,
+    figure and metrics), so a run started with ``real_images`` needs no separate step. The run is
+    FINISHED and registered by now: a failure here is the verification's, said as such, and leaves
+    the run as it is.
+    """
+    print(f"verifying {names.CHECKPOINT} by a fresh pass, with the operating curve on {real_images}", flush=True)
+    try:
+        summary = evaluate.evaluate(evaluate.build_parser().parse_args(["--run", run_id, "--images", real_images]))
+    except Refused as error:  # not into the run: it FINISHED, and its regolith.error would say otherwise
+        print(f"error: run {run_id} FINISHED, but its verification pass failed: {readable(str(error))}; run "
+              f"python -m regolith.evaluate --run {run_id} --images {real_images} again", file=sys.stderr)
+        sys.exit(2)
+    if summary["check"] == "fail":
+        print(f"error: run {run_id}: the fresh rock-IoU differs from the training-time best/iou_rock by more than "
+              f"{evaluate.TOLERANCE:g}; the inference path does not reproduce validation", file=sys.stderr)
+        sys.exit(1)
+
+
 def next_steps(run_id: str, real_images: str) -> list:
     """What a user does after a run: where it is in the UI, and the verbs that act on it, by its id."""
     command = store.ui_command()
@@ -547,6 +569,8 @@ def main(argv=None):
                                params=as_given(parser, argv)) as (run_id, resume):
                     engine.share((run_id, resume), world)
                     train(args, run_id, resume, rank, world)
+                if args.real_images:
+                    verify_with_photos(run_id, args.real_images)
             else:
                 run_id, resume = engine.share(None, world)
                 with track.node_system_metrics(run_id, resume):  # each other node's system/node_N/ metrics

@@ -239,6 +239,7 @@ def trained(tmp_path_factory, tiny_encoder) -> dict:
         done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "registered models:/regolith-segformer/1 as models:/regolith-segformer@dr_6" in done.stdout
+        (root / "train.log").write_text(done.stdout + done.stderr)
         record.write_text(json.dumps({"run_id": done.stdout.split("; run ")[1].split(",")[0]}))
     return {"root": root, "env": env, "uri": env["MLFLOW_TRACKING_URI"], "name": "dr_6",
             "alias": "models:/regolith-segformer@dr_6", "val_split": root / "data" / "test_photoreal",

@@ -46,6 +46,17 @@ def latest_summary(run_id: str, tmp_path: Path) -> tuple:
     return local, json.loads((local / "summary.json").read_text())
 
 
+
+def test_a_run_that_watched_photos_was_verified_with_its_curve_when_it_ended(in_store):
+    # conftest's run trained with --real-images and no separate evaluate step: its first verification is its own.
+    log = (in_store["root"] / "train.log").read_text()
+    assert "verifying best.pt by a fresh pass, with the operating curve on" in log and "rock-IoU agrees" in log
+    first = verify_folders(in_store["run_id"])[0]
+    stored = {info.path.rsplit("/", 1)[-1] for info in MlflowClient().list_artifacts(in_store["run_id"], first)}
+    assert VERIFY_FILES <= stored
+    metrics = MlflowClient().get_run(in_store["run_id"]).data.metrics
+    assert "verify/iou_rock_at_real_10pct" in metrics and "verify/real_share_at_argmax" in metrics
+
 def test_fresh_pass_equals_training_time_iou(in_store, tmp_path, capsys):
     run_id = in_store["run_id"]
     before = verify_folders(run_id)

@@ -77,7 +77,7 @@ def test_mlflow_run_records_everything(store, datasets, hub_cache, tmp_path):
     run = only_run(client)
     run_id = run.info.run_id
     # It ends with where to look and what to run next, by its id.
-    assert f"see it:  http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}" in done.stdout
+    assert f"see it:  http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run_id}?workflowType=machine_learning" in done.stdout
     for verb in (f"regolith.evaluate --run {run_id}", f"regolith.photos --run {run_id}", f"regolith.pull {run_id}"):
         assert verb in done.stdout, verb
     assert run.info.status == "FINISHED"
