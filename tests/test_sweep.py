@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, copy_project, make_demo_layout, save_legacy_encoder
+from conftest import REPO, copy_project, make_datasets, make_demo_layout, save_legacy_encoder
 from regolith import sweep
 
 
@@ -140,3 +140,29 @@ def test_a_shell_payload_in_seeds_runs_nothing_and_is_refused_in_the_run(store, 
     runs = client.search_runs([client.get_experiment_by_name("hostile").experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
     assert all("expected a whole number" in r.data.tags["regolith.error"] for r in runs)
+
+
+def test_the_augment_recipe_end_to_end_through_mlflow_run(store, tmp_path):
+    # The recipe as written (dr_750 five ways, then compare with its four --delta), one epoch of 32 px frames.
+    data = make_datasets(tmp_path / "rendered", train_frames=750, val_frames=4)
+    encoder = tmp_path / "tiny-mit"
+    save_legacy_encoder(encoder)
+    cmd = ["mlflow", "run", str(copy_project(tmp_path / "project")), "--env-manager", "local", "-e", "ablation",
+           "--experiment-name", "levers", "-P", f"data={data}", "-P", "recipe=augment", "-P", "epochs=1",
+           "-P", f"pretrained={encoder}"]
+    done = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                          timeout=1500)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("levers").experiment_id
+    training = client.search_runs([experiment], "tags.`regolith.kind` = 'train'")
+    assert sorted((r.info.run_name, r.data.tags["regolith.augment"]) for r in training) == [
+        ("dr_750", "hflip"), ("dr_750+blur", "hflip,blur"), ("dr_750+gray", "hflip,gray"),
+        ("dr_750+noise", "hflip,noise"), ("dr_750+photometric", "hflip,photometric")]
+    (parent,) = client.search_runs([experiment], "attributes.run_name = 'ablation'")
+    for number, choice in enumerate(sweep.AUGMENTS, 1):  # each lever against plain hflip, paired over frames
+        assert parent.data.tags[f"regolith.delta_{number}"] == (f"regolith.augment=hflip,{choice} vs "
+                                                                f"regolith.augment=hflip")
+        assert parent.data.metrics[f"delta_{number}/frame_interval_low"] <= parent.data.metrics[
+            f"delta_{number}/frame_interval_high"]
+    assert "no DR or size delta here" in done.stdout  # the recipe has no nodr variant: the levers answer alone
