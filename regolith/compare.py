@@ -126,7 +126,7 @@ def format_table(results: dict) -> str:
     # Shares from different photo sets, fits or TTA are not one column's numbers: the header says so.
     real_header = "real rock share (NOT comparable: photo sets differ)" if results.get("real_refused") else \
         "real rock share"
-    columns = ["variant", "dr", "frames", "seeds", "rock-IoU", *(["rock (strict)"] if strict else []),
+    columns = ["variant", "dr", "frames", "seed ids", "rock-IoU", *(["rock (strict)"] if strict else []),
                "regolith", "sky", "mIoU", *([real_header] if real else []), "best epoch"]
     rows = [[name, "yes" if v["dr"] else "no", str(v["frames"]), ",".join(map(str, v["seeds"])), _number(v["iou_rock"]),
              *([_number(v["iou_rock_strict"])] if strict else []), _number(v["iou_regolith"]), _number(v["iou_sky"]),
@@ -139,8 +139,6 @@ def format_table(results: dict) -> str:
         lines.append(f"no DR or size delta here: {results['builtin_note']}")
     else:
         lines += [delta_line("DR delta  ", results["dr_delta"]), delta_line("size delta", results["size_delta"])]
-    if results.get("deltas"):
-        lines += ["", *lever_lines(results["deltas"])]
     overall = results.get("per_frame_overall")
     if overall and (overall["variant"], overall["baseline"]) not in {
             (results[key]["variant"], results[key]["baseline"]) for key in ablation.DELTAS if results[key]}:
@@ -155,6 +153,8 @@ def format_table(results: dict) -> str:
                           *([name, str(row["frames"]), *(_interval(row[key], '{:.4f}'.format).replace(
                               " includes zero", "").replace(" excludes zero", "")
                               for key in ("iou_rock", "precision", "recall"))] for name, row in scores.items())])
+    if results.get("deltas"):  # after the study's own questions, which they do not change
+        lines += ["", *lever_lines(results["deltas"])]
     if results.get("reference"):
         lines += ["", *reference_lines(results["reference"], overall)]
     lines += [f"warning: {warning}" for warning in results["warnings"]]

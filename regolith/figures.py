@@ -483,9 +483,8 @@ def plot_real(ax, results: dict, colors: dict):
         for x, y, generation in points:
             ax.annotate(generation, (x, y), textcoords="offset points", xytext=(6, -12), fontsize=9, color="0.4")
     ax.margins(0.18)  # room for the labels beside the points
-    # The flood's size, not only its differences: shares start at 0; a fifth above the highest, for its label.
-    ax.set_ylim(0, max(ax.get_ylim()[1], 1.2 * max((v[names.REAL_SHARE]["mean"] or 0) + (v[names.REAL_SHARE]["std"] or 0)
-                                                  for v in variants.values())) or 1)
+    highest = max((v[names.REAL_SHARE]["mean"] or 0) + (v[names.REAL_SHARE]["std"] or 0) for v in variants.values())
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.2 * highest) or 1)  # from 0: the flood's size; room for the top label
     ax.set_xlabel("best validation rock-IoU (synthetic)")
     ax.set_ylabel("share of real photos' pixels called rock")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from regolith import (CLASSES, ROCK, Refused, alias, augment, data, engine, evaluate, figures, files,
                       model as segformer, names, photoset, provenance, readable, refusals, registry, results, state,
-                      store, track)
+                      stopping, store, track)
 
 PREVIEW_FRAMES = 4  # validation frames in the per-epoch image
 
@@ -350,7 +350,7 @@ def run_summary(record: dict, progress: dict, args, train_split, val_split) -> d
 
 def save_epoch(out: Path, net, optimizer, data_rng, progress: dict, args, precision: str, improved: bool):
     """The epoch's files: best.pt on a gain, then state.pt and metrics.jsonl; a stop lands before or after, not between."""
-    with track.shielded():
+    with stopping.shielded():
         if improved:
             files.save_atomic(segformer.checkpoint(net, progress["epoch"], progress["best"], vars(args),
                                                    segformer.PREPROCESSING, precision), out / names.CHECKPOINT)
@@ -558,8 +558,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rank, world = engine.distributed()
     # SIGTERM (a preempted job, `docker stop`) and Ctrl-C end the run as KILLED, keeping the last epoch.
-    previous = {sig: signal.signal(sig, track.stop_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    track.reset_stop()
+    previous = {sig: signal.signal(sig, stopping.stop_handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stopping.reset_stop()
     try:
         with refusals():  # the run is already marked FAILED with the error as a tag; say what is wrong, no traceback
             if rank == 0:
@@ -575,7 +575,7 @@ def main(argv=None):
                 run_id, resume = engine.share(None, world)
                 with track.node_system_metrics(run_id, resume):  # each other node's system/node_N/ metrics
                     train(args, run_id, resume, rank, world)
-    except track.Interrupted as stop:
+    except stopping.Interrupted as stop:
         print(f"{stop}: run ended as KILLED; resume it with --resume <run id>", file=sys.stderr)
         sys.exit(143)
     finally:

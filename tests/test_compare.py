@@ -229,7 +229,7 @@ def test_compare_on_a_store_gives_exact_deltas_and_ignores_what_does_not_count(a
     printed = capsys.readouterr().out
     assert "DR delta  : dr_80 - nodr_80 = +0.0850 ± 0.0212 rock-IoU" in printed
     assert "size delta: dr_160 - dr_80 = +0.0350 ± 0.0212 rock-IoU" in printed
-    assert "nodr_80  no   80      0,1    0.5200 ± 0.0283" in printed
+    assert "nodr_80  no   80      0,1       0.5200 ± 0.0283" in printed
 
 
 def test_the_figure_is_a_report_sized_png(ablation_store, tmp_path):
