@@ -495,9 +495,9 @@ def record_error(error: str, keep_existing: bool = False, verb: str | None = Non
     The run ``mlflow run`` created (``MLFLOW_RUN_ID``) gets it as ``regolith.error`` and, if still
     RUNNING, ends FAILED. With ``keep_existing`` (``regolith.launch``, after the verb exited) a
     reason the verb recorded stays, and a run the verb ended FINISHED or KILLED is left as it is.
-    A run still under MLflow's generated name is named ``<verb>-refused`` (``-failed``), so the refusal does not
-    sit in the experiment looking like an anonymous training run. Best effort: a store that cannot
-    take it is warned about, never waited on.
+    A run still under MLflow's generated name is named ``<verb>-refused`` (``-failed``), so the
+    refusal does not sit in the experiment looking like an anonymous training run. Best effort: a
+    store that cannot take it is warned about, never waited on.
     """
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
@@ -513,7 +513,8 @@ def record_error(error: str, keep_existing: bool = False, verb: str | None = Non
             if not (keep_existing and names.ERROR in run.data.tags):
                 client.set_tag(run_id, names.ERROR, readable(error)[:4000])
             if GENERATED_NAME.fullmatch(run.info.run_name or "") and names.KIND not in run.data.tags:
-                client.update_run(run_id, name=f"{verb.removeprefix('regolith.')}-{'failed' if keep_existing else 'refused'}")
+                ending = "failed" if keep_existing else "refused"
+                client.update_run(run_id, name=f"{verb.removeprefix('regolith.')}-{ending}")
         finally:
             if client.get_run(run_id).info.status == "RUNNING":
                 client.set_terminated(run_id, "FAILED")

@@ -525,6 +525,10 @@ def verify_with_photos(run_id: str, real_images: str):
         print(f"error: run {run_id} FINISHED, but its verification pass failed: {readable(str(error))}; run "
               f"python -m regolith.evaluate --run {run_id} --images {real_images} again", file=sys.stderr)
         sys.exit(2)
+    except stopping.Interrupted as stop:  # the run is FINISHED: only this pass was cut short
+        print(f"{stop}: the verification pass of run {run_id} stopped (the run itself FINISHED); run python -m "
+              f"regolith.evaluate --run {run_id} --images {real_images} again", file=sys.stderr)
+        sys.exit(143)
     if summary["check"] == "fail":
         print(f"error: run {run_id}: the fresh rock-IoU differs from the training-time best/iou_rock by more than "
               f"{evaluate.TOLERANCE:g}; the inference path does not reproduce validation", file=sys.stderr)
