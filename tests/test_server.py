@@ -340,9 +340,10 @@ def test_the_job_mlflow_builds_from_the_template_runs_main_with_the_parameters_a
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and env["MLFLOW_RUN_ID"] == "r" * 32
     assert [e["name"] for e in container["env"]].count("MLFLOW_TRACKING_URI") == 1  # the template sets none
 
-    # The container runs the command without a shell: argv goes to regolith.train as it stands.
+    # The container runs the command without a shell: argv goes to regolith.train (under regolith.launch, which
+    # records why it failed if it is killed outright) as it stands.
     argv = container["command"]
-    assert argv[:3] == ["python", "-m", "regolith.train"]
-    args = regolith_train.build_parser().parse_args(argv[3:])
+    assert argv[:4] == ["python", "-m", "regolith.launch", "regolith.train"]
+    args = regolith_train.build_parser().parse_args(argv[4:])
     assert (args.split, args.frames, args.seed, args.lr) == ("/datasets/train_dr", 750, 3, 6e-5)
     assert (args.val_split, args.parent, args.pretrained, args.register) == ("", "", "nvidia/mit-b0", "true")
