@@ -40,6 +40,10 @@ from regolith import (CLASSES, IGNORE_INDEX, ROCK, Refused, curve, data, figures
 
 # The reference study's own check: 0.8520 fresh against 0.8521 at training time.
 TOLERANCE = 1e-3
+# What evaluate, and a training run verifying itself (train.verify_with_photos), say when the check fails.
+CHECK_FAILED = (f"the fresh rock-IoU differs from the training-time best/iou_rock by more than {TOLERANCE:g}; "
+                "the inference path does not reproduce validation")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags are the kebab-case twins of the MLproject ``evaluate`` parameters, with the same defaults."""
@@ -436,8 +440,7 @@ def main(argv=None):
     with refusals():
         summary = evaluate(args)
     if summary["check"] == "fail":
-        print(f"error: the fresh rock-IoU differs from the training-time best/iou_rock by more than {TOLERANCE:g}; "
-              f"the inference path does not reproduce validation", file=sys.stderr)
+        print(f"error: {CHECK_FAILED}", file=sys.stderr)
         sys.exit(1)
 
 

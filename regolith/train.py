@@ -530,8 +530,7 @@ def verify_with_photos(run_id: str, real_images: str):
               f"regolith.evaluate --run {run_id} --images {real_images} again", file=sys.stderr)
         sys.exit(143)
     if summary["check"] == "fail":
-        print(f"error: run {run_id}: the fresh rock-IoU differs from the training-time best/iou_rock by more than "
-              f"{evaluate.TOLERANCE:g}; the inference path does not reproduce validation", file=sys.stderr)
+        print(f"error: run {run_id}: {evaluate.CHECK_FAILED}", file=sys.stderr)
         sys.exit(1)
 
 
